@@ -1,0 +1,78 @@
+// Philox4x32-10 counter-based RNG (Salmon et al., SC'11). Every random number is a pure function
+// of (seed, offset, element index), so CPU and GPU kernels produce the same stream for the same
+// seed, in any order and on any number of threads.
+#pragma once
+#include <array>
+#include <cstdint>
+
+namespace lvit {
+
+#if defined(__CUDACC__)
+#define LVIT_HD __host__ __device__ __forceinline__
+#else
+#define LVIT_HD inline
+#endif
+
+struct Philox {
+  // One Philox4x32-10 block: 4 random 32-bit words for counter (c0..c3) and key (k0, k1).
+  static LVIT_HD void block(uint32_t c[4], uint32_t k0, uint32_t k1) {
+    constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
+    constexpr uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
+    for (int r = 0; r < 10; ++r) {
+      uint64_t p0 = static_cast<uint64_t>(M0) * c[0];
+      uint64_t p1 = static_cast<uint64_t>(M1) * c[2];
+      uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
+      uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
+      uint32_t n0 = hi1 ^ c[1] ^ k0, n2 = hi0 ^ c[3] ^ k1;
+      c[0] = n0;
+      c[1] = lo1;
+      c[2] = n2;
+      c[3] = lo0;
+      k0 += W0;
+      k1 += W1;
+    }
+  }
+
+  // The 32-bit word for element i of the stream (seed, offset).
+  static LVIT_HD uint32_t word(uint64_t seed, uint64_t offset, uint64_t i) {
+    uint64_t blk = i >> 2;
+    uint32_t c[4] = {static_cast<uint32_t>(blk), static_cast<uint32_t>(blk >> 32),
+                     static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32)};
+    block(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+    return c[i & 3];
+  }
+
+  // Uniform in [0, 1) with 24 random bits (exact in f32).
+  static LVIT_HD float uniform(uint64_t seed, uint64_t offset, uint64_t i) {
+    return static_cast<float>(word(seed, offset, i) >> 8) * (1.0f / 16777216.0f);
+  }
+};
+
+// A seed plus a running offset: every consumer reserves a fresh offset, so two calls never share
+// numbers. The state (seed, offset) is what checkpoints save.
+class Generator {
+ public:
+  explicit Generator(uint64_t seed = 0) : seed_(seed) {}
+  uint64_t seed() const { return seed_; }
+  uint64_t offset() const { return offset_; }
+  void set_state(uint64_t seed, uint64_t offset) {
+    seed_ = seed;
+    offset_ = offset;
+  }
+  uint64_t next_offset() { return offset_++; }
+
+  // Host conveniences (each reserves a new offset).
+  float uniform();                   // [0, 1)
+  uint64_t next_u64();               // 64 random bits
+  int64_t randint(int64_t n);        // [0, n)
+  double normal(double mean, double std);
+
+ private:
+  uint64_t seed_;
+  uint64_t offset_ = 0;
+};
+
+// Standard normal for element i of stream (seed, offset): Box-Muller on two words.
+double philox_normal(uint64_t seed, uint64_t offset, uint64_t i);
+
+}  // namespace lvit

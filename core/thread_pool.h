@@ -1,0 +1,18 @@
+// A small fixed-size thread pool and parallel_for. The caller's thread takes part in the work,
+// so num_threads() == 1 runs everything inline. Nested parallel_for calls run inline.
+#pragma once
+#include <cstdint>
+#include <functional>
+
+namespace lvit {
+
+// Number of threads used by parallel_for (default: hardware concurrency, or $LVIT_THREADS).
+int num_threads();
+void set_num_threads(int n);
+
+// Calls fn(begin, end) on disjoint chunks covering [0, n). Chunks are at least `grain` long;
+// at most num_threads() chunks are made, so the split for given (n, grain, threads) is fixed and
+// results that depend on it (none should) stay reproducible.
+void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
+
+}  // namespace lvit
