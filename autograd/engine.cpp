@@ -81,6 +81,7 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
   LVIT_CHECK(grad.shape() == root.shape(), "backward: gradient {} for root {}",
              shape_str(grad.shape()), shape_str(root.shape()));
   std::shared_ptr<Node> start = gradient_edge(root);
+  NoGradGuard no_grad;  // backward closures build no graph of their own
 
   // Count, for every node reachable from the root, how many edges point at it.
   std::unordered_map<Node*, int> deps;

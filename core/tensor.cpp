@@ -131,6 +131,7 @@ Tensor Tensor::view(const Shape& shape_in) const {
 }
 
 Tensor Tensor::detach() const {
+  if (!defined()) return Tensor();
   return as_strided(shape(), strides(), offset());
 }
 

@@ -158,4 +158,13 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
   });
 }
 
+void parallel_chunks(int64_t n, int64_t chunks,
+                     const std::function<void(int64_t, int64_t, int64_t)>& fn) {
+  if (chunks <= 0) return;
+  const int64_t per = (n + chunks - 1) / chunks;
+  parallel_for(chunks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) fn(k, std::min(n, k * per), std::min(n, (k + 1) * per));
+  });
+}
+
 }  // namespace lvit

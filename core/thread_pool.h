@@ -15,4 +15,10 @@ void set_num_threads(int n);
 // results that depend on it (none should) stay reproducible.
 void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
+// Splits [0, n) into exactly `chunks` contiguous pieces (some may be empty) and calls
+// fn(chunk, begin, end) for each, in parallel. For reductions with per-chunk partial results:
+// with a fixed chunk count the result does not depend on the thread count.
+void parallel_chunks(int64_t n, int64_t chunks,
+                     const std::function<void(int64_t, int64_t, int64_t)>& fn);
+
 }  // namespace lvit

@@ -1,0 +1,82 @@
+#include "ops/cpu/activation.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/thread_pool.h"
+#include "ops/dispatch.h"
+
+namespace lvit::cpu {
+
+namespace {
+constexpr double kInvSqrt2 = 0.70710678118654752440;
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;
+}  // namespace
+
+void gelu_fwd(const Tensor& x, Tensor& y) {
+  LVIT_DISPATCH_FLOAT(x.dtype(), "gelu", [&] {
+    using T = scalar_t;
+    const T* px = x.data<T>();
+    T* py = y.data<T>();
+    parallel_for(x.numel(), 1 << 14, [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i)
+        py[i] = T(0.5) * px[i] * (T(1) + std::erf(px[i] * static_cast<T>(kInvSqrt2)));
+    });
+  });
+}
+
+void gelu_bwd(const Tensor& g, const Tensor& x, Tensor& gx) {
+  LVIT_DISPATCH_FLOAT(x.dtype(), "gelu_bwd", [&] {
+    using T = scalar_t;
+    const T *pg = g.data<T>(), *px = x.data<T>();
+    T* po = gx.data<T>();
+    parallel_for(x.numel(), 1 << 14, [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) {
+        const T v = px[i];
+        const T cdf = T(0.5) * (T(1) + std::erf(v * static_cast<T>(kInvSqrt2)));
+        const T pdf = static_cast<T>(kInvSqrt2Pi) * std::exp(T(-0.5) * v * v);
+        po[i] = pg[i] * (cdf + v * pdf);
+      }
+    });
+  });
+}
+
+void softmax_fwd(const Tensor& x, Tensor& y) {
+  const int64_t N = x.shape().back(), M = x.numel() / std::max<int64_t>(N, 1);
+  LVIT_DISPATCH_FLOAT(x.dtype(), "softmax", [&] {
+    using T = scalar_t;
+    const T* px = x.data<T>();
+    T* py = y.data<T>();
+    parallel_for(M, 16, [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) {
+        const T* r = px + i * N;
+        T* o = py + i * N;
+        const T mx = *std::max_element(r, r + N);
+        T sum = 0;
+        for (int64_t j = 0; j < N; ++j) sum += (o[j] = std::exp(r[j] - mx));
+        const T inv = T(1) / sum;
+        for (int64_t j = 0; j < N; ++j) o[j] *= inv;
+      }
+    });
+  });
+}
+
+void softmax_bwd(const Tensor& g, const Tensor& y, Tensor& gx) {
+  const int64_t N = y.shape().back(), M = y.numel() / std::max<int64_t>(N, 1);
+  LVIT_DISPATCH_FLOAT(y.dtype(), "softmax_bwd", [&] {
+    using T = scalar_t;
+    const T *pg = g.data<T>(), *py = y.data<T>();
+    T* po = gx.data<T>();
+    parallel_for(M, 16, [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) {
+        const T *gr = pg + i * N, *yr = py + i * N;
+        T dot = 0;
+        for (int64_t j = 0; j < N; ++j) dot += gr[j] * yr[j];
+        T* o = po + i * N;
+        for (int64_t j = 0; j < N; ++j) o[j] = yr[j] * (gr[j] - dot);
+      }
+    });
+  });
+}
+
+}  // namespace lvit::cpu

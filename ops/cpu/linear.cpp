@@ -1,0 +1,145 @@
+#include "ops/cpu/linear.h"
+
+#include <Eigen/Core>
+
+#include "core/thread_pool.h"
+#include "ops/dispatch.h"
+
+namespace lvit::cpu {
+
+namespace {
+
+template <typename T>
+using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename T>
+using CMap = Eigen::Map<const RowMat<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
+template <typename T>
+using MMap = Eigen::Map<RowMat<T>, Eigen::Unaligned, Eigen::OuterStride<>>;
+
+// One block, single-threaded: rows [m0, m1) and columns [n0, n1) of C.
+template <typename T>
+void gemm_block(bool ta, bool tb, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
+                const T* A, int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc, T beta) {
+  const int64_t m = m1 - m0, n = n1 - n0;
+  MMap<T> c(C + m0 * ldc + n0, m, n, Eigen::OuterStride<>(ldc));
+  // op(A) rows m0..m1: A stored [M,K] (row m at A + m*lda) or [K,M] (column m at A + m).
+  auto run = [&](const auto& a, const auto& b) {
+    if (beta == T(0)) c.noalias() = a * b;
+    else {
+      if (beta != T(1)) c *= beta;
+      c.noalias() += a * b;
+    }
+  };
+  if (!ta && !tb) {
+    run(CMap<T>(A + m0 * lda, m, K, Eigen::OuterStride<>(lda)),
+        CMap<T>(B + n0, K, n, Eigen::OuterStride<>(ldb)));
+  } else if (!ta && tb) {
+    run(CMap<T>(A + m0 * lda, m, K, Eigen::OuterStride<>(lda)),
+        CMap<T>(B + n0 * ldb, n, K, Eigen::OuterStride<>(ldb)).transpose());
+  } else if (ta && !tb) {
+    run(CMap<T>(A + m0, K, m, Eigen::OuterStride<>(lda)).transpose(),
+        CMap<T>(B + n0, K, n, Eigen::OuterStride<>(ldb)));
+  } else {
+    run(CMap<T>(A + m0, K, m, Eigen::OuterStride<>(lda)).transpose(),
+        CMap<T>(B + n0 * ldb, n, K, Eigen::OuterStride<>(ldb)).transpose());
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+          int64_t ldb, T* C, int64_t ldc, T beta) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
+    return;
+  }
+  const int threads = num_threads();
+  const double flops = 2.0 * M * N * K;
+  if (threads == 1 || flops < 2e5) {
+    gemm_block<T>(ta, tb, 0, M, 0, N, K, A, lda, B, ldb, C, ldc, beta);
+    return;
+  }
+  // Split the larger output dimension into one chunk per thread, rounded to 16 rows/columns.
+  if (M >= N) {
+    int64_t chunk = ((M + threads - 1) / threads + 15) / 16 * 16;
+    parallel_for((M + chunk - 1) / chunk, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t)
+        gemm_block<T>(ta, tb, t * chunk, std::min(M, (t + 1) * chunk), 0, N, K, A, lda, B, ldb, C,
+                      ldc, beta);
+    });
+  } else {
+    int64_t chunk = ((N + threads - 1) / threads + 15) / 16 * 16;
+    parallel_for((N + chunk - 1) / chunk, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t)
+        gemm_block<T>(ta, tb, 0, M, t * chunk, std::min(N, (t + 1) * chunk), K, A, lda, B, ldb, C,
+                      ldc, beta);
+    });
+  }
+}
+
+template <typename T>
+void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t K, const T* A,
+                  int64_t lda, int64_t stride_a, const T* B, int64_t ldb, int64_t stride_b, T* C,
+                  int64_t ldc, int64_t stride_c) {
+  if (batch == 1) {
+    gemm<T>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc);
+    return;
+  }
+  parallel_for(batch, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i)
+      gemm_block<T>(ta, tb, 0, M, 0, N, K, A + i * stride_a, lda, B + i * stride_b, ldb,
+                    C + i * stride_c, ldc, T(0));
+  });
+}
+
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
+                          int64_t, float*, int64_t, float);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, const double*, int64_t,
+                           const double*, int64_t, double*, int64_t, double);
+template void gemm_batched<float>(bool, bool, int64_t, int64_t, int64_t, int64_t, const float*,
+                                  int64_t, int64_t, const float*, int64_t, int64_t, float*, int64_t,
+                                  int64_t);
+template void gemm_batched<double>(bool, bool, int64_t, int64_t, int64_t, int64_t, const double*,
+                                   int64_t, int64_t, const double*, int64_t, int64_t, double*,
+                                   int64_t, int64_t);
+
+void linear_fwd(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
+  const int64_t M = x.shape()[0], K = x.shape()[1], N = w.shape()[0];
+  LVIT_DISPATCH_FLOAT(x.dtype(), "linear", [&] {
+    using T = scalar_t;
+    T* py = y.data<T>();
+    if (b.defined()) {
+      // Start from the bias so the GEMM accumulates onto it (beta = 1): no extra pass over y.
+      const T* pb = b.data<T>();
+      parallel_for(M, 256, [&](int64_t s, int64_t e) {
+        for (int64_t i = s; i < e; ++i) std::copy(pb, pb + N, py + i * N);
+      });
+    }
+    gemm<T>(false, true, M, N, K, x.data<T>(), K, w.data<T>(), K, py, N, b.defined() ? T(1) : T(0));
+  });
+}
+
+void linear_bwd(const Tensor& g, const Tensor& x, const Tensor& w, Tensor& gx, Tensor& gw, Tensor& gb) {
+  const int64_t M = x.shape()[0], K = x.shape()[1], N = w.shape()[0];
+  LVIT_DISPATCH_FLOAT(x.dtype(), "linear_bwd", [&] {
+    using T = scalar_t;
+    const T* pg = g.data<T>();
+    if (gx.defined()) gemm<T>(false, false, M, K, N, pg, N, w.data<T>(), K, gx.data<T>(), K);
+    if (gw.defined()) gemm<T>(true, false, N, K, M, pg, N, x.data<T>(), K, gw.data<T>(), K);
+    if (gb.defined()) {
+      T* pb = gb.data<T>();
+      parallel_for(N, 64, [&](int64_t s, int64_t e) {
+        std::fill(pb + s, pb + e, T(0));
+        for (int64_t i = 0; i < M; ++i) {
+          const T* row = pg + i * N;
+          for (int64_t j = s; j < e; ++j) pb[j] += row[j];
+        }
+      });
+    }
+  });
+}
+
+}  // namespace lvit::cpu

@@ -1,0 +1,33 @@
+#include "ops/dispatch.h"
+
+namespace lvit::ops {
+
+Device check_same(const char* op, std::initializer_list<Tensor> ts) {
+  const Tensor* first = nullptr;
+  for (const Tensor& t : ts) {
+    if (!t.defined()) continue;
+    if (!first) {
+      first = &t;
+      continue;
+    }
+    LVIT_CHECK(t.device() == first->device(), "{}: tensors on {} and {}", op, first->device().str(),
+               t.device().str());
+    LVIT_CHECK(t.dtype() == first->dtype(), "{}: dtypes {} and {}", op, dtype_name(first->dtype()),
+               dtype_name(t.dtype()));
+  }
+  LVIT_CHECK(first, "{}: no defined input", op);
+  return first->device();
+}
+
+void require_cpu(const char* op, std::initializer_list<Tensor> ts) {
+  for (const Tensor& t : ts) {
+    if (!t.defined() || t.device().is_cpu()) continue;
+#ifdef LVIT_WITH_CUDA
+    throw Error(fmt::format("{}: no CUDA kernel for this op yet", op));
+#else
+    throw Error(fmt::format("{}: lvit was built without CUDA", op));
+#endif
+  }
+}
+
+}  // namespace lvit::ops

@@ -1,0 +1,16 @@
+// Dropout and drop-path (stochastic depth). Masks come from Philox: element i of a call keeps
+// its value iff uniform(seed, offset, i) >= p, so the backward regenerates the mask from
+// (seed, offset) instead of storing it, and the GPU draws the same mask for the same seed.
+#pragma once
+#include "core/rng.h"
+#include "core/tensor.h"
+
+namespace lvit::ops {
+
+// Zeroes each element with probability p and scales the rest by 1/(1-p). Identity when !training
+// or p == 0. Reserves one offset of `gen`.
+Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
+// Zeroes whole samples (dimension 0) with probability p, scaling kept ones by 1/(1-p).
+Tensor drop_path(const Tensor& x, double p, bool training, Generator& gen);
+
+}  // namespace lvit::ops

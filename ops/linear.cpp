@@ -1,0 +1,84 @@
+#include "ops/linear.h"
+
+#include "autograd/engine.h"
+#include "ops/cpu/linear.h"
+#include "ops/dispatch.h"
+#include "ops/shape.h"
+
+namespace lvit::ops {
+
+Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
+  check_same("matmul", {a_in, b_in});
+  require_cpu("matmul", {a_in, b_in});
+  LVIT_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, "matmul needs rank >= 2, got {} and {}",
+             shape_str(a_in.shape()), shape_str(b_in.shape()));
+  if (b_in.dim() == 2 && a_in.dim() > 2) {
+    // Shared 2-D right operand: fold the batch into the rows.
+    LVIT_CHECK(!ta, "matmul: trans_a with a shared 2-D right operand");
+    Shape out_shape = a_in.shape();
+    Tensor y2 = matmul(reshape(a_in, {-1, a_in.shape().back()}), b_in, false, tb);
+    out_shape.back() = y2.shape()[1];
+    return reshape(y2, out_shape);
+  }
+  LVIT_CHECK(a_in.dim() == b_in.dim(), "matmul: ranks {} and {}", a_in.dim(), b_in.dim());
+  const int64_t nd = a_in.dim();
+  for (int64_t i = 0; i < nd - 2; ++i)
+    LVIT_CHECK(a_in.shape()[i] == b_in.shape()[i], "matmul: batch dims of {} and {} differ",
+               shape_str(a_in.shape()), shape_str(b_in.shape()));
+  Tensor a = a_in.contiguous(), b = b_in.contiguous();
+  const int64_t ar = a.shape()[nd - 2], ac = a.shape()[nd - 1];
+  const int64_t br = b.shape()[nd - 2], bc = b.shape()[nd - 1];
+  const int64_t M = ta ? ac : ar, K = ta ? ar : ac;
+  const int64_t Kb = tb ? bc : br, N = tb ? br : bc;
+  LVIT_CHECK(K == Kb, "matmul: inner dimensions {} and {} ({} x {}, trans {} {})", K, Kb,
+             shape_str(a.shape()), shape_str(b.shape()), ta, tb);
+  Shape out_shape(a.shape().begin(), a.shape().end() - 2);
+  const int64_t batch = shape_numel(out_shape);
+  out_shape.push_back(M);
+  out_shape.push_back(N);
+  Tensor y = Tensor::empty(out_shape, a.dtype(), a.device());
+  LVIT_DISPATCH_FLOAT(a.dtype(), "matmul", [&] {
+    using T = scalar_t;
+    cpu::gemm_batched<T>(ta, tb, batch, M, N, K, a.data<T>(), ac, ar * ac, b.data<T>(), bc, br * bc,
+                         y.data<T>(), N, M * N);
+  });
+  autograd::record(y, {a_in, b_in}, "MatmulBackward",
+                   [a = a.detach(), b = b.detach(), ta, tb](const Tensor& g, const autograd::Node& n) {
+                     Tensor ga, gb;
+                     if (n.needs_input_grad(0)) ga = ta ? matmul(b, g, tb, true) : matmul(g, b, false, !tb);
+                     if (n.needs_input_grad(1)) gb = tb ? matmul(g, a, true, ta) : matmul(a, g, !ta, false);
+                     return std::vector<Tensor>{ga, gb};
+                   });
+  return y;
+}
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  check_same("linear", {x, w, b});
+  require_cpu("linear", {x, w, b});
+  LVIT_CHECK(w.dim() == 2 && x.dim() >= 1 && x.shape().back() == w.shape()[1],
+             "linear: input {} with weight {}", shape_str(x.shape()), shape_str(w.shape()));
+  LVIT_CHECK(!b.defined() || (b.dim() == 1 && b.shape()[0] == w.shape()[0]),
+             "linear: bias {} for weight {}", shape_str(b.shape()), shape_str(w.shape()));
+  const int64_t in = w.shape()[1], out = w.shape()[0];
+  Tensor x2 = x.contiguous().view({-1, in});
+  Tensor wc = w.contiguous();
+  Shape out_shape = x.shape();
+  out_shape.back() = out;
+  Tensor y = Tensor::empty({x2.shape()[0], out}, x.dtype(), x.device());
+  cpu::linear_fwd(x2, wc, b.defined() ? b.contiguous() : Tensor(), y);
+  y = y.view(out_shape);
+  autograd::record(
+      y, {x, w, b}, "LinearBackward",
+      [x2 = x2.detach(), w = wc.detach(), xs = x.shape()](const Tensor& g, const autograd::Node& n) {
+        Tensor g2 = g.contiguous().view({-1, w.shape()[0]});
+        Tensor gx, gw, gb;
+        if (n.needs_input_grad(0)) gx = Tensor::empty(x2.shape(), g.dtype(), g.device());
+        if (n.needs_input_grad(1)) gw = Tensor::empty(w.shape(), g.dtype(), g.device());
+        if (n.needs_input_grad(2)) gb = Tensor::empty({w.shape()[0]}, g.dtype(), g.device());
+        cpu::linear_bwd(g2, x2, w, gx, gw, gb);
+        return std::vector<Tensor>{gx.defined() ? gx.view(xs) : gx, gw, gb};
+      });
+  return y;
+}
+
+}  // namespace lvit::ops

@@ -1,0 +1,66 @@
+#include "ops/loss.h"
+
+#include "autograd/engine.h"
+#include "ops/cpu/loss.h"
+#include "ops/dispatch.h"
+
+namespace lvit::ops {
+
+namespace {
+
+Tensor cross_entropy_impl(const Tensor& logits_in, const Tensor& labels_in, const Tensor& targets_in,
+                          double smoothing) {
+  require_cpu("cross_entropy", {logits_in, labels_in, targets_in});
+  LVIT_CHECK(logits_in.dim() == 2, "cross_entropy: logits {} must be [B, C]",
+             shape_str(logits_in.shape()));
+  LVIT_CHECK(smoothing >= 0 && smoothing < 1, "cross_entropy: label smoothing {} not in [0, 1)",
+             smoothing);
+  const int64_t B = logits_in.shape()[0], C = logits_in.shape()[1];
+  Tensor logits = logits_in.contiguous();
+  Tensor labels, targets;
+  if (labels_in.defined()) {
+    LVIT_CHECK((labels_in.dtype() == DType::i64 || labels_in.dtype() == DType::i32) &&
+                   labels_in.shape() == Shape{B},
+               "cross_entropy: labels must be i32/i64 [{}], got {} {}", B,
+               dtype_name(labels_in.dtype()), shape_str(labels_in.shape()));
+    labels = labels_in.contiguous();
+    for (int64_t i = 0; i < B; ++i) {
+      int64_t y = labels.dtype() == DType::i64 ? labels.data<int64_t>()[i] : labels.data<int32_t>()[i];
+      LVIT_CHECK(y >= 0 && y < C, "cross_entropy: label {} of sample {} outside [0, {})", y, i, C);
+    }
+  } else {
+    LVIT_CHECK(targets_in.shape() == logits.shape() && targets_in.dtype() == logits.dtype(),
+               "cross_entropy_soft: targets {} for logits {}", shape_str(targets_in.shape()),
+               shape_str(logits.shape()));
+    targets = targets_in.contiguous();
+  }
+  Tensor row_loss = Tensor::empty({B}, logits.dtype(), logits.device());
+  Tensor probs = Tensor::empty(logits.shape(), logits.dtype(), logits.device());
+  cpu::cross_entropy_fwd(logits, labels, targets, smoothing, row_loss, probs);
+  double total = 0;
+  {
+    auto v = row_loss.to_vector<double>();
+    for (double x : v) total += x;
+  }
+  Tensor loss = Tensor::full({}, total / static_cast<double>(B), logits.dtype(), logits.device());
+  autograd::record(loss, {logits_in, targets_in}, "CrossEntropyBackward",
+                   [probs, labels, targets = targets.detach(), smoothing, B](
+                       const Tensor& g, const autograd::Node&) {
+                     Tensor gl = Tensor::empty(probs.shape(), probs.dtype(), probs.device());
+                     cpu::cross_entropy_bwd(probs, labels, targets, smoothing, g.item() / B, gl);
+                     return std::vector<Tensor>{gl, Tensor()};
+                   });
+  return loss;
+}
+
+}  // namespace
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double label_smoothing) {
+  return cross_entropy_impl(logits, labels, Tensor(), label_smoothing);
+}
+
+Tensor cross_entropy_soft(const Tensor& logits, const Tensor& targets) {
+  return cross_entropy_impl(logits, Tensor(), targets, 0.0);
+}
+
+}  // namespace lvit::ops

@@ -1,0 +1,13 @@
+#pragma once
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace lvit::ops {
+
+// For logits [B, C] and labels [B]: number of samples whose label is among the top-k logits.
+int64_t topk_correct(const Tensor& logits, const Tensor& labels, int64_t k);
+// Top-1 predictions [B] (argmax, first index on ties).
+std::vector<int64_t> argmax_rows(const Tensor& logits);
+
+}  // namespace lvit::ops

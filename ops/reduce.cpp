@@ -1,0 +1,79 @@
+#include "ops/reduce.h"
+
+#include <algorithm>
+
+#include "autograd/engine.h"
+#include "ops/cpu/elementwise.h"
+#include "ops/dispatch.h"
+#include "ops/elementwise.h"
+
+namespace lvit::ops {
+
+namespace {
+
+// The shape of x with `axes` set to 1 (keepdim form) and the shape without them.
+void reduced_shapes(const Shape& s, std::vector<int64_t> axes, Shape* keep, Shape* squeezed) {
+  const int64_t nd = static_cast<int64_t>(s.size());
+  if (axes.empty())
+    for (int64_t i = 0; i < nd; ++i) axes.push_back(i);
+  std::vector<bool> red(nd, false);
+  for (int64_t a : axes) {
+    int64_t d = a < 0 ? a + nd : a;
+    LVIT_CHECK(d >= 0 && d < nd, "reduction axis {} out of range for {}", a, shape_str(s));
+    red[d] = true;
+  }
+  keep->clear();
+  squeezed->clear();
+  for (int64_t i = 0; i < nd; ++i) {
+    keep->push_back(red[i] ? 1 : s[i]);
+    if (!red[i]) squeezed->push_back(s[i]);
+  }
+}
+
+}  // namespace
+
+Tensor sum_to(const Tensor& x, const Shape& shape) {
+  require_cpu("sum_to", {x});
+  LVIT_CHECK(shape.size() <= static_cast<size_t>(x.dim()), "sum_to: {} to {}",
+             shape_str(x.shape()), shape_str(shape));
+  LVIT_CHECK(broadcast_shapes(shape, x.shape()) == x.shape(), "sum_to: {} does not broadcast to {}",
+             shape_str(shape), shape_str(x.shape()));
+  Shape padded(x.dim() - shape.size(), 1);
+  padded.insert(padded.end(), shape.begin(), shape.end());
+  Tensor out = Tensor::empty(padded, x.dtype(), x.device());
+  cpu::sum_to(x, out);
+  out = out.view(shape);
+  autograd::record(out, {x}, "SumToBackward",
+                   [xs = x.shape()](const Tensor& g, const autograd::Node&) {
+                     return std::vector<Tensor>{broadcast_to(g, xs)};
+                   });
+  return out;
+}
+
+Tensor broadcast_to(const Tensor& x, const Shape& shape) {
+  LVIT_CHECK(broadcast_shapes(x.shape(), shape) == shape, "broadcast_to: {} to {}",
+             shape_str(x.shape()), shape_str(shape));
+  // x + zeros(shape) reuses the broadcasting kernel and its backward (sum_to).
+  return add(x, Tensor::zeros(shape, x.dtype(), x.device()));
+}
+
+Tensor sum(const Tensor& x, std::vector<int64_t> axes, bool keepdim) {
+  Shape keep, squeezed;
+  reduced_shapes(x.shape(), std::move(axes), &keep, &squeezed);
+  Tensor s = sum_to(x, keep);
+  if (keepdim) return s;
+  // A reshape of a freshly made contiguous tensor: record the view's gradient by hand.
+  Tensor out = s.view(squeezed);
+  autograd::record(out, {s}, "SqueezeBackward", [keep](const Tensor& g, const autograd::Node&) {
+    return std::vector<Tensor>{g.contiguous().view(keep)};
+  });
+  return out;
+}
+
+Tensor mean(const Tensor& x, std::vector<int64_t> axes, bool keepdim) {
+  Tensor s = sum(x, axes, keepdim);
+  int64_t n = s.numel() ? x.numel() / s.numel() : 1;
+  return mul_scalar(s, 1.0 / static_cast<double>(n));
+}
+
+}  // namespace lvit::ops
