@@ -1,0 +1,97 @@
+#include "data/augment.h"
+
+#include <algorithm>
+#include <cstdlib>
+
+#include "core/error.h"
+#include "core/rng.h"
+
+namespace lvit::data {
+namespace {
+
+// Uniform integer in [0, n) from a 32-bit word (multiply-shift; the bias, n / 2^32, is far below
+// anything a crop offset could show).
+inline int bounded(uint32_t w, uint32_t n) {
+  return static_cast<int>((static_cast<uint64_t>(w) * n) >> 32);
+}
+
+// out[x] = in[x] * scale + bias for x in [0, n): the hot loop, contiguous on both sides so the
+// compiler vectorises it (u8 -> f32 convert + FMA).
+inline void affine_row(const uint8_t* __restrict in, float* __restrict out, int n, float scale,
+                       float bias) {
+  for (int x = 0; x < n; ++x) out[x] = static_cast<float>(in[x]) * scale + bias;
+}
+
+// out[x] = in[-x] * scale + bias: the mirrored row (in points at the last source pixel).
+inline void affine_row_reversed(const uint8_t* __restrict in, float* __restrict out, int n,
+                                float scale, float bias) {
+  for (int x = 0; x < n; ++x) out[x] = static_cast<float>(in[-x]) * scale + bias;
+}
+
+}  // namespace
+
+CropFlip draw_crop_flip(uint64_t seed, int64_t epoch, int64_t sample_index, int padding,
+                        bool hflip) {
+  LVIT_CHECK(padding >= 0, "crop padding {} < 0", padding);
+  LVIT_CHECK(epoch >= 0 && sample_index >= 0, "epoch {} / sample {} < 0", epoch, sample_index);
+  // One Philox block = the four words Philox::word(seed, epoch, sample_index * 4 + k).
+  const auto idx = static_cast<uint64_t>(sample_index);
+  const auto off = static_cast<uint64_t>(epoch);
+  uint32_t w[4] = {static_cast<uint32_t>(idx), static_cast<uint32_t>(idx >> 32),
+                   static_cast<uint32_t>(off), static_cast<uint32_t>(off >> 32)};
+  Philox::block(w, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  CropFlip cf;
+  const auto range = static_cast<uint32_t>(2 * padding + 1);
+  cf.dy = bounded(w[0], range) - padding;
+  cf.dx = bounded(w[1], range) - padding;
+  cf.flip = hflip && (w[2] >> 31) != 0;
+  return cf;
+}
+
+void crop_flip_normalize(const uint8_t* src, int channels, int height, int width, CropFlip cf,
+                         const Normalization& norm, float* dst) {
+  LVIT_CHECK(channels == 1 || channels == 3, "{} channels (expected 1 or 3)", channels);
+  LVIT_CHECK(std::abs(cf.dy) < height && std::abs(cf.dx) < width,
+             "crop shift ({}, {}) too large for a {}x{} image", cf.dy, cf.dx, height, width);
+  const int H = height, W = width, dx = cf.dx;
+  // Output columns [x0, x1) read from the image; the rest are padding.
+  //   no flip: source column x + dx  in [0, W)  <=>  x in [-dx, W - dx)
+  //   flip:    source column W-1-x+dx in [0, W)  <=>  x in [dx, W + dx)
+  const int x0 = std::max(0, cf.flip ? dx : -dx);
+  const int x1 = std::min(W, cf.flip ? W + dx : W - dx);
+  for (int c = 0; c < channels; ++c) {
+    // (v/255 - mean) / std = v * scale + bias; padding pixels are v = 0, i.e. bias.
+    const float scale = 1.0f / (255.0f * norm.std[c]);
+    const float bias = -norm.mean[c] / norm.std[c];
+    const uint8_t* plane = src + static_cast<int64_t>(c) * H * W;
+    float* out = dst + static_cast<int64_t>(c) * H * W;
+    for (int y = 0; y < H; ++y, out += W) {
+      const int sy = y + cf.dy;
+      if (sy < 0 || sy >= H) {
+        std::fill(out, out + W, bias);
+        continue;
+      }
+      const uint8_t* row = plane + static_cast<int64_t>(sy) * W;
+      std::fill(out, out + x0, bias);
+      if (cf.flip)
+        affine_row_reversed(row + (W - 1 - x0 + dx), out + x0, x1 - x0, scale, bias);
+      else
+        affine_row(row + (x0 + dx), out + x0, x1 - x0, scale, bias);
+      std::fill(out + x1, out + W, bias);
+    }
+  }
+}
+
+void normalize_image(const uint8_t* src, int channels, int height, int width,
+                     const Normalization& norm, float* dst) {
+  crop_flip_normalize(src, channels, height, width, CropFlip{}, norm, dst);
+}
+
+void augment_image(const uint8_t* src, int channels, int height, int width, uint64_t seed,
+                   int64_t epoch, int64_t sample_index, int padding, bool hflip,
+                   const Normalization& norm, float* dst) {
+  crop_flip_normalize(src, channels, height, width,
+                      draw_crop_flip(seed, epoch, sample_index, padding, hflip), norm, dst);
+}
+
+}  // namespace lvit::data

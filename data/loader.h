@@ -1,0 +1,95 @@
+// Batching loader: shuffles, augments and normalises an ImageDataset into f32 batches on worker
+// threads, with a bounded prefetch queue, delivering batches in order.
+//
+// Determinism: the sample order of an epoch is a pure function of (seed, epoch) and each sample's
+// augmentation a pure function of (seed, epoch, sample index) (data/augment.h), so the batches
+// are bit-identical for any number of workers and after skip_to() (mid-epoch resume).
+//
+// Threads: workers are plain std::threads that never call parallel_for (the shared pool runs one
+// parallel region at a time, so a worker inside it would stall the training step). With
+// workers = 0 batches are built on the caller's thread inside next(), using parallel_for.
+#pragma once
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "core/tensor.h"
+#include "data/cifar.h"
+
+namespace lvit::data {
+
+struct LoaderConfig {
+  int64_t batch_size = 128;
+  bool shuffle = true;
+  bool drop_last = true;  // drop the final partial batch (else it is delivered, smaller)
+  bool augment = true;    // random crop + flip; false: normalise only (evaluation)
+  int crop_padding = 4;
+  bool hflip = true;
+  Normalization norm{{0.f, 0.f, 0.f}, {1.f, 1.f, 1.f}};
+  uint64_t seed = 0;
+  int workers = 2;   // 0: build batches inline in next()
+  int prefetch = 4;  // batches built ahead of the consumer (>= 1)
+};
+
+struct Batch {
+  lvit::Tensor images;  // f32 [B, C, H, W], normalised, CPU
+  lvit::Tensor labels;  // i64 [B]
+  int64_t index = 0;    // batch index within the epoch
+};
+
+// The sample order of `epoch`: a permutation of [0, n), Fisher-Yates driven by Philox words on a
+// stream of its own (it shares no numbers with the augmentation).
+std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch);
+
+class Loader {
+ public:
+  // `ds` is referenced, not copied: it must outlive the Loader and stay unchanged.
+  Loader(const ImageDataset& ds, LoaderConfig cfg);
+  ~Loader();
+  Loader(const Loader&) = delete;
+  Loader& operator=(const Loader&) = delete;
+
+  // Begins `epoch` (>= 0) at batch 0, discarding whatever the previous epoch had in flight.
+  void start_epoch(int64_t epoch);
+  // The next batch of the current epoch, in order; false at the end of the epoch. Rethrows an
+  // exception raised while building this batch on a worker.
+  bool next(Batch& out);
+  int64_t batches_per_epoch() const;
+  // Continues the current epoch from `batch_index` (0 <= batch_index <= batches_per_epoch()), as
+  // if the batches before it had been consumed: for mid-epoch resume.
+  void skip_to(int64_t batch_index);
+
+  const LoaderConfig& config() const { return cfg_; }
+  int64_t epoch() const { return epoch_; }
+
+ private:
+  struct Plan;  // one epoch's sample order (shared with in-flight workers)
+
+  Batch build_batch(const Plan& plan, int64_t b, bool parallel) const;
+  void worker_loop();
+  void reset_locked(int64_t batch_index);  // caller holds mu_
+
+  const ImageDataset& ds_;
+  LoaderConfig cfg_;
+  int64_t epoch_ = -1;
+
+  std::mutex mu_;
+  std::condition_variable work_cv_;   // workers: a batch may be claimed / stop
+  std::condition_variable ready_cv_;  // consumer: a slot was filled / an error arrived
+  std::shared_ptr<const Plan> plan_;  // null before the first start_epoch
+  uint64_t generation_ = 0;           // bumped by start_epoch/skip_to; stale results are dropped
+  int64_t next_claim_ = 0;            // next batch a worker will build
+  int64_t next_deliver_ = 0;          // next batch next() returns
+  std::vector<std::optional<Batch>> slots_;  // batch b lives in slots_[b % prefetch]
+  std::exception_ptr error_;                 // first failure (lowest batch index) ...
+  int64_t error_batch_ = -1;                 // ... and its batch
+  bool stop_ = false;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace lvit::data
