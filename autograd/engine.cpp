@@ -9,6 +9,19 @@ namespace {
 thread_local bool t_grad_enabled = true;
 }
 
+Node::~Node() {
+  std::vector<std::shared_ptr<Node>> stack = std::move(next);
+  while (!stack.empty()) {
+    std::shared_ptr<Node> n = std::move(stack.back());
+    stack.pop_back();
+    // If this is the last reference, take over n's edges so that n dies with none of its own.
+    if (n && n.use_count() == 1) {
+      for (auto& child : n->next) stack.push_back(std::move(child));
+      n->next.clear();
+    }
+  }
+}
+
 bool grad_enabled() { return t_grad_enabled; }
 NoGradGuard::NoGradGuard() : prev_(t_grad_enabled) { t_grad_enabled = false; }
 NoGradGuard::~NoGradGuard() { t_grad_enabled = prev_; }

@@ -14,7 +14,9 @@ namespace lvit::autograd {
 
 class Node {
  public:
-  virtual ~Node() = default;
+  // Frees the chain of nodes only this one keeps alive without recursing through it, so that
+  // dropping a very deep graph cannot overflow the stack.
+  virtual ~Node();
   // grad_out has the shape of the op's output. Returns one gradient per input, in input order;
   // an undefined Tensor where the input needs none (needs_input_grad(i) false).
   virtual std::vector<Tensor> apply(const Tensor& grad_out) = 0;

@@ -34,7 +34,8 @@ class UserError : public Error {
 
 // LVIT_USER_CHECK(cond, "fmt", ...): throws lvit::UserError(msg): for problems with the user's
 // input, where the message itself names the file or flag.
-#define LVIT_USER_CHECK(cond, ...)                                                    \
-  do {                                                                                \
-    if (!(cond)) [[unlikely]] throw ::lvit::UserError(::fmt::format(__VA_ARGS__));    \
+#define LVIT_USER_CHECK(cond, ...)                         \
+  do {                                                     \
+    if (!(cond)) [[unlikely]]                              \
+      throw ::lvit::UserError(::fmt::format(__VA_ARGS__)); \
   } while (0)

@@ -99,6 +99,20 @@ void* Tensor::raw_data() const {
 Tensor Tensor::as_strided(const Shape& shape, const Shape& strides, int64_t offset) const {
   LVIT_CHECK(shape.size() == strides.size(), "shape {} and strides {} differ in rank",
              shape_str(shape), shape_str(strides));
+  if (shape_numel(shape) > 0) {
+    // The view must stay inside its storage: reads and writes through it are unchecked.
+    int64_t lo = offset, hi = offset;
+    for (size_t i = 0; i < shape.size(); ++i) {
+      const int64_t span = (shape[i] - 1) * strides[i];
+      (span < 0 ? lo : hi) += span;
+    }
+    const int64_t capacity =
+        impl_->storage ? static_cast<int64_t>(impl_->storage->nbytes() / dtype_size(dtype())) : 0;
+    LVIT_CHECK(lo >= 0 && hi < capacity,
+               "as_strided: view {} with strides {} at offset {} spans elements [{}, {}] of a "
+               "storage of {}",
+               shape_str(shape), shape_str(strides), offset, lo, hi, capacity);
+  }
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = impl_->storage;
   impl->shape = shape;
@@ -185,11 +199,14 @@ void cpu_strided_copy(const Tensor& dst, const Tensor& src) {
   const int64_t nd = dst.dim();
   const int64_t n = dst.numel();
   if (n == 0) return;
-  const size_t ds = dtype_size(dst.dtype()), ss = dtype_size(src.dtype());
+  // Signed element sizes: offsets computed from negative strides must stay negative.
+  const int64_t ds = static_cast<int64_t>(dtype_size(dst.dtype())),
+                ss = static_cast<int64_t>(dtype_size(src.dtype()));
   char* dbase = static_cast<char*>(dst.raw_data());
   const char* sbase = static_cast<const char*>(src.raw_data());
   if (nd == 0) {
-    store(dbase, dst.dtype(), load(sbase, src.dtype()));
+    if (dst.dtype() == src.dtype()) std::memcpy(dbase, sbase, ds);
+    else store(dbase, dst.dtype(), load(sbase, src.dtype()));
     return;
   }
   const int64_t inner = dst.shape()[nd - 1];
@@ -212,6 +229,9 @@ void cpu_strided_copy(const Tensor& dst, const Tensor& src) {
       } else if (same && ds == 4) {
         for (int64_t i = 0; i < inner; ++i)
           reinterpret_cast<uint32_t*>(dp)[i * dsi] = reinterpret_cast<const uint32_t*>(sp)[i * ssi];
+      } else if (same) {
+        // Bytes as they are: a round trip through double would lose i64 values beyond 2^53.
+        for (int64_t i = 0; i < inner; ++i) std::memcpy(dp + i * dsi * ds, sp + i * ssi * ss, ds);
       } else if (dst.dtype() == DType::f32 && src.dtype() == DType::f64) {
         for (int64_t i = 0; i < inner; ++i)
           reinterpret_cast<float*>(dp)[i * dsi] = static_cast<float>(reinterpret_cast<const double*>(sp)[i * ssi]);
