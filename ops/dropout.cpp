@@ -20,12 +20,43 @@ Tensor apply_mask(const Tensor& x_in, double p, uint64_t seed, uint64_t offset, 
     T* py = y.data<T>();
     const T scale = static_cast<T>(1.0 / (1.0 - p));
     const float pf = static_cast<float>(p);
-    parallel_for(x.numel(), 1 << 14, [&](int64_t s, int64_t e) {
-      for (int64_t i = s; i < e; ++i) {
-        bool keep = Philox::uniform(seed, offset, static_cast<uint64_t>(i / group)) >= pf;
-        py[i] = keep ? px[i] * scale : T(0);
-      }
-    });
+    const int64_t n = x.numel();
+    if (group == 1) {
+      // Philox blocks (4 uniforms each) are generated 16 at a time in lane order so the rounds
+      // vectorise; element i still gets word i of the stream, as Philox::word defines it.
+      constexpr int64_t kLanes = 16;
+      const int64_t nblk = (n + 3) / 4;
+      parallel_for((nblk + kLanes - 1) / kLanes, 64, [&](int64_t s, int64_t e) {
+        uint32_t c0[kLanes], c1[kLanes], c2[kLanes], c3[kLanes];
+        for (int64_t g = s; g < e; ++g) {
+          for (int64_t l = 0; l < kLanes; ++l) {
+            const uint64_t blk = static_cast<uint64_t>(g * kLanes + l);
+            c0[l] = static_cast<uint32_t>(blk);
+            c1[l] = static_cast<uint32_t>(blk >> 32);
+            c2[l] = static_cast<uint32_t>(offset);
+            c3[l] = static_cast<uint32_t>(offset >> 32);
+          }
+          Philox::blocks<kLanes>(c0, c1, c2, c3, static_cast<uint32_t>(seed),
+                                 static_cast<uint32_t>(seed >> 32));
+          const int64_t i0 = g * kLanes * 4;
+          const int64_t i1 = std::min<int64_t>(n, i0 + kLanes * 4);
+          for (int64_t i = i0; i < i1; ++i) {
+            const int64_t l = (i - i0) >> 2;
+            const uint32_t w = ((i & 3) == 0 ? c0 : (i & 3) == 1 ? c1 : (i & 3) == 2 ? c2 : c3)[l];
+            const float u = static_cast<float>(w >> 8) * (1.0f / 16777216.0f);
+            py[i] = u >= pf ? px[i] * scale : T(0);
+          }
+        }
+      });
+    } else {
+      // Drop-path: one uniform per sample of `group` elements.
+      parallel_for(n / group, 1, [&](int64_t s, int64_t e) {
+        for (int64_t b = s; b < e; ++b) {
+          const bool keep = Philox::uniform(seed, offset, static_cast<uint64_t>(b)) >= pf;
+          for (int64_t i = b * group; i < (b + 1) * group; ++i) py[i] = keep ? px[i] * scale : T(0);
+        }
+      });
+    }
   });
   return y;
 }
