@@ -1,0 +1,153 @@
+// lvit-bench: training-step and inference throughput per preset, and (--flops) the analytical
+// parameter and FLOP accounting of each model.
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include "apps/common.h"
+#include "autograd/engine.h"
+#include "core/thread_pool.h"
+#include "models/flops.h"
+#include "models/optim/optimizer.h"
+#include "ops/ops.h"
+
+using namespace lvit;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+double peak_rss_mb() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;
+}
+
+struct BenchResult {
+  double train_img_s = 0, train_step_ms = 0, infer_img_s = 0, gflops_per_img = 0, peak_mb = 0;
+};
+
+BenchResult bench_one(const ViTConfig& cfg, int64_t batch, int warmup, int steps) {
+  ViT model(cfg, 0);
+  Generator g(123);
+  Tensor x = Tensor::empty({batch, cfg.in_chans, cfg.image_size, cfg.image_size});
+  nn::normal_(x, g, 1.0);
+  std::vector<int64_t> y(batch);
+  for (auto& v : y) v = g.randint(cfg.num_classes);
+  Tensor labels = Tensor::from_vector(y, {batch});
+  optim::AdamW opt(optim::make_param_refs(model.named_parameters()), {});
+  auto train_step = [&] {
+    Tensor loss = ops::cross_entropy(model.forward(x), labels, 0.1);
+    model.zero_grad();
+    loss.backward();
+    optim::clip_grad_norm(model.parameters(), 1.0);
+    opt.step(1e-4);
+  };
+  BenchResult r;
+  model.train();
+  for (int i = 0; i < warmup; ++i) train_step();
+  auto t0 = Clock::now();
+  for (int i = 0; i < steps; ++i) train_step();
+  double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  r.train_step_ms = 1e3 * secs / steps;
+  r.train_img_s = batch * steps / secs;
+  model.eval();
+  {
+    autograd::NoGradGuard ng;
+    for (int i = 0; i < std::max(1, warmup); ++i) model.forward(x);
+    t0 = Clock::now();
+    for (int i = 0; i < steps; ++i) model.forward(x);
+    secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  }
+  r.infer_img_s = batch * steps / secs;
+  r.gflops_per_img = forward_flops(cfg).total() / 1e9;
+  r.peak_mb = peak_rss_mb();
+  return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return app::run_main("lvit-bench", [&] {
+    CLI::App cli{"lvit-bench: throughput and complexity of the model presets"};
+    std::string presets = "vit-micro,vit-cifar", device = "cpu", json_path;
+    int64_t batch = 64;
+    int warmup = 2, steps = 5, threads = 0;
+    bool flops = false;
+    cli.add_option("--presets", presets, "Comma-separated presets");
+    cli.add_option("--batch-size", batch, "Batch size");
+    cli.add_option("--warmup", warmup, "Untimed steps first");
+    cli.add_option("--steps", steps, "Timed steps");
+    cli.add_option("--threads", threads, "Compute threads (0: all cores)");
+    cli.add_option("--device", device, "cpu");
+    cli.add_option("--json", json_path, "Also append one JSON line per result to this file");
+    cli.add_flag("--flops", flops, "Print parameter counts and analytical forward FLOPs instead of timing");
+    try {
+      cli.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+      return cli.exit(e);
+    }
+    app::apply_threads(threads);
+    LVIT_USER_CHECK(parse_device(device).is_cpu(), "--device {}: this build benchmarks the CPU only", device);
+    LVIT_USER_CHECK(batch >= 1 && steps >= 1 && warmup >= 0, "--batch-size and --steps must be positive");
+    std::ofstream json;
+    if (!json_path.empty()) {
+      json.open(json_path, std::ios::app);
+      LVIT_USER_CHECK(json.good(), "--json {}: cannot open for writing", json_path);
+    }
+    if (flops) {
+      std::printf("FLOPs per image, forward pass, multiply-add = 2 FLOPs\n");
+      std::printf("%-14s %6s %12s %12s %9s %9s %9s %9s %9s\n", "preset", "image", "params", "allocated",
+                  "GFLOPs", "mixing", "proj", "mlp", "other");
+      for (const std::string& p : split_list(presets)) {
+        ViTConfig c = preset_config(p);
+        FlopCount f = forward_flops(c);
+        const int64_t allocated = ViT(c).num_parameters();
+        std::printf("%-14s %6lld %12lld %12lld %9.3f %9.3f %9.3f %9.3f %9.3f\n", p.c_str(),
+                    static_cast<long long>(c.image_size), static_cast<long long>(parameter_count(c)),
+                    static_cast<long long>(allocated), f.total() / 1e9, f.attention_mixing / 1e9,
+                    f.projections / 1e9, f.mlp / 1e9, f.other / 1e9);
+        nlohmann::json j = {{"preset", p},           {"image_size", c.image_size},
+                            {"params", parameter_count(c)}, {"params_allocated", allocated},
+                            {"gflops", f.total() / 1e9},    {"mixing_gflops", f.attention_mixing / 1e9},
+                            {"proj_gflops", f.projections / 1e9}, {"mlp_gflops", f.mlp / 1e9},
+                            {"other_gflops", f.other / 1e9}};
+        if (json.is_open()) json << j.dump() << "\n";
+        LVIT_CHECK(allocated == parameter_count(c), "{}: parameter count {} != allocated {}", p,
+                   parameter_count(c), allocated);
+      }
+      return 0;
+    }
+    std::printf("lvit-bench: device cpu, %d threads, batch %lld, %d warmup + %d timed steps, fp32\n",
+                num_threads(), static_cast<long long>(batch), warmup, steps);
+    std::printf("%-14s %12s %12s %12s %14s %10s\n", "preset", "train img/s", "step ms", "infer img/s",
+                "train GFLOP/s", "peak MB");
+    for (const std::string& p : split_list(presets)) {
+      ViTConfig c = preset_config(p);
+      BenchResult r = bench_one(c, batch, warmup, steps);
+      // A training step costs ~3x the forward FLOPs (backward computes two products per GEMM).
+      const double gflops = 3.0 * r.gflops_per_img * r.train_img_s;
+      std::printf("%-14s %12.1f %12.1f %12.1f %14.1f %10.0f\n", p.c_str(), r.train_img_s, r.train_step_ms,
+                  r.infer_img_s, gflops, r.peak_mb);
+      std::fflush(stdout);
+      nlohmann::json j = {{"preset", p},           {"device", "cpu"},
+                          {"threads", num_threads()}, {"batch", batch},
+                          {"precision", "fp32"},   {"train_img_per_s", r.train_img_s},
+                          {"train_step_ms", r.train_step_ms}, {"infer_img_per_s", r.infer_img_s},
+                          {"train_gflop_per_s", gflops},    {"peak_mem_mb", r.peak_mb}};
+      std::printf("%s\n", j.dump().c_str());
+      if (json.is_open()) json << j.dump() << "\n";
+    }
+    return 0;
+  });
+}

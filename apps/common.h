@@ -1,0 +1,33 @@
+// Flag plumbing shared by lvit-train, lvit-eval and lvit-bench.
+#pragma once
+#include <functional>
+#include <optional>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "models/vit.h"
+
+namespace lvit::app {
+
+// Model flags: a preset plus per-field overrides (unset fields keep the preset's value).
+struct ModelFlags {
+  std::string preset;  // empty: vit-cifar, or vit-tiny for tiny-imagenet
+  std::optional<std::string> attention_type;
+  std::optional<int64_t> image_size, patch_size, dim, depth, heads, num_classes;
+  std::optional<int64_t> ripple_stages, hydra_branches, hydra_layers;
+  std::optional<double> mlp_ratio, dropout, drop_path;
+};
+
+void add_model_flags(CLI::App& app, ModelFlags& f);
+// The preset named by the flags with the overrides applied; validated.
+ViTConfig build_config(const ModelFlags& f, const std::string& dataset);
+
+// Runs a main body: prints UserErrors as one line "lvit-X: error: ..." (exit 2), internal errors
+// as "lvit-X: internal error: ..." (exit 1).
+int run_main(const char* prog, const std::function<int()>& body);
+
+// "--threads N": 0 keeps the default (hardware threads or $LVIT_THREADS).
+void apply_threads(int threads);
+
+}  // namespace lvit::app

@@ -1,0 +1,76 @@
+// lvit-train: trains a ViT on CIFAR-100/10 (or Tiny ImageNet) and writes metrics and checkpoints.
+#include <filesystem>
+
+#include "apps/common.h"
+#include "apps/trainer.h"
+#include "core/thread_pool.h"
+
+using namespace lvit;
+
+int main(int argc, char** argv) {
+  return app::run_main("lvit-train", [&] {
+    CLI::App cli{"lvit-train: train a softmax, Ripple or Hydra ViT"};
+    app::ModelFlags mf;
+    app::add_model_flags(cli, mf);
+    app::TrainOptions o;
+    std::string data_dir = data::default_data_dir(), out, resume, device = "cpu";
+    int threads = 0;
+    cli.add_option("--dataset", o.dataset, "cifar100, cifar10 or tiny-imagenet")
+        ->check(CLI::IsMember({"cifar100", "cifar10", "tiny-imagenet"}));
+    cli.add_option("--data-dir", data_dir, "Folder holding the dataset folders, or a dataset folder ($LVIT_DATA, ../shared/data, ./data)");
+    cli.add_option("--epochs", o.epochs, "Epochs");
+    cli.add_option("--batch-size", o.batch_size, "Training batch size");
+    cli.add_option("--eval-batch-size", o.eval_batch_size, "Evaluation batch size");
+    cli.add_option("--optimizer", o.optimizer, "adamw or sgd");
+    cli.add_option("--lr", o.lr, "Peak learning rate");
+    cli.add_option("--min-lr", o.min_lr, "Learning rate at the end of the cosine");
+    cli.add_option("--weight-decay", o.weight_decay, "Decoupled weight decay (matrices only)");
+    cli.add_option("--momentum", o.momentum, "SGD momentum");
+    cli.add_option("--warmup-epochs", o.warmup_epochs, "Linear warmup epochs (fractions allowed)");
+    cli.add_option("--label-smoothing", o.label_smoothing, "Label smoothing");
+    cli.add_option("--clip-grad", o.clip_grad, "Global grad-norm clip (0: off)");
+    cli.add_option("--crop-padding", o.crop_padding, "Random-crop padding in pixels (0: no crop)");
+    cli.add_flag("!--no-flip", o.hflip, "Disable random horizontal flips");
+    cli.add_option("--seed", o.seed, "Seed for initialisation, data order, augmentation, dropout");
+    cli.add_option("--max-steps-per-epoch", o.max_steps_per_epoch, "Cap steps per epoch (smoke runs)");
+    cli.add_option("--eval-limit", o.eval_limit, "Evaluate on the first N test images only");
+    cli.add_option("--workers", o.workers, "Data loader threads");
+    cli.add_option("--threads", threads, "Compute threads (0: all cores or $LVIT_THREADS)");
+    cli.add_option("--device", device, "cpu or cuda[:N]");
+    cli.add_option("--out", out, "Run directory: metrics.jsonl, model.safetensors, train_state.safetensors");
+    cli.add_option("--resume", resume, "Continue the run in this directory (its saved config and options win, except --epochs)");
+    cli.add_option("--log-format", o.log_format, "text (progress bar) or jsonl (metrics lines on stdout)");
+    cli.add_flag("!--no-progress", o.progress, "No progress bar");
+    try {
+      cli.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+      return cli.exit(e);
+    }
+    app::apply_threads(threads);
+    LVIT_USER_CHECK(parse_device(device).is_cpu(),
+                    "--device {}: this build trains on the CPU only (the CUDA backend is not there yet)", device);
+    if (!resume.empty() && out.empty()) out = resume;
+    data::ImageDataset train = data::load_dataset(data_dir, o.dataset, true);
+    data::ImageDataset test = data::load_dataset(data_dir, o.dataset, false);
+    std::unique_ptr<app::Trainer> trainer;
+    if (!resume.empty()) {
+      trainer = app::Trainer::resume(resume, o, train, &test);
+    } else {
+      if (mf.num_classes == std::nullopt && o.dataset == "tiny-imagenet") mf.num_classes = train.num_classes;
+      ViTConfig cfg = app::build_config(mf, o.dataset);
+      trainer = std::make_unique<app::Trainer>(cfg, o, train, &test);
+    }
+    const ViTConfig& c = trainer->model().config();
+    if (o.log_format == "text")
+      std::fprintf(stderr,
+                   "lvit-train: %s (%s attention, D %lld, depth %lld, heads %lld, %lld params) on %s: "
+                   "%lld train / %lld test images, %lld steps/epoch, %d threads\n",
+                   c.preset.c_str(), c.attention_type.c_str(), static_cast<long long>(c.dim),
+                   static_cast<long long>(c.depth), static_cast<long long>(c.num_heads),
+                   static_cast<long long>(trainer->model().num_parameters()), train.name.c_str(),
+                   static_cast<long long>(train.size), static_cast<long long>(test.size),
+                   static_cast<long long>(trainer->steps_per_epoch()), num_threads());
+    trainer->run(out);
+    return 0;
+  });
+}

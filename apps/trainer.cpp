@@ -1,0 +1,370 @@
+#include "apps/trainer.h"
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "autograd/engine.h"
+#include "core/safetensors.h"
+#include "core/thread_pool.h"
+#include "ops/ops.h"
+
+namespace lvit::app {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+static double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+static double peak_rss_mb() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+// ---- options ----
+
+nlohmann::json TrainOptions::to_json() const {
+  return {{"dataset", dataset},          {"epochs", epochs},
+          {"batch_size", batch_size},    {"eval_batch_size", eval_batch_size},
+          {"optimizer", optimizer},      {"lr", lr},
+          {"min_lr", min_lr},            {"weight_decay", weight_decay},
+          {"momentum", momentum},        {"warmup_epochs", warmup_epochs},
+          {"label_smoothing", label_smoothing}, {"clip_grad", clip_grad},
+          {"crop_padding", crop_padding}, {"hflip", hflip},
+          {"seed", std::to_string(seed)}, {"max_steps_per_epoch", max_steps_per_epoch},
+          {"eval_limit", eval_limit}};
+}
+
+TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
+  TrainOptions o;
+  auto get = [&](const char* k, auto& v) {
+    if (j.contains(k)) j.at(k).get_to(v);
+  };
+  get("dataset", o.dataset);
+  get("epochs", o.epochs);
+  get("batch_size", o.batch_size);
+  get("eval_batch_size", o.eval_batch_size);
+  get("optimizer", o.optimizer);
+  get("lr", o.lr);
+  get("min_lr", o.min_lr);
+  get("weight_decay", o.weight_decay);
+  get("momentum", o.momentum);
+  get("warmup_epochs", o.warmup_epochs);
+  get("label_smoothing", o.label_smoothing);
+  get("clip_grad", o.clip_grad);
+  get("crop_padding", o.crop_padding);
+  get("hflip", o.hflip);
+  get("max_steps_per_epoch", o.max_steps_per_epoch);
+  get("eval_limit", o.eval_limit);
+  if (j.contains("seed")) o.seed = std::stoull(j.at("seed").get<std::string>());
+  return o;
+}
+
+void TrainOptions::validate() const {
+  LVIT_USER_CHECK(epochs >= 1, "--epochs {} must be at least 1", epochs);
+  LVIT_USER_CHECK(batch_size >= 1, "--batch-size {} must be at least 1", batch_size);
+  LVIT_USER_CHECK(eval_batch_size >= 1, "--eval-batch-size {} must be at least 1", eval_batch_size);
+  LVIT_USER_CHECK(optimizer == "adamw" || optimizer == "sgd", "--optimizer: '{}' is not adamw or sgd", optimizer);
+  LVIT_USER_CHECK(lr > 0 && std::isfinite(lr), "--lr {} must be positive", lr);
+  LVIT_USER_CHECK(min_lr >= 0 && min_lr <= lr, "--min-lr {} not in [0, lr]", min_lr);
+  LVIT_USER_CHECK(weight_decay >= 0, "--weight-decay {} must be non-negative", weight_decay);
+  LVIT_USER_CHECK(warmup_epochs >= 0, "--warmup-epochs {} must be non-negative", warmup_epochs);
+  LVIT_USER_CHECK(label_smoothing >= 0 && label_smoothing < 1, "--label-smoothing {} not in [0, 1)",
+                  label_smoothing);
+  LVIT_USER_CHECK(crop_padding >= 0, "--crop-padding {} must be non-negative", crop_padding);
+  LVIT_USER_CHECK(workers >= 0, "--workers {} must be non-negative", workers);
+  LVIT_USER_CHECK(log_format == "text" || log_format == "jsonl", "--log-format: '{}' is not text or jsonl",
+                  log_format);
+}
+
+// ---- evaluation ----
+
+EvalResult evaluate(ViT& model, const data::ImageDataset& ds, const data::Normalization& norm,
+                    int64_t batch_size, int64_t limit, int workers) {
+  const bool was_training = model.is_training();
+  model.eval();
+  autograd::NoGradGuard no_grad;
+  data::LoaderConfig lc;
+  lc.batch_size = batch_size;
+  lc.shuffle = false;
+  lc.drop_last = false;
+  lc.augment = false;
+  lc.norm = norm;
+  lc.workers = workers;
+  data::Loader loader(ds, lc);
+  loader.start_epoch(0);
+  EvalResult r;
+  const int64_t C = model.config().num_classes;
+  r.class_total.assign(C, 0);
+  r.class_correct.assign(C, 0);
+  r.confusion.assign(C * C, 0);
+  double loss_sum = 0;
+  int64_t top1 = 0, top5 = 0;
+  auto t0 = Clock::now();
+  data::Batch b;
+  while ((limit < 0 || r.images < limit) && loader.next(b)) {
+    Tensor images = b.images, labels = b.labels;
+    if (limit >= 0 && r.images + images.shape()[0] > limit) {
+      const int64_t keep = limit - r.images;
+      images = ops::slice(images, 0, 0, keep).contiguous();
+      labels = ops::slice(labels, 0, 0, keep).contiguous();
+    }
+    const int64_t n = images.shape()[0];
+    Tensor logits = model.forward(images);
+    loss_sum += ops::cross_entropy(logits, labels, 0.0).item() * n;
+    top1 += ops::topk_correct(logits, labels, 1);
+    top5 += ops::topk_correct(logits, labels, std::min<int64_t>(5, C));
+    std::vector<int64_t> pred = ops::argmax_rows(logits), y = labels.to_vector<int64_t>();
+    for (int64_t i = 0; i < n; ++i) {
+      ++r.class_total[y[i]];
+      r.class_correct[y[i]] += pred[i] == y[i];
+      ++r.confusion[y[i] * C + pred[i]];
+    }
+    r.images += n;
+  }
+  const double secs = seconds_since(t0);
+  if (r.images > 0) {
+    r.loss = loss_sum / r.images;
+    r.top1 = 100.0 * top1 / r.images;
+    r.top5 = 100.0 * top5 / r.images;
+    r.img_per_s = r.images / std::max(secs, 1e-9);
+  }
+  model.train(was_training);
+  return r;
+}
+
+// ---- trainer ----
+
+static std::unique_ptr<optim::Optimizer> make_optimizer(const TrainOptions& o, const ViT& model) {
+  auto refs = optim::make_param_refs(model.named_parameters());
+  if (o.optimizer == "sgd") return std::make_unique<optim::SGD>(refs, optim::SGDOptions{o.momentum, o.weight_decay, false});
+  return std::make_unique<optim::AdamW>(refs, optim::AdamWOptions{0.9, 0.999, 1e-8, o.weight_decay});
+}
+
+Trainer::Trainer(std::unique_ptr<ViT> model, const TrainOptions& opt, const data::ImageDataset& train,
+                 const data::ImageDataset* test)
+    : opt_(opt), train_(train), test_(test), model_(std::move(model)) {
+  opt_.validate();
+  const ViTConfig& c = model_->config();
+  LVIT_USER_CHECK(train.height == c.image_size && train.width == c.image_size && train.channels == c.in_chans,
+                  "dataset {} has {}x{}x{} images, the model expects {}x{}x{} (--image-size)", train.name,
+                  train.channels, train.height, train.width, c.in_chans, c.image_size, c.image_size);
+  LVIT_USER_CHECK(train.num_classes <= c.num_classes,
+                  "dataset {} has {} classes, the model only {} (--num-classes)", train.name,
+                  train.num_classes, c.num_classes);
+  LVIT_USER_CHECK(train.size >= opt_.batch_size, "--batch-size {} exceeds the {} training images",
+                  opt_.batch_size, train.size);
+  norm_ = data::normalization_for(train.name);
+  optimizer_ = make_optimizer(opt_, *model_);
+  data::LoaderConfig lc;
+  lc.batch_size = opt_.batch_size;
+  lc.shuffle = true;
+  lc.drop_last = true;
+  lc.augment = true;
+  lc.crop_padding = opt_.crop_padding;
+  lc.hflip = opt_.hflip;
+  lc.norm = norm_;
+  lc.seed = opt_.seed;
+  lc.workers = opt_.workers;
+  loader_ = std::make_unique<data::Loader>(train_, lc);
+  progress_.options = opt_.to_json();
+  progress_.dropout_seed = model_->dropout_generator().seed();
+}
+
+Trainer::Trainer(const ViTConfig& cfg, const TrainOptions& opt, const data::ImageDataset& train,
+                 const data::ImageDataset* test)
+    : Trainer(std::make_unique<ViT>(cfg, opt.seed), opt, train, test) {}
+
+std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir, const TrainOptions& overrides,
+                                         const data::ImageDataset& train, const data::ImageDataset* test) {
+  const std::string model_path = (fs::path(run_dir) / "model.safetensors").string();
+  const std::string state_path = (fs::path(run_dir) / "train_state.safetensors").string();
+  LVIT_USER_CHECK(fs::exists(model_path), "--resume {}: no model.safetensors there", run_dir);
+  LVIT_USER_CHECK(fs::exists(state_path), "--resume {}: no train_state.safetensors there", run_dir);
+  SafetensorsFile state_file = load_safetensors(state_path);
+  auto it = state_file.metadata.find("train_state");
+  LVIT_USER_CHECK(it != state_file.metadata.end(), "{}: no 'train_state' metadata", state_path);
+  nlohmann::json saved = nlohmann::json::parse(it->second, nullptr, false);
+  LVIT_USER_CHECK(!saved.is_discarded() && saved.contains("options"), "{}: bad 'train_state' metadata",
+                  state_path);
+  TrainOptions o = TrainOptions::from_json(saved["options"]);
+  o.epochs = std::max(o.epochs, overrides.epochs);
+  o.workers = overrides.workers;
+  o.log_format = overrides.log_format;
+  o.progress = overrides.progress;
+  std::unique_ptr<ViT> model = load_model(model_path);
+  std::unique_ptr<Trainer> t(new Trainer(std::move(model), o, train, test));
+  t->progress_ = load_train_state(state_path, *t->optimizer_);
+  t->progress_.options = o.to_json();
+  // The model file records the step it was saved at; a crash between the two writes would leave
+  // them out of step, which must not resume silently.
+  SafetensorsFile mf = load_safetensors(model_path);
+  auto gs = mf.metadata.find("global_step");
+  LVIT_USER_CHECK(gs != mf.metadata.end() && std::stoll(gs->second) == t->progress_.global_step,
+                  "--resume {}: model.safetensors and train_state.safetensors are from different steps",
+                  run_dir);
+  t->model_->dropout_generator().set_state(t->progress_.dropout_seed, t->progress_.dropout_offset);
+  return t;
+}
+
+int64_t Trainer::steps_per_epoch() const {
+  int64_t n = loader_->batches_per_epoch();
+  return opt_.max_steps_per_epoch > 0 ? std::min(n, opt_.max_steps_per_epoch) : n;
+}
+
+double Trainer::current_lr() const {
+  const int64_t spe = steps_per_epoch();
+  const auto warm = static_cast<int64_t>(std::llround(opt_.warmup_epochs * spe));
+  return optim::warmup_cosine_lr(progress_.global_step, warm, opt_.epochs * spe, opt_.lr, opt_.min_lr);
+}
+
+void Trainer::begin_epoch_if_needed() {
+  if (progress_.batch_in_epoch >= steps_per_epoch()) {
+    ++progress_.epoch;
+    progress_.batch_in_epoch = 0;
+  }
+  if (loader_epoch_ != progress_.epoch) {
+    loader_->start_epoch(progress_.epoch);
+    if (progress_.batch_in_epoch > 0) loader_->skip_to(progress_.batch_in_epoch);
+    loader_epoch_ = progress_.epoch;
+  }
+}
+
+double Trainer::step() {
+  begin_epoch_if_needed();
+  data::Batch b;
+  LVIT_CHECK(loader_->next(b), "loader ran dry at batch {} of epoch {}", progress_.batch_in_epoch,
+             progress_.epoch);
+  model_->train();
+  const double lr = current_lr();
+  Tensor logits = model_->forward(b.images);
+  Tensor loss = ops::cross_entropy(logits, b.labels, opt_.label_smoothing);
+  model_->zero_grad();
+  loss.backward();
+  if (opt_.clip_grad > 0) optim::clip_grad_norm(model_->parameters(), opt_.clip_grad);
+  optimizer_->step(lr);
+  ++progress_.global_step;
+  ++progress_.batch_in_epoch;
+  progress_.dropout_offset = model_->dropout_generator().offset();
+  const double l = loss.item();
+  LVIT_USER_CHECK(std::isfinite(l), "training diverged: loss is {} at step {} (lower --lr?)", l,
+                  progress_.global_step);
+  epoch_loss_ += l;
+  epoch_correct_ += ops::topk_correct(logits, b.labels, 1);
+  epoch_seen_ += b.labels.numel();
+  ++epoch_batches_;
+  return l;
+}
+
+void Trainer::save_checkpoint(const std::string& run_dir) const {
+  fs::create_directories(run_dir);
+  nlohmann::json extra = {{"global_step", std::to_string(progress_.global_step)},
+                          {"epoch", std::to_string(progress_.epoch)},
+                          {"dataset", opt_.dataset}};
+  save_train_state((fs::path(run_dir) / "train_state.safetensors").string(), *optimizer_, progress_);
+  save_model((fs::path(run_dir) / "model.safetensors").string(), *model_, extra);
+}
+
+namespace {
+std::string fmt_duration(double s) {
+  auto t = static_cast<int64_t>(s);
+  return t >= 3600 ? fmt::format("{}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
+                   : fmt::format("{}:{:02}", t / 60, t % 60);
+}
+}  // namespace
+
+void Trainer::run(const std::string& out_dir) {
+  const bool text = opt_.log_format == "text";
+  const bool tty = isatty(fileno(stderr));
+  std::ofstream metrics;
+  if (!out_dir.empty()) {
+    fs::create_directories(out_dir);
+    metrics.open(fs::path(out_dir) / "metrics.jsonl", std::ios::app);
+    LVIT_USER_CHECK(metrics.good(), "--out {}: cannot write metrics.jsonl", out_dir);
+  }
+  const auto run_start = Clock::now();
+  const int64_t spe = steps_per_epoch();
+  if (progress_.batch_in_epoch >= spe) {  // a checkpoint taken at an epoch's end
+    ++progress_.epoch;
+    progress_.batch_in_epoch = 0;
+  }
+  while (progress_.epoch < opt_.epochs) {
+    const int64_t epoch = progress_.epoch;
+    epoch_loss_ = 0;
+    epoch_correct_ = epoch_seen_ = epoch_batches_ = 0;
+    const auto t0 = Clock::now();
+    auto last_print = Clock::now() - std::chrono::seconds(10);
+    int64_t last_decile = -1;
+    while (progress_.batch_in_epoch < spe) {
+      const double l = step();
+      const int64_t done = progress_.batch_in_epoch;
+      const double secs = seconds_since(t0);
+      const double ips = epoch_seen_ / std::max(secs, 1e-9);
+      const double eta = secs / epoch_batches_ * (spe - done);
+      if (text && opt_.progress) {
+        const int64_t decile = done * 10 / spe;
+        const bool due = tty ? seconds_since(last_print) > 0.5 || done == spe : decile != last_decile;
+        if (due) {
+          const int width = 30;
+          const int filled = static_cast<int>(width * done / spe);
+          std::string bar(filled, '#');
+          bar += std::string(width - filled, '.');
+          std::fprintf(stderr, "%sepoch %lld/%lld [%s] %lld/%lld loss %.4f lr %.2e %.0f img/s ETA %s%s",
+                       tty ? "\r" : "", static_cast<long long>(epoch + 1),
+                       static_cast<long long>(opt_.epochs), bar.c_str(), static_cast<long long>(done),
+                       static_cast<long long>(spe), l, current_lr(), ips, fmt_duration(eta).c_str(),
+                       tty ? "" : "\n");
+          std::fflush(stderr);
+          last_print = Clock::now();
+          last_decile = decile;
+        }
+      }
+    }
+    if (text && opt_.progress && tty) std::fprintf(stderr, "\n");
+    const double train_secs = seconds_since(t0);
+    nlohmann::json m = {{"epoch", epoch + 1},
+                        {"step", progress_.global_step},
+                        {"train_loss", epoch_batches_ ? epoch_loss_ / epoch_batches_ : 0.0},
+                        {"train_acc", epoch_seen_ ? 100.0 * epoch_correct_ / epoch_seen_ : 0.0},
+                        {"lr", current_lr()},
+                        {"img_per_s", epoch_seen_ / std::max(train_secs, 1e-9)},
+                        {"epoch_time_s", train_secs}};
+    if (test_) {
+      EvalResult r = evaluate(*model_, *test_, norm_, opt_.eval_batch_size, opt_.eval_limit, opt_.workers);
+      m["test_loss"] = r.loss;
+      m["test_top1"] = r.top1;
+      m["test_top5"] = r.top5;
+      m["test_images"] = r.images;
+    }
+    m["peak_mem_mb"] = peak_rss_mb();
+    m["wall_time_s"] = seconds_since(run_start);
+    if (metrics.is_open()) {
+      metrics << m.dump() << "\n";
+      metrics.flush();
+    }
+    if (!out_dir.empty()) save_checkpoint(out_dir);
+    if (text) {
+      std::fprintf(stderr, "epoch %lld: train loss %.4f acc %.2f%%", static_cast<long long>(epoch + 1),
+                   m["train_loss"].get<double>(), m["train_acc"].get<double>());
+      if (test_)
+        std::fprintf(stderr, " | test loss %.4f top-1 %.2f%% top-5 %.2f%%", m["test_loss"].get<double>(),
+                     m["test_top1"].get<double>(), m["test_top5"].get<double>());
+      std::fprintf(stderr, " | %.0f img/s, %.1f s\n", m["img_per_s"].get<double>(), train_secs);
+    } else {
+      std::printf("%s\n", m.dump().c_str());
+      std::fflush(stdout);
+    }
+    ++progress_.epoch;
+    progress_.batch_in_epoch = 0;
+  }
+}
+
+}  // namespace lvit::app

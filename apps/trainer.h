@@ -1,0 +1,97 @@
+// The training loop behind lvit-train (and the resume test): data, model, optimizer, schedule,
+// evaluation, metrics and checkpoints.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "data/cifar.h"
+#include "data/loader.h"
+#include "models/checkpoint.h"
+#include "models/optim/optimizer.h"
+#include "models/vit.h"
+
+namespace lvit::app {
+
+struct TrainOptions {
+  std::string dataset = "cifar100";
+  int64_t epochs = 1;
+  int64_t batch_size = 128;
+  int64_t eval_batch_size = 256;
+  std::string optimizer = "adamw";  // adamw | sgd
+  double lr = 1e-3, min_lr = 0.0, weight_decay = 0.05, momentum = 0.9;
+  double warmup_epochs = 0.0;
+  double label_smoothing = 0.1;
+  double clip_grad = 1.0;  // <= 0: off
+  int crop_padding = 4;
+  bool hflip = true;
+  uint64_t seed = 0;
+  int64_t max_steps_per_epoch = -1;  // cap for smoke runs (-1: whole epoch)
+  int64_t eval_limit = -1;           // evaluate on the first N test images (-1: all)
+  // Not part of the run's identity (may change on resume):
+  int workers = 2;
+  std::string log_format = "text";  // text | jsonl
+  bool progress = true;
+
+  nlohmann::json to_json() const;  // identity fields only
+  static TrainOptions from_json(const nlohmann::json& j);
+  void validate() const;  // UserError naming the flag
+};
+
+struct EvalResult {
+  int64_t images = 0;
+  double loss = 0, top1 = 0, top5 = 0;  // accuracies in percent
+  double img_per_s = 0;
+  std::vector<int64_t> class_total, class_correct;
+  // confusion[true * C + predicted]
+  std::vector<int64_t> confusion;
+};
+
+EvalResult evaluate(ViT& model, const data::ImageDataset& ds, const data::Normalization& norm,
+                    int64_t batch_size, int64_t limit = -1, int workers = 2);
+
+class Trainer {
+ public:
+  // A fresh run. `test` may be null (no evaluation).
+  Trainer(const ViTConfig& cfg, const TrainOptions& opt, const data::ImageDataset& train,
+          const data::ImageDataset* test);
+  // Continues the run saved in run_dir (model.safetensors + train_state.safetensors); the saved
+  // model config and options win, except epochs, workers, logging.
+  static std::unique_ptr<Trainer> resume(const std::string& run_dir, const TrainOptions& overrides,
+                                         const data::ImageDataset& train, const data::ImageDataset* test);
+
+  // One optimisation step on the next batch (starting the next epoch when one ends). Returns
+  // the batch loss.
+  double step();
+  // Trains to the end of the configured epochs, evaluating, logging metrics to
+  // out_dir/metrics.jsonl and checkpointing after every epoch. out_dir may be empty (no files).
+  void run(const std::string& out_dir);
+  void save_checkpoint(const std::string& run_dir) const;
+
+  ViT& model() { return *model_; }
+  const TrainProgress& progress() const { return progress_; }
+  int64_t steps_per_epoch() const;
+  double current_lr() const;
+
+ private:
+  Trainer(std::unique_ptr<ViT> model, const TrainOptions& opt, const data::ImageDataset& train,
+          const data::ImageDataset* test);
+  void begin_epoch_if_needed();
+
+  TrainOptions opt_;
+  const data::ImageDataset& train_;
+  const data::ImageDataset* test_;
+  data::Normalization norm_;
+  std::unique_ptr<ViT> model_;
+  std::unique_ptr<optim::Optimizer> optimizer_;
+  std::unique_ptr<data::Loader> loader_;
+  TrainProgress progress_;
+  int64_t loader_epoch_ = -1;
+  // running sums over the current epoch
+  double epoch_loss_ = 0;
+  int64_t epoch_correct_ = 0, epoch_seen_ = 0, epoch_batches_ = 0;
+};
+
+}  // namespace lvit::app

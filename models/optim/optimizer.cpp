@@ -1,0 +1,172 @@
+#include "models/optim/optimizer.h"
+
+#include <cmath>
+
+#include "core/thread_pool.h"
+#include "ops/dispatch.h"
+
+namespace lvit::optim {
+
+bool default_decay(const std::string& name, const Tensor& p) {
+  auto ends_with = [&](const std::string& s) {
+    return name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0;
+  };
+  if (p.dim() < 2) return false;
+  return !(name == "pos_embed" || name == "cls_token" || ends_with("ripple_logits"));
+}
+
+std::vector<ParamRef> make_param_refs(const std::vector<std::pair<std::string, Tensor>>& named) {
+  std::vector<ParamRef> v;
+  for (auto& [n, p] : named) v.push_back({n, p, default_decay(n, p)});
+  return v;
+}
+
+namespace {
+
+void load_named(std::vector<Tensor>& dst, const std::vector<ParamRef>& params, const char* prefix,
+                const std::map<std::string, Tensor>& state, const std::string& source) {
+  for (size_t i = 0; i < params.size(); ++i) {
+    const std::string key = std::string(prefix) + params[i].name;
+    auto it = state.find(key);
+    LVIT_USER_CHECK(it != state.end(), "{}: optimizer state '{}' is missing", source, key);
+    LVIT_USER_CHECK(it->second.shape() == dst[i].shape(), "{}: optimizer state '{}' has shape {}, expected {}",
+                    source, key, shape_str(it->second.shape()), shape_str(dst[i].shape()));
+    dst[i].copy_(it->second);
+  }
+}
+
+}  // namespace
+
+AdamW::AdamW(std::vector<ParamRef> params, AdamWOptions opt) : Optimizer(std::move(params)), opt_(opt) {
+  for (auto& p : params_) {
+    m_.push_back(Tensor::zeros(p.param.shape(), DType::f32, p.param.device()));
+    v_.push_back(Tensor::zeros(p.param.shape(), DType::f32, p.param.device()));
+  }
+}
+
+void AdamW::step(double lr) {
+  ++step_;
+  const double bc1 = 1.0 - std::pow(opt_.beta1, static_cast<double>(step_));
+  const double bc2 = 1.0 - std::pow(opt_.beta2, static_cast<double>(step_));
+  const float b1 = static_cast<float>(opt_.beta1), b2 = static_cast<float>(opt_.beta2);
+  const float step_size = static_cast<float>(lr / bc1);
+  const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+  const float eps = static_cast<float>(opt_.eps);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor& p = params_[i].param;
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    ops::require_cpu("AdamW", {p, g});
+    LVIT_CHECK(p.dtype() == DType::f32 && p.is_contiguous(), "AdamW: parameters must be contiguous f32");
+    g = g.contiguous();
+    const float decay = params_[i].decay ? static_cast<float>(1.0 - lr * opt_.weight_decay) : 1.0f;
+    float* pp = p.data<float>();
+    const float* pg = g.data<float>();
+    float* pm = m_[i].data<float>();
+    float* pv = v_[i].data<float>();
+    parallel_for(p.numel(), 1 << 14, [&](int64_t s, int64_t e) {
+      for (int64_t j = s; j < e; ++j) {
+        const float gj = pg[j];
+        pm[j] = b1 * pm[j] + (1.0f - b1) * gj;
+        pv[j] = b2 * pv[j] + (1.0f - b2) * gj * gj;
+        const float denom = std::sqrt(pv[j]) * inv_sqrt_bc2 + eps;
+        pp[j] = pp[j] * decay - step_size * pm[j] / denom;
+      }
+    });
+  }
+}
+
+std::vector<std::pair<std::string, Tensor>> AdamW::state() const {
+  std::vector<std::pair<std::string, Tensor>> s;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    s.emplace_back("exp_avg." + params_[i].name, m_[i]);
+    s.emplace_back("exp_avg_sq." + params_[i].name, v_[i]);
+  }
+  return s;
+}
+
+void AdamW::load_state(const std::map<std::string, Tensor>& state, int64_t step, const std::string& source) {
+  load_named(m_, params_, "exp_avg.", state, source);
+  load_named(v_, params_, "exp_avg_sq.", state, source);
+  step_ = step;
+}
+
+SGD::SGD(std::vector<ParamRef> params, SGDOptions opt) : Optimizer(std::move(params)), opt_(opt) {
+  for (auto& p : params_) buf_.push_back(Tensor::zeros(p.param.shape(), DType::f32, p.param.device()));
+}
+
+void SGD::step(double lr) {
+  ++step_;
+  const float mom = static_cast<float>(opt_.momentum), lrf = static_cast<float>(lr);
+  const bool first = step_ == 1;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    Tensor& p = params_[i].param;
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    ops::require_cpu("SGD", {p, g});
+    g = g.contiguous();
+    const float wd = params_[i].decay ? static_cast<float>(opt_.weight_decay) : 0.0f;
+    float* pp = p.data<float>();
+    const float* pg = g.data<float>();
+    float* pb = buf_[i].data<float>();
+    parallel_for(p.numel(), 1 << 14, [&](int64_t s, int64_t e) {
+      for (int64_t j = s; j < e; ++j) {
+        const float gj = pg[j] + wd * pp[j];
+        // torch initialises the buffer with the first gradient (no dampening).
+        pb[j] = mom == 0.0f ? gj : (first ? gj : mom * pb[j] + gj);
+        const float d = opt_.nesterov ? gj + mom * pb[j] : pb[j];
+        pp[j] -= lrf * d;
+      }
+    });
+  }
+}
+
+std::vector<std::pair<std::string, Tensor>> SGD::state() const {
+  std::vector<std::pair<std::string, Tensor>> s;
+  for (size_t i = 0; i < params_.size(); ++i) s.emplace_back("momentum_buffer." + params_[i].name, buf_[i]);
+  return s;
+}
+
+void SGD::load_state(const std::map<std::string, Tensor>& state, int64_t step, const std::string& source) {
+  load_named(buf_, params_, "momentum_buffer.", state, source);
+  step_ = step;
+}
+
+double warmup_cosine_lr(int64_t step, int64_t warmup_steps, int64_t total_steps, double lr, double min_lr) {
+  if (warmup_steps > 0 && step < warmup_steps) return lr * static_cast<double>(step + 1) / warmup_steps;
+  const int64_t decay_steps = std::max<int64_t>(1, total_steps - warmup_steps);
+  const double t = std::min(1.0, static_cast<double>(step - warmup_steps) / decay_steps);
+  return min_lr + 0.5 * (lr - min_lr) * (1.0 + std::cos(M_PI * t));
+}
+
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  double sq = 0;
+  for (const Tensor& p : params) {
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    ops::require_cpu("clip_grad_norm", {g});
+    g = g.contiguous();
+    LVIT_DISPATCH_FLOAT(g.dtype(), "clip_grad_norm", [&] {
+      const scalar_t* d = g.data<scalar_t>();
+      double s = 0;
+      for (int64_t i = 0; i < g.numel(); ++i) s += static_cast<double>(d[i]) * d[i];
+      sq += s;
+    });
+  }
+  const double norm = std::sqrt(sq);
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef < 1.0) {
+    for (const Tensor& p : params) {
+      Tensor g = p.grad();
+      if (!g.defined()) continue;
+      LVIT_DISPATCH_FLOAT(g.dtype(), "clip_grad_norm", [&] {
+        scalar_t* d = g.data<scalar_t>();
+        const scalar_t c = static_cast<scalar_t>(coef);
+        for (int64_t i = 0; i < g.numel(); ++i) d[i] *= c;
+      });
+    }
+  }
+  return norm;
+}
+
+}  // namespace lvit::optim

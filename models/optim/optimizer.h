@@ -1,0 +1,88 @@
+// Optimizers (SGD with momentum, AdamW), the warmup + cosine schedule and global grad-norm
+// clipping. Updates run in place on the parameters' storage, outside autograd.
+#pragma once
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace lvit::optim {
+
+struct ParamRef {
+  std::string name;
+  Tensor param;
+  bool decay = true;  // weight decay applies
+};
+
+// timm's rule: decay matrices only; biases, norm weights, position embedding, class token and
+// ripple stage logits are not decayed.
+bool default_decay(const std::string& name, const Tensor& p);
+std::vector<ParamRef> make_param_refs(const std::vector<std::pair<std::string, Tensor>>& named);
+
+class Optimizer {
+ public:
+  explicit Optimizer(std::vector<ParamRef> params) : params_(std::move(params)) {}
+  virtual ~Optimizer() = default;
+  virtual void step(double lr) = 0;
+  int64_t steps() const { return step_; }
+  // Named state tensors (e.g. "exp_avg.<param>") and the step count, for checkpoints.
+  virtual std::vector<std::pair<std::string, Tensor>> state() const = 0;
+  // Restores from `state` (same names); throws UserError naming `source` when incomplete.
+  virtual void load_state(const std::map<std::string, Tensor>& state, int64_t step,
+                          const std::string& source) = 0;
+  const std::vector<ParamRef>& params() const { return params_; }
+
+ protected:
+  std::vector<ParamRef> params_;
+  int64_t step_ = 0;
+};
+
+struct AdamWOptions {
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.05;
+};
+
+// torch.optim.AdamW: p *= 1 - lr*wd; m, v moments; p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps).
+class AdamW final : public Optimizer {
+ public:
+  AdamW(std::vector<ParamRef> params, AdamWOptions opt);
+  void step(double lr) override;
+  std::vector<std::pair<std::string, Tensor>> state() const override;
+  void load_state(const std::map<std::string, Tensor>& state, int64_t step,
+                  const std::string& source) override;
+
+ private:
+  AdamWOptions opt_;
+  std::vector<Tensor> m_, v_;
+};
+
+struct SGDOptions {
+  double momentum = 0.9, weight_decay = 0.0;
+  bool nesterov = false;
+};
+
+// torch.optim.SGD: g += wd*p; buf = momentum*buf + g; p -= lr * (nesterov ? g + momentum*buf : buf).
+class SGD final : public Optimizer {
+ public:
+  SGD(std::vector<ParamRef> params, SGDOptions opt);
+  void step(double lr) override;
+  std::vector<std::pair<std::string, Tensor>> state() const override;
+  void load_state(const std::map<std::string, Tensor>& state, int64_t step,
+                  const std::string& source) override;
+
+ private:
+  SGDOptions opt_;
+  std::vector<Tensor> buf_;
+};
+
+// Linear warmup from lr/warmup_steps to lr over warmup_steps, then cosine decay to min_lr at
+// total_steps. Steps count from 0.
+double warmup_cosine_lr(int64_t step, int64_t warmup_steps, int64_t total_steps, double lr,
+                        double min_lr = 0.0);
+
+// Scales all gradients so their global L2 norm is at most max_norm (as torch's
+// clip_grad_norm_: coef = max_norm / (norm + 1e-6) when below 1). Returns the norm before.
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+
+}  // namespace lvit::optim
