@@ -50,14 +50,17 @@ int main(int argc, char** argv) {
     LVIT_USER_CHECK(parse_device(device).is_cpu(),
                     "--device {}: this build trains on the CPU only (the CUDA backend is not there yet)", device);
     if (!resume.empty() && out.empty()) out = resume;
+    // Check the flags before the (slow) data load, so a bad configuration fails at once.
+    o.validate();
+    ViTConfig cfg;
+    if (resume.empty()) cfg = app::build_config(mf, o.dataset);
     data::ImageDataset train = data::load_dataset(data_dir, o.dataset, true);
     data::ImageDataset test = data::load_dataset(data_dir, o.dataset, false);
     std::unique_ptr<app::Trainer> trainer;
     if (!resume.empty()) {
       trainer = app::Trainer::resume(resume, o, train, &test);
     } else {
-      if (mf.num_classes == std::nullopt && o.dataset == "tiny-imagenet") mf.num_classes = train.num_classes;
-      ViTConfig cfg = app::build_config(mf, o.dataset);
+      if (!mf.num_classes && o.dataset == "tiny-imagenet") cfg.num_classes = train.num_classes;
       trainer = std::make_unique<app::Trainer>(cfg, o, train, &test);
     }
     const ViTConfig& c = trainer->model().config();

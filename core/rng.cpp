@@ -4,12 +4,40 @@
 
 namespace lvit {
 
+namespace {
+// Box-Muller on words (a, b): returns the cosine and sine normals.
+inline void box_muller(uint32_t a, uint32_t b, double* c, double* s) {
+  const double u1 = (static_cast<double>(a) + 1.0) / 4294967296.0;  // (0, 1]: log finite
+  const double u2 = static_cast<double>(b) / 4294967296.0;
+  const double r = std::sqrt(-2.0 * std::log(u1));
+  *c = r * std::cos(2.0 * M_PI * u2);
+  *s = r * std::sin(2.0 * M_PI * u2);
+}
+}  // namespace
+
+// Element i uses Philox block i/4: words (0,1) give elements 4k, 4k+1 (cos, sin), words (2,3)
+// give 4k+2, 4k+3, so fill_normal needs one block per 4 normals.
 double philox_normal(uint64_t seed, uint64_t offset, uint64_t i) {
-  // Words 2i and 2i+1 of the stream; u1 in (0, 1] so log(u1) is finite.
-  uint64_t a = Philox::word(seed, offset, 2 * i), b = Philox::word(seed, offset, 2 * i + 1);
-  double u1 = (static_cast<double>(a) + 1.0) / 4294967296.0;
-  double u2 = static_cast<double>(b) / 4294967296.0;
-  return std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2);
+  const uint64_t blk = i >> 2;
+  uint32_t c[4] = {static_cast<uint32_t>(blk), static_cast<uint32_t>(blk >> 32),
+                   static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32)};
+  Philox::block(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  double z[4];
+  box_muller(c[0], c[1], &z[0], &z[1]);
+  box_muller(c[2], c[3], &z[2], &z[3]);
+  return z[i & 3];
+}
+
+void fill_normal(double* out, uint64_t n, uint64_t seed, uint64_t offset) {
+  for (uint64_t blk = 0; blk * 4 < n; ++blk) {
+    uint32_t c[4] = {static_cast<uint32_t>(blk), static_cast<uint32_t>(blk >> 32),
+                     static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32)};
+    Philox::block(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+    double z[4];
+    box_muller(c[0], c[1], &z[0], &z[1]);
+    box_muller(c[2], c[3], &z[2], &z[3]);
+    for (uint64_t k = 0; k < 4 && blk * 4 + k < n; ++k) out[blk * 4 + k] = z[k];
+  }
 }
 
 float Generator::uniform() { return Philox::uniform(seed_, next_offset(), 0); }

@@ -95,7 +95,9 @@ class Generator {
   uint64_t offset_ = 0;
 };
 
-// Standard normal for element i of stream (seed, offset): Box-Muller on two words.
+// Standard normal for element i of stream (seed, offset), by Box-Muller.
 double philox_normal(uint64_t seed, uint64_t offset, uint64_t i);
+// out[i] = philox_normal(seed, offset, i) for i < n, one Philox block per 4 values.
+void fill_normal(double* out, uint64_t n, uint64_t seed, uint64_t offset);
 
 }  // namespace lvit

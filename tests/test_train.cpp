@@ -1,0 +1,183 @@
+// Training loop: checkpoint round trip, bitwise resume, bad checkpoints, schedule and clipping.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "apps/trainer.h"
+#include "core/safetensors.h"
+#include "core/thread_pool.h"
+#include "models/checkpoint.h"
+#include "ops/ops.h"
+
+using namespace lvit;
+namespace fs = std::filesystem;
+
+namespace {
+
+// 40 random 16x16 RGB images in 10 classes, posing as CIFAR-100 (for its normalisation).
+data::ImageDataset synthetic_dataset() {
+  data::ImageDataset ds;
+  ds.name = "cifar100";
+  ds.size = 40;
+  ds.height = ds.width = 16;
+  ds.num_classes = 10;
+  ds.images.resize(ds.size * ds.image_numel());
+  for (size_t i = 0; i < ds.images.size(); ++i)
+    ds.images[i] = static_cast<uint8_t>(Philox::word(9, 0, i));
+  for (int64_t i = 0; i < ds.size; ++i) ds.labels.push_back(static_cast<int32_t>(i % 10));
+  for (int k = 0; k < 10; ++k) ds.class_names.push_back(std::to_string(k));
+  return ds;
+}
+
+ViTConfig tiny_config() {
+  ViTConfig c = preset_config("vit-micro");
+  c.image_size = 16;
+  c.dim = 32;
+  c.depth = 2;
+  c.num_heads = 4;
+  c.num_classes = 10;
+  c.dropout = 0.1;  // exercises the dropout generator's saved state
+  c.drop_path = 0.1;
+  return c;
+}
+
+app::TrainOptions tiny_options() {
+  app::TrainOptions o;
+  o.epochs = 3;
+  o.batch_size = 8;
+  o.max_steps_per_epoch = 3;  // 4 steps cross an epoch boundary
+  o.warmup_epochs = 0.5;
+  o.workers = 2;
+  o.progress = false;
+  return o;
+}
+
+fs::path temp_dir(const std::string& name) {
+  fs::path p = fs::temp_directory_path() / ("lvit_test_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+std::vector<std::vector<float>> snapshot(ViT& m) {
+  std::vector<std::vector<float>> v;
+  for (auto& [n, p] : m.named_parameters()) v.push_back(p.to_vector<float>());
+  return v;
+}
+
+}  // namespace
+
+TEST_CASE("resume: 2 steps + save + resume + 2 steps == 4 steps, bitwise") {
+  data::ImageDataset ds = synthetic_dataset();
+  app::Trainer straight(tiny_config(), tiny_options(), ds, nullptr);
+  std::vector<double> losses_a;
+  for (int i = 0; i < 4; ++i) losses_a.push_back(straight.step());
+
+  fs::path dir = temp_dir("resume");
+  std::vector<double> losses_b;
+  {
+    app::Trainer first(tiny_config(), tiny_options(), ds, nullptr);
+    for (int i = 0; i < 2; ++i) losses_b.push_back(first.step());
+    first.save_checkpoint(dir.string());
+  }
+  auto resumed = app::Trainer::resume(dir.string(), tiny_options(), ds, nullptr);
+  CHECK(resumed->progress().global_step == 2);
+  for (int i = 0; i < 2; ++i) losses_b.push_back(resumed->step());
+  CHECK(resumed->progress().epoch == 1);  // crossed into the second epoch
+  for (int i = 0; i < 4; ++i) CHECK(losses_a[i] == losses_b[i]);
+  auto a = snapshot(straight.model()), b = snapshot(resumed->model());
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    CHECK(std::memcmp(a[i].data(), b[i].data(), a[i].size() * 4) == 0);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("checkpoint: model round trip keeps config and weights; loads by timm names") {
+  fs::path dir = temp_dir("ckpt");
+  ViTConfig c = tiny_config();
+  c.attention_type = "softmax";
+  ViT m(c, 3);
+  const std::string path = (dir / "model.safetensors").string();
+  save_model(path, m);
+  SafetensorsFile f = load_safetensors(path);
+  CHECK(f.contains("blocks.1.attn.qkv.weight"));
+  CHECK(f.at("blocks.1.attn.qkv.weight").shape() == Shape{96, 32});
+  CHECK(f.at("patch_embed.proj.weight").shape() == Shape{32, 3, 4, 4});
+  CHECK(f.at("pos_embed").shape() == Shape{1, 17, 32});
+  auto loaded = load_model(path);
+  CHECK(loaded->config().to_json() == m.config().to_json());
+  auto a = snapshot(m), b = snapshot(*loaded);
+  for (size_t i = 0; i < a.size(); ++i) CHECK(a[i] == b[i]);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("checkpoint: bad files give one-line errors naming the file") {
+  fs::path dir = temp_dir("badckpt");
+  ViT m(tiny_config(), 1);
+  const std::string path = (dir / "model.safetensors").string();
+  save_model(path, m);
+  // Truncated copy.
+  const std::string trunc = (dir / "trunc.safetensors").string();
+  {
+    std::ifstream in(path, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), {});
+    std::ofstream out(trunc, std::ios::binary);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 2));
+  }
+  auto expect_user_error = [](const std::function<void()>& fn, const std::string& needle) {
+    try {
+      fn();
+      FAIL("no error");
+    } catch (const UserError& e) {
+      const std::string msg = e.what();
+      INFO(msg);
+      CHECK(msg.find(needle) != std::string::npos);
+      CHECK(msg.find('\n') == std::string::npos);
+    }
+  };
+  expect_user_error([&] { load_model(trunc); }, trunc);
+  expect_user_error([&] { load_model((dir / "missing.safetensors").string()); },
+                    "missing.safetensors");
+  // A weights file without our config metadata.
+  const std::string bare = (dir / "bare.safetensors").string();
+  save_safetensors(bare, m.named_parameters());
+  expect_user_error([&] { load_model(bare); }, "config");
+  // A shape mismatch.
+  ViTConfig wide = tiny_config();
+  wide.dim = 64;
+  ViT w(wide, 1);
+  std::map<std::string, Tensor> state;
+  for (auto& [n, p] : w.named_parameters()) state[n] = p;
+  expect_user_error([&] { m.load_state_dict(state, "wide.safetensors"); }, "wide.safetensors");
+  fs::remove_all(dir);
+}
+
+TEST_CASE("schedule and clipping") {
+  // Warmup ramps linearly to lr, the cosine ends at min_lr.
+  CHECK(optim::warmup_cosine_lr(0, 10, 100, 1.0) == doctest::Approx(0.1));
+  CHECK(optim::warmup_cosine_lr(9, 10, 100, 1.0) == doctest::Approx(1.0));
+  CHECK(optim::warmup_cosine_lr(10, 10, 100, 1.0) == doctest::Approx(1.0));
+  CHECK(optim::warmup_cosine_lr(55, 10, 100, 1.0) == doctest::Approx(0.5));
+  CHECK(optim::warmup_cosine_lr(100, 10, 100, 1.0, 0.01) == doctest::Approx(0.01));
+  Tensor p = Tensor::zeros({3});
+  p.set_requires_grad(true);
+  p.set_grad(Tensor::from_vector<float>({3, 4, 0}, {3}));
+  CHECK(optim::clip_grad_norm({p}, 1.0) == doctest::Approx(5.0));
+  auto g = p.grad().to_vector<float>();
+  CHECK(std::sqrt(g[0] * g[0] + g[1] * g[1]) == doctest::Approx(1.0).epsilon(1e-5));
+}
+
+TEST_CASE("SGD with momentum matches the closed form") {
+  Tensor p = Tensor::from_vector<float>({1.0f}, {1});
+  p.set_requires_grad(true);
+  optim::SGD opt({{"w", p, false}}, {0.9, 0.0, false});
+  // Constant gradient 1: buf = 1, 1.9, 2.71; p = 1 - 0.1 * (1 + 1.9 + 2.71)
+  for (int i = 0; i < 3; ++i) {
+    p.set_grad(Tensor::from_vector<float>({1.0f}, {1}));
+    opt.step(0.1);
+  }
+  CHECK(p.item() == doctest::Approx(1.0 - 0.1 * 5.61));
+}
