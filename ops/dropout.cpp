@@ -8,6 +8,44 @@ namespace lvit::ops {
 
 namespace {
 
+constexpr int64_t kLanes = 16;
+
+// Dropout on lane groups [g0, g1): each group covers 16 Philox blocks = 64 elements. The
+// blocks are generated in lane order so the rounds vectorise; element i still gets word i of
+// the stream, as Philox::word defines it. A free function with restrict pointers and values
+// (not lambda captures by reference), so the compiler can keep everything in registers.
+template <typename T>
+void dropout_range(const T* __restrict__ px, T* __restrict__ py, int64_t n, int64_t g0, int64_t g1,
+                   uint64_t seed, uint64_t offset, float pf, T scale) {
+  const uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
+  uint32_t c0[kLanes], c1[kLanes], c2[kLanes], c3[kLanes];
+  uint32_t w[4 * kLanes];
+  for (int64_t g = g0; g < g1; ++g) {
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const uint64_t blk = static_cast<uint64_t>(g * kLanes + l);
+      c0[l] = static_cast<uint32_t>(blk);
+      c1[l] = static_cast<uint32_t>(blk >> 32);
+      c2[l] = static_cast<uint32_t>(offset);
+      c3[l] = static_cast<uint32_t>(offset >> 32);
+    }
+    Philox::blocks<kLanes>(c0, c1, c2, c3, k0, k1);
+    for (int64_t l = 0; l < kLanes; ++l) {  // stream order: word 4l + k is lane l's word k
+      w[4 * l] = c0[l];
+      w[4 * l + 1] = c1[l];
+      w[4 * l + 2] = c2[l];
+      w[4 * l + 3] = c3[l];
+    }
+    const int64_t i0 = g * kLanes * 4;
+    const int64_t len = std::min<int64_t>(n - i0, kLanes * 4);
+    const T* __restrict__ xs = px + i0;
+    T* __restrict__ ys = py + i0;
+    for (int64_t j = 0; j < len; ++j) {
+      const float u = static_cast<float>(w[j] >> 8) * (1.0f / 16777216.0f);
+      ys[j] = u >= pf ? xs[j] * scale : T(0);
+    }
+  }
+}
+
 // out[i] = keep(i) ? x[i] * scale : 0, with keep(i) = uniform(seed, offset, i / group) >= p.
 // group = 1 for dropout, the per-sample size for drop-path.
 Tensor apply_mask(const Tensor& x_in, double p, uint64_t seed, uint64_t offset, int64_t group) {
@@ -22,31 +60,9 @@ Tensor apply_mask(const Tensor& x_in, double p, uint64_t seed, uint64_t offset, 
     const float pf = static_cast<float>(p);
     const int64_t n = x.numel();
     if (group == 1) {
-      // Philox blocks (4 uniforms each) are generated 16 at a time in lane order so the rounds
-      // vectorise; element i still gets word i of the stream, as Philox::word defines it.
-      constexpr int64_t kLanes = 16;
-      const int64_t nblk = (n + 3) / 4;
-      parallel_for((nblk + kLanes - 1) / kLanes, 64, [&](int64_t s, int64_t e) {
-        uint32_t c0[kLanes], c1[kLanes], c2[kLanes], c3[kLanes];
-        for (int64_t g = s; g < e; ++g) {
-          for (int64_t l = 0; l < kLanes; ++l) {
-            const uint64_t blk = static_cast<uint64_t>(g * kLanes + l);
-            c0[l] = static_cast<uint32_t>(blk);
-            c1[l] = static_cast<uint32_t>(blk >> 32);
-            c2[l] = static_cast<uint32_t>(offset);
-            c3[l] = static_cast<uint32_t>(offset >> 32);
-          }
-          Philox::blocks<kLanes>(c0, c1, c2, c3, static_cast<uint32_t>(seed),
-                                 static_cast<uint32_t>(seed >> 32));
-          const int64_t i0 = g * kLanes * 4;
-          const int64_t i1 = std::min<int64_t>(n, i0 + kLanes * 4);
-          for (int64_t i = i0; i < i1; ++i) {
-            const int64_t l = (i - i0) >> 2;
-            const uint32_t w = ((i & 3) == 0 ? c0 : (i & 3) == 1 ? c1 : (i & 3) == 2 ? c2 : c3)[l];
-            const float u = static_cast<float>(w >> 8) * (1.0f / 16777216.0f);
-            py[i] = u >= pf ? px[i] * scale : T(0);
-          }
-        }
+      const int64_t groups = ((n + 3) / 4 + kLanes - 1) / kLanes;
+      parallel_for(groups, 64, [&](int64_t s, int64_t e) {
+        dropout_range<T>(px, py, n, s, e, seed, offset, pf, scale);
       });
     } else {
       // Drop-path: one uniform per sample of `group` elements.
