@@ -34,7 +34,7 @@ struct TensorImpl {
   // autograd
   bool requires_grad = false;
   std::shared_ptr<TensorImpl> grad;
-  std::shared_ptr<autograd::Node> grad_fn;       // set on op outputs that need a gradient
+  std::shared_ptr<autograd::Node> grad_fn;         // set on op outputs that need a gradient
   std::weak_ptr<autograd::Node> grad_accumulator;  // leaves: shared by every use of the leaf
 };
 

@@ -1,0 +1,145 @@
+// Ripple attention op: checks, the stage logits -> weights (stick-breaking) map and its
+// Jacobian, and the autograd node around the CPU kernels of ops/cpu/ripple.cpp.
+#include "ops/ripple.h"
+
+#include <cmath>
+
+#include "autograd/engine.h"
+#include "ops/cpu/ripple.h"
+#include "ops/dispatch.h"
+
+namespace lvit::ops {
+
+namespace {
+
+double sigmoid(double x) {
+  return x >= 0 ? 1 / (1 + std::exp(-x)) : std::exp(x) / (1 + std::exp(x));
+}
+
+// sigmoid(beta) [heads * (stages-1)], in f64 whatever the logits' dtype (H (S-1) scalars).
+std::vector<double> logit_sigmoids(const Tensor& logits, int64_t heads, int64_t stages) {
+  if (stages == 1) return {};
+  std::vector<double> beta = logits.to_vector<double>();
+  LVIT_CHECK(static_cast<int64_t>(beta.size()) == heads * (stages - 1), "ripple logits size");
+  for (double& b : beta) b = sigmoid(b);
+  return beta;
+}
+
+// alpha_s = sig_s prod_{s'<s} (1 - sig_s'), alpha_{S-1} = prod_{s'<S-1} (1 - sig_s').
+std::vector<double> stick_breaking(const std::vector<double>& sig, int64_t heads, int64_t stages) {
+  std::vector<double> alpha(heads * stages);
+  for (int64_t h = 0; h < heads; ++h) {
+    double rem = 1;  // prod_{s'<s} (1 - sig_s')
+    for (int64_t s = 0; s + 1 < stages; ++s) {
+      const double sg = sig[h * (stages - 1) + s];
+      alpha[h * stages + s] = sg * rem;
+      rem *= 1 - sg;
+    }
+    alpha[h * stages + stages - 1] = rem;
+  }
+  return alpha;
+}
+
+// d loss / d beta from d loss / d alpha. d alpha_t / d beta_t = rem_t sig_t (1 - sig_t) (t < S-1);
+// for s > t, alpha_s carries the factor (1 - sig_t), so d alpha_s / d beta_t = -sig_t alpha_s;
+// for s < t it is 0. Hence g_beta_t = g_alpha_t rem_t sig_t (1 - sig_t) - sig_t sum_{s>t}
+// g_alpha_s alpha_s (no division by 1 - sig_t, so saturated logits stay finite).
+std::vector<double> stick_breaking_grad(const std::vector<double>& galpha,
+                                        const std::vector<double>& sig,
+                                        const std::vector<double>& alpha, int64_t heads,
+                                        int64_t stages) {
+  std::vector<double> gbeta(heads * (stages - 1));
+  std::vector<double> rem(stages);
+  for (int64_t h = 0; h < heads; ++h) {
+    const double* sg = sig.data() + h * (stages - 1);
+    const double* ga = galpha.data() + h * stages;
+    const double* al = alpha.data() + h * stages;
+    rem[0] = 1;  // rem_t = prod_{s'<t} (1 - sig_s')
+    for (int64_t t = 1; t < stages; ++t) rem[t] = rem[t - 1] * (1 - sg[t - 1]);
+    double tail = ga[stages - 1] * al[stages - 1];  // sum_{s>t} g_alpha_s alpha_s
+    for (int64_t t = stages - 2; t >= 0; --t) {
+      gbeta[h * (stages - 1) + t] = ga[t] * rem[t] * sg[t] * (1 - sg[t]) - sg[t] * tail;
+      tail += ga[t] * al[t];
+    }
+  }
+  return gbeta;
+}
+
+}  // namespace
+
+void check_ripple_geometry(int64_t stages, int64_t grid_h, int64_t grid_w) {
+  LVIT_USER_CHECK(stages >= 1, "ripple attention needs at least 1 stage, got {}", stages);
+  // Stages beyond log2(grid) + 1 only reweight the class token; 32 covers any real grid.
+  LVIT_USER_CHECK(stages <= 32, "ripple attention supports at most 32 stages, got {}", stages);
+  LVIT_USER_CHECK(grid_h == grid_w && grid_h > 0 && (grid_h & (grid_h - 1)) == 0,
+                  "ripple attention needs a power-of-two square patch grid, got {}x{}", grid_h,
+                  grid_w);
+}
+
+std::vector<double> ripple_stage_weights(const Tensor& logits, int64_t heads, int64_t stages) {
+  return stick_breaking(logit_sigmoids(logits, heads, stages), heads, stages);
+}
+
+Tensor ripple_init_logits(int64_t heads, int64_t stages, DType dtype) {
+  LVIT_USER_CHECK(stages >= 2, "ripple logits exist only for at least 2 stages, got {}", stages);
+  std::vector<double> v(heads * (stages - 1));
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t s = 0; s + 1 < stages; ++s)
+      v[h * (stages - 1) + s] = -std::log(static_cast<double>(stages - 1 - s));
+  return Tensor::from_vector(v, {heads, stages - 1}).to(dtype);
+}
+
+Tensor ripple_attention(const Tensor& qkv_in, const Tensor& logits, int64_t heads, int64_t stages,
+                        int64_t grid_h, int64_t grid_w, RippleImpl impl) {
+  check_ripple_geometry(stages, grid_h, grid_w);
+  require_cpu("ripple_attention", {qkv_in, logits});
+  check_same("ripple_attention", {qkv_in, logits});
+  LVIT_CHECK(qkv_in.dim() == 3 && qkv_in.shape()[2] % 3 == 0,
+             "ripple_attention: qkv {} must be [B, N, 3D]", shape_str(qkv_in.shape()));
+  const int64_t B = qkv_in.shape()[0], N = qkv_in.shape()[1], D = qkv_in.shape()[2] / 3;
+  LVIT_CHECK(heads > 0 && D % heads == 0, "ripple_attention: {} heads do not divide D = {}", heads,
+             D);
+  LVIT_CHECK(N == 1 + grid_h * grid_w,
+             "ripple_attention: {} tokens for a class token and a {}x{} grid", N, grid_h, grid_w);
+  if (stages == 1) {
+    LVIT_CHECK(!logits.defined() || logits.numel() == 0,
+               "ripple_attention: 1 stage takes no logits, got {}", shape_str(logits.shape()));
+  } else {
+    LVIT_CHECK(logits.defined() && logits.shape() == (Shape{heads, stages - 1}),
+               "ripple_attention: logits {} for {} heads and {} stages must be [{}, {}]",
+               logits.defined() ? shape_str(logits.shape()) : "undefined", heads, stages, heads,
+               stages - 1);
+  }
+
+  Tensor qkv = qkv_in.contiguous();
+  std::vector<double> sig = logit_sigmoids(logits, heads, stages);
+  cpu::RippleArgs args{heads, stages, grid_h, stick_breaking(sig, heads, stages)};
+  Tensor out = Tensor::empty({B, N, D}, qkv.dtype(), qkv.device());
+  Tensor den = Tensor::empty({B, heads, N}, qkv.dtype(), qkv.device());
+  if (impl == RippleImpl::dense)
+    cpu::ripple_dense_fwd(qkv, args, out, den);
+  else
+    cpu::ripple_linear_fwd(qkv, args, out, den);
+
+  const DType ldt = logits.defined() ? logits.dtype() : qkv.dtype();
+  autograd::record(out, {qkv_in, logits}, "RippleAttentionBackward",
+                   [qkv = qkv.detach(), out = out.detach(), den, args, sig, impl, ldt](
+                       const Tensor& g, const autograd::Node& n) {
+                     Tensor gqkv = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());
+                     std::vector<double> galpha;
+                     if (impl == RippleImpl::dense)
+                       cpu::ripple_dense_bwd(g.contiguous(), qkv, out, den, args, gqkv, galpha);
+                     else
+                       cpu::ripple_linear_bwd(g.contiguous(), qkv, out, den, args, gqkv, galpha);
+                     Tensor glogits;
+                     if (n.needs_input_grad(1)) {
+                       std::vector<double> gb =
+                           stick_breaking_grad(galpha, sig, args.alpha, args.heads, args.stages);
+                       glogits = Tensor::from_vector(gb, {args.heads, args.stages - 1}).to(ldt);
+                     }
+                     return std::vector<Tensor>{n.needs_input_grad(0) ? gqkv : Tensor(), glogits};
+                   });
+  return out;
+}
+
+}  // namespace lvit::ops
