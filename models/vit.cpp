@@ -157,7 +157,7 @@ ViT::ViT(const ViTConfig& cfg, uint64_t seed) : cfg_(cfg), gen_(std::make_shared
   nn::normal_(cls_token, init, 1e-6);
   pos_embed = register_parameter("pos_embed", Tensor::empty({1, cfg.tokens(), cfg.dim}));
   nn::trunc_normal_(pos_embed, init, 0.02);
-  pos_drop_ = std::make_shared<nn::Dropout>(cfg.dropout, gen_);
+  pos_drop_ = register_module("pos_drop", std::make_shared<nn::Dropout>(cfg.dropout, gen_));
   for (int64_t i = 0; i < cfg.depth; ++i) {
     // Stochastic depth rate grows linearly over the blocks, as in timm.
     const double dp = cfg.depth > 1 ? cfg.drop_path * i / (cfg.depth - 1) : cfg.drop_path;

@@ -30,3 +30,19 @@ TEST_CASE("tiny ViT forward/backward reaches every parameter") {
     CHECK(p.grad().shape() == p.shape());
   }
 }
+
+TEST_CASE("eval mode switches every dropout off: forward is deterministic") {
+  ViTConfig cfg = preset_config("vit-micro");
+  cfg.dim = 32;
+  cfg.depth = 2;
+  cfg.num_heads = 4;
+  cfg.dropout = 0.5;
+  cfg.drop_path = 0.5;
+  ViT model(cfg, 3);
+  Tensor x = Tensor::empty({2, 3, 32, 32});
+  nn::normal_(x, model.dropout_generator(), 1.0);
+  model.eval();
+  CHECK(model.forward(x).to_vector<float>() == model.forward(x).to_vector<float>());
+  model.train();
+  CHECK(model.forward(x).to_vector<float>() != model.forward(x).to_vector<float>());
+}
