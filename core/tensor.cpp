@@ -278,7 +278,8 @@ void Tensor::fill_(double value) {
     std::memset(p, 0, nbytes());
   } else {
     store(p, dtype(), value);
-    for (int64_t i = 1; i < numel(); ++i) std::memcpy(p + i * es, p, es);
+    const int64_t n = numel();
+    for (int64_t i = 1; i < n; ++i) std::memcpy(p + i * es, p, es);
   }
 }
 

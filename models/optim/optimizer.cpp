@@ -140,17 +140,23 @@ double warmup_cosine_lr(int64_t step, int64_t warmup_steps, int64_t total_steps,
 }
 
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  // Per-parameter sums of squares in double, over fixed chunks (thread-count independent).
   double sq = 0;
+  constexpr int64_t kChunks = 16;
   for (const Tensor& p : params) {
     Tensor g = p.grad();
     if (!g.defined()) continue;
     ops::require_cpu("clip_grad_norm", {g});
-    g = g.contiguous();
+    LVIT_CHECK(g.is_contiguous(), "clip_grad_norm: non-contiguous gradient");
     LVIT_DISPATCH_FLOAT(g.dtype(), "clip_grad_norm", [&] {
       const scalar_t* d = g.data<scalar_t>();
-      double s = 0;
-      for (int64_t i = 0; i < g.numel(); ++i) s += static_cast<double>(d[i]) * d[i];
-      sq += s;
+      double part[kChunks] = {};
+      parallel_chunks(g.numel(), kChunks, [&](int64_t k, int64_t b, int64_t e) {
+        double s = 0;
+        for (int64_t i = b; i < e; ++i) s += static_cast<double>(d[i]) * d[i];
+        part[k] = s;
+      });
+      for (double s : part) sq += s;
     });
   }
   const double norm = std::sqrt(sq);
@@ -162,7 +168,9 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
       LVIT_DISPATCH_FLOAT(g.dtype(), "clip_grad_norm", [&] {
         scalar_t* d = g.data<scalar_t>();
         const scalar_t c = static_cast<scalar_t>(coef);
-        for (int64_t i = 0; i < g.numel(); ++i) d[i] *= c;
+        parallel_for(g.numel(), 1 << 15, [&](int64_t b, int64_t e) {
+          for (int64_t i = b; i < e; ++i) d[i] *= c;
+        });
       });
     }
   }

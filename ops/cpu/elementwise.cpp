@@ -130,7 +130,8 @@ void sum_to(const Tensor& x_in, Tensor& out) {
     for (int64_t d = 0; d < nd; ++d) ostr[d] = out.shape()[d] == 1 ? 0 : out.strides()[d];
     std::vector<int64_t> idx(nd, 0);
     int64_t ooff = 0;
-    for (int64_t i = 0; i < x.numel(); ++i) {
+    const int64_t xn = x.numel();
+    for (int64_t i = 0; i < xn; ++i) {
       po[ooff] += px[i];
       for (int64_t d = nd - 1; d >= 0; --d) {
         ++idx[d];
