@@ -8,9 +8,9 @@ namespace lvit::ops {
 
 namespace {
 
-constexpr int64_t kLanes = 16;
+constexpr int64_t kLanes = 64;  // 8 vectors in flight hide the 64-bit multiply latency
 
-// Dropout on lane groups [g0, g1): each group covers 16 Philox blocks = 64 elements. The
+// Dropout on lane groups [g0, g1): each group covers kLanes Philox blocks = 4 kLanes elements. The
 // blocks are generated in lane order so the rounds vectorise; element i still gets word i of
 // the stream, as Philox::word defines it. A free function with restrict pointers and values
 // (not lambda captures by reference), so the compiler can keep everything in registers.

@@ -37,13 +37,10 @@ void softmax_attention_fwd(const Tensor& qkv, int64_t H, Tensor& out, Tensor& pr
         MMap<T> p(pp + bh * N * N, N, N, Eigen::OuterStride<>(N));
         p.noalias() = (q * k.transpose()) * scale;
         for (int64_t i = 0; i < N; ++i) {
-          T* r = p.data() + i * N;
-          T mx = r[0];
-          for (int64_t j = 1; j < N; ++j) mx = std::max(mx, r[j]);
-          T sum = 0;
-          for (int64_t j = 0; j < N; ++j) sum += (r[j] = std::exp(r[j] - mx));
-          const T inv = T(1) / sum;
-          for (int64_t j = 0; j < N; ++j) r[j] *= inv;
+          // Row softmax on an Eigen array: its exp is vectorised (libm's is not).
+          Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> r(p.data() + i * N, N);
+          r = (r - r.maxCoeff()).exp();
+          r *= T(1) / r.sum();
         }
         MMap<T> o(po + b * N * D + h * d, N, d, Eigen::OuterStride<>(D));
         o.noalias() = p * v;
