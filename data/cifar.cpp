@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "core/error.h"
+#include "data/tiny_imagenet.h"
 
 namespace lvit::data {
 namespace fs = std::filesystem;
@@ -210,7 +211,7 @@ ImageDataset load_dataset(const std::string& data_dir, const std::string& datase
   const std::string dir = resolve_dataset_dir(data_dir, name);
   if (name == "cifar100") return load_cifar100(dir, train);
   if (name == "cifar10") return load_cifar10(dir, train);
-  throw UserError(fmt::format("{}: the Tiny ImageNet reader is not implemented yet", dir));
+  return load_tiny_imagenet(dir, train);  // default options: cache on, bad images are errors
 }
 
 Normalization normalization_for(const std::string& dataset) {
