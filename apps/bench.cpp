@@ -91,15 +91,18 @@ int main(int argc, char** argv) {
     cli.add_option("--threads", threads, "Compute threads (0: all cores)");
     cli.add_option("--device", device, "cpu");
     cli.add_option("--json", json_path, "Also append one JSON line per result to this file");
-    cli.add_flag("--flops", flops, "Print parameter counts and analytical forward FLOPs instead of timing");
+    cli.add_flag("--flops", flops,
+                 "Print parameter counts and analytical forward FLOPs instead of timing");
     try {
       cli.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
       return cli.exit(e);
     }
     app::apply_threads(threads);
-    LVIT_USER_CHECK(parse_device(device).is_cpu(), "--device {}: this build benchmarks the CPU only", device);
-    LVIT_USER_CHECK(batch >= 1 && steps >= 1 && warmup >= 0, "--batch-size and --steps must be positive");
+    LVIT_USER_CHECK(parse_device(device).is_cpu(),
+                    "--device {}: this build benchmarks the CPU only", device);
+    LVIT_USER_CHECK(batch >= 1 && steps >= 1 && warmup >= 0,
+                    "--batch-size and --steps must be positive");
     std::ofstream json;
     if (!json_path.empty()) {
       json.open(json_path, std::ios::app);
@@ -107,20 +110,25 @@ int main(int argc, char** argv) {
     }
     if (flops) {
       std::printf("FLOPs per image, forward pass, multiply-add = 2 FLOPs\n");
-      std::printf("%-14s %6s %12s %12s %9s %9s %9s %9s %9s\n", "preset", "image", "params", "allocated",
-                  "GFLOPs", "mixing", "proj", "mlp", "other");
+      std::printf("%-14s %6s %12s %12s %9s %9s %9s %9s %9s\n", "preset", "image", "params",
+                  "allocated", "GFLOPs", "mixing", "proj", "mlp", "other");
       for (const std::string& p : split_list(presets)) {
         ViTConfig c = preset_config(p);
         FlopCount f = forward_flops(c);
         const int64_t allocated = ViT(c).num_parameters();
         std::printf("%-14s %6lld %12lld %12lld %9.3f %9.3f %9.3f %9.3f %9.3f\n", p.c_str(),
-                    static_cast<long long>(c.image_size), static_cast<long long>(parameter_count(c)),
-                    static_cast<long long>(allocated), f.total() / 1e9, f.attention_mixing / 1e9,
-                    f.projections / 1e9, f.mlp / 1e9, f.other / 1e9);
-        nlohmann::json j = {{"preset", p},           {"image_size", c.image_size},
-                            {"params", parameter_count(c)}, {"params_allocated", allocated},
-                            {"gflops", f.total() / 1e9},    {"mixing_gflops", f.attention_mixing / 1e9},
-                            {"proj_gflops", f.projections / 1e9}, {"mlp_gflops", f.mlp / 1e9},
+                    static_cast<long long>(c.image_size),
+                    static_cast<long long>(parameter_count(c)), static_cast<long long>(allocated),
+                    f.total() / 1e9, f.attention_mixing / 1e9, f.projections / 1e9, f.mlp / 1e9,
+                    f.other / 1e9);
+        nlohmann::json j = {{"preset", p},
+                            {"image_size", c.image_size},
+                            {"params", parameter_count(c)},
+                            {"params_allocated", allocated},
+                            {"gflops", f.total() / 1e9},
+                            {"mixing_gflops", f.attention_mixing / 1e9},
+                            {"proj_gflops", f.projections / 1e9},
+                            {"mlp_gflops", f.mlp / 1e9},
                             {"other_gflops", f.other / 1e9}};
         if (json.is_open()) json << j.dump() << "\n";
         LVIT_CHECK(allocated == parameter_count(c), "{}: parameter count {} != allocated {}", p,
@@ -128,23 +136,29 @@ int main(int argc, char** argv) {
       }
       return 0;
     }
-    std::printf("lvit-bench: device cpu, %d threads, batch %lld, %d warmup + %d timed steps, fp32\n",
-                num_threads(), static_cast<long long>(batch), warmup, steps);
-    std::printf("%-14s %12s %12s %12s %14s %10s\n", "preset", "train img/s", "step ms", "infer img/s",
-                "train GFLOP/s", "peak MB");
+    std::printf(
+        "lvit-bench: device cpu, %d threads, batch %lld, %d warmup + %d timed steps, fp32\n",
+        num_threads(), static_cast<long long>(batch), warmup, steps);
+    std::printf("%-14s %12s %12s %12s %14s %10s\n", "preset", "train img/s", "step ms",
+                "infer img/s", "train GFLOP/s", "peak MB");
     for (const std::string& p : split_list(presets)) {
       ViTConfig c = preset_config(p);
       BenchResult r = bench_one(c, batch, warmup, steps);
       // A training step costs ~3x the forward FLOPs (backward computes two products per GEMM).
       const double gflops = 3.0 * r.gflops_per_img * r.train_img_s;
-      std::printf("%-14s %12.1f %12.1f %12.1f %14.1f %10.0f\n", p.c_str(), r.train_img_s, r.train_step_ms,
-                  r.infer_img_s, gflops, r.peak_mb);
+      std::printf("%-14s %12.1f %12.1f %12.1f %14.1f %10.0f\n", p.c_str(), r.train_img_s,
+                  r.train_step_ms, r.infer_img_s, gflops, r.peak_mb);
       std::fflush(stdout);
-      nlohmann::json j = {{"preset", p},           {"device", "cpu"},
-                          {"threads", num_threads()}, {"batch", batch},
-                          {"precision", "fp32"},   {"train_img_per_s", r.train_img_s},
-                          {"train_step_ms", r.train_step_ms}, {"infer_img_per_s", r.infer_img_s},
-                          {"train_gflop_per_s", gflops},    {"peak_mem_mb", r.peak_mb}};
+      nlohmann::json j = {{"preset", p},
+                          {"device", "cpu"},
+                          {"threads", num_threads()},
+                          {"batch", batch},
+                          {"precision", "fp32"},
+                          {"train_img_per_s", r.train_img_s},
+                          {"train_step_ms", r.train_step_ms},
+                          {"infer_img_per_s", r.infer_img_s},
+                          {"train_gflop_per_s", gflops},
+                          {"peak_mem_mb", r.peak_mb}};
       std::printf("%s\n", j.dump().c_str());
       if (json.is_open()) json << j.dump() << "\n";
     }

@@ -8,8 +8,10 @@ namespace lvit::app {
 
 void add_model_flags(CLI::App& app, ModelFlags& f) {
   app.add_option("--preset", f.preset,
-                 "Model preset: vit|ripple|hydra - cifar|tiny|micro (default vit-cifar, vit-tiny for Tiny ImageNet)");
-  app.add_option("--attention-type,--attention_type", f.attention_type, "softmax, ripple or hydra (overrides the preset's)")
+                 "Model preset: vit|ripple|hydra - cifar|tiny|micro (default vit-cifar, vit-tiny "
+                 "for Tiny ImageNet)");
+  app.add_option("--attention-type,--attention_type", f.attention_type,
+                 "softmax, ripple or hydra (overrides the preset's)")
       ->check(CLI::IsMember({"softmax", "ripple", "hydra"}));
   app.add_option("--image-size", f.image_size, "Input resolution");
   app.add_option("--patch-size", f.patch_size, "Patch size");
@@ -18,11 +20,14 @@ void add_model_flags(CLI::App& app, ModelFlags& f) {
   app.add_option("--heads", f.heads, "Attention heads");
   app.add_option("--mlp-ratio", f.mlp_ratio, "MLP hidden width / D");
   app.add_option("--num-classes", f.num_classes, "Classifier outputs (default: the dataset's)");
-  app.add_option("--dropout", f.dropout, "Dropout after attention projection, MLP and position embedding");
+  app.add_option("--dropout", f.dropout,
+                 "Dropout after attention projection, MLP and position embedding");
   app.add_option("--drop-path", f.drop_path, "Stochastic depth rate of the last block");
   app.add_option("--ripple-stages", f.ripple_stages, "Ripple attention stages S");
-  app.add_option("--hydra-branches", f.hydra_branches, "Hydra attention branches B (must divide --dim)");
-  app.add_option("--hydra-layers", f.hydra_layers, "Hydra in the last L blocks, softmax before (default all)");
+  app.add_option("--hydra-branches", f.hydra_branches,
+                 "Hydra attention branches B (must divide --dim)");
+  app.add_option("--hydra-layers", f.hydra_layers,
+                 "Hydra in the last L blocks, softmax before (default all)");
 }
 
 ViTConfig build_config(const ModelFlags& f, const std::string& dataset) {
@@ -36,8 +41,10 @@ ViTConfig build_config(const ModelFlags& f, const std::string& dataset) {
                (dash == std::string::npos ? "" : c.preset.substr(dash));
   }
   if (!f.num_classes) {
-    if (dataset == "cifar10") c.num_classes = 10;
-    else if (dataset == "cifar100") c.num_classes = 100;
+    if (dataset == "cifar10")
+      c.num_classes = 10;
+    else if (dataset == "cifar100")
+      c.num_classes = 100;
   }
   auto set = [](auto& field, const auto& opt) {
     if (opt) field = *opt;

@@ -6,8 +6,8 @@
 #include "apps/common.h"
 #include "apps/trainer.h"
 #include "autograd/engine.h"
-#include "core/safetensors.h"
 #include "core/atomic_file.h"
+#include "core/safetensors.h"
 
 using namespace lvit;
 
@@ -18,15 +18,20 @@ int main(int argc, char** argv) {
     int64_t batch_size = 256, limit = -1;
     int threads = 0, workers = 2;
     std::vector<std::string> dump;
-    cli.add_option("--checkpoint", checkpoint, "model.safetensors written by lvit-train")->required();
-    cli.add_option("--dataset", dataset, "cifar100, cifar10 or tiny-imagenet (default: the checkpoint's)");
-    cli.add_option("--data-dir", data_dir, "Folder holding the dataset folders, or a dataset folder");
+    cli.add_option("--checkpoint", checkpoint, "model.safetensors written by lvit-train")
+        ->required();
+    cli.add_option("--dataset", dataset,
+                   "cifar100, cifar10 or tiny-imagenet (default: the checkpoint's)");
+    cli.add_option("--data-dir", data_dir,
+                   "Folder holding the dataset folders, or a dataset folder");
     cli.add_option("--batch-size", batch_size, "Evaluation batch size");
     cli.add_option("--limit", limit, "Evaluate the first N test images only");
     cli.add_option("--threads", threads, "Compute threads (0: all cores)");
     cli.add_option("--workers", workers, "Data loader threads");
     cli.add_option("--device", device, "cpu");
-    cli.add_option("--dump-logits", dump, "N FILE: write the logits of the first N test images as raw little-endian float32 [N, classes]")
+    cli.add_option("--dump-logits", dump,
+                   "N FILE: write the logits of the first N test images as raw little-endian "
+                   "float32 [N, classes]")
         ->expected(2);
     try {
       cli.parse(argc, argv);
@@ -34,7 +39,8 @@ int main(int argc, char** argv) {
       return cli.exit(e);
     }
     app::apply_threads(threads);
-    LVIT_USER_CHECK(parse_device(device).is_cpu(), "--device {}: this build evaluates on the CPU only", device);
+    LVIT_USER_CHECK(parse_device(device).is_cpu(),
+                    "--device {}: this build evaluates on the CPU only", device);
     LVIT_USER_CHECK(batch_size >= 1, "--batch-size {} must be at least 1", batch_size);
     if (dataset.empty()) {
       SafetensorsFile f = load_safetensors(checkpoint);
@@ -45,9 +51,9 @@ int main(int argc, char** argv) {
     data::ImageDataset test = data::load_dataset(data_dir, dataset, false);
     const ViTConfig& c = model->config();
     LVIT_USER_CHECK(test.height == c.image_size && test.num_classes <= c.num_classes,
-                    "{}: the model ({}x{} input, {} classes) does not fit {} ({}x{}, {} classes)", checkpoint,
-                    c.image_size, c.image_size, c.num_classes, test.name, test.height, test.width,
-                    test.num_classes);
+                    "{}: the model ({}x{} input, {} classes) does not fit {} ({}x{}, {} classes)",
+                    checkpoint, c.image_size, c.image_size, c.num_classes, test.name, test.height,
+                    test.width, test.num_classes);
     const data::Normalization norm = data::normalization_for(test.name);
 
     if (!dump.empty()) {
@@ -57,7 +63,8 @@ int main(int argc, char** argv) {
       } catch (const std::exception&) {
         throw UserError(fmt::format("--dump-logits: '{}' is not a number of images", dump[0]));
       }
-      LVIT_USER_CHECK(n >= 1 && n <= test.size, "--dump-logits: N = {} not in [1, {}]", n, test.size);
+      LVIT_USER_CHECK(n >= 1 && n <= test.size, "--dump-logits: N = {} not in [1, {}]", n,
+                      test.size);
       data::LoaderConfig lc;
       lc.batch_size = n;
       lc.shuffle = lc.drop_last = lc.augment = false;
@@ -78,8 +85,8 @@ int main(int argc, char** argv) {
 
     app::EvalResult r = app::evaluate(*model, test, norm, batch_size, limit, workers);
     std::printf("%s on %s test (%lld images): loss %.4f  top-1 %.2f%%  top-5 %.2f%%  %.0f img/s\n",
-                c.preset.c_str(), test.name.c_str(), static_cast<long long>(r.images), r.loss, r.top1,
-                r.top5, r.img_per_s);
+                c.preset.c_str(), test.name.c_str(), static_cast<long long>(r.images), r.loss,
+                r.top1, r.top5, r.img_per_s);
     // Per-class accuracy: spread, best and worst classes.
     const int64_t C = test.num_classes;
     std::vector<int64_t> order;
@@ -90,10 +97,13 @@ int main(int argc, char** argv) {
       order.push_back(k);
     }
     std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return acc[a] > acc[b]; });
-    auto name = [&](int64_t k) { return k < static_cast<int64_t>(test.class_names.size()) ? test.class_names[k] : std::to_string(k); };
+    auto name = [&](int64_t k) {
+      return k < static_cast<int64_t>(test.class_names.size()) ? test.class_names[k]
+                                                               : std::to_string(k);
+    };
     if (!order.empty()) {
-      std::printf("per-class accuracy: median %.1f%%, min %.1f%%, max %.1f%%\n", acc[order[order.size() / 2]],
-                  acc[order.back()], acc[order.front()]);
+      std::printf("per-class accuracy: median %.1f%%, min %.1f%%, max %.1f%%\n",
+                  acc[order[order.size() / 2]], acc[order.back()], acc[order.front()]);
       std::printf("  best: ");
       for (size_t i = 0; i < std::min<size_t>(5, order.size()); ++i)
         std::printf("%s %.0f%%%s", name(order[i]).c_str(), acc[order[i]], i + 1 < 5 ? ", " : "\n");
@@ -108,11 +118,13 @@ int main(int argc, char** argv) {
     for (int64_t t = 0; t < C; ++t)
       for (int64_t p = 0; p < c.num_classes && p < C; ++p)
         if (t != p && r.confusion[t * c.num_classes + p] > 0) idx.push_back(t * c.num_classes + p);
-    std::sort(idx.begin(), idx.end(), [&](int64_t a, int64_t b) { return r.confusion[a] > r.confusion[b]; });
+    std::sort(idx.begin(), idx.end(),
+              [&](int64_t a, int64_t b) { return r.confusion[a] > r.confusion[b]; });
     if (!idx.empty()) {
       std::printf("most confused (true -> predicted):\n");
       for (size_t i = 0; i < std::min<size_t>(5, idx.size()); ++i)
-        std::printf("  %s -> %s: %lld\n", name(idx[i] / c.num_classes).c_str(), name(idx[i] % c.num_classes).c_str(),
+        std::printf("  %s -> %s: %lld\n", name(idx[i] / c.num_classes).c_str(),
+                    name(idx[i] % c.num_classes).c_str(),
                     static_cast<long long>(r.confusion[idx[i]]));
     }
     return 0;

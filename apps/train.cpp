@@ -17,7 +17,9 @@ int main(int argc, char** argv) {
     int threads = 0;
     cli.add_option("--dataset", o.dataset, "cifar100, cifar10 or tiny-imagenet")
         ->check(CLI::IsMember({"cifar100", "cifar10", "tiny-imagenet"}));
-    cli.add_option("--data-dir", data_dir, "Folder holding the dataset folders, or a dataset folder ($LVIT_DATA, ../shared/data, ./data)");
+    cli.add_option("--data-dir", data_dir,
+                   "Folder holding the dataset folders, or a dataset folder ($LVIT_DATA, "
+                   "../shared/data, ./data)");
     cli.add_option("--epochs", o.epochs, "Epochs");
     cli.add_option("--batch-size", o.batch_size, "Training batch size");
     cli.add_option("--eval-batch-size", o.eval_batch_size, "Evaluation batch size");
@@ -32,14 +34,19 @@ int main(int argc, char** argv) {
     cli.add_option("--crop-padding", o.crop_padding, "Random-crop padding in pixels (0: no crop)");
     cli.add_flag("!--no-flip", o.hflip, "Disable random horizontal flips");
     cli.add_option("--seed", o.seed, "Seed for initialisation, data order, augmentation, dropout");
-    cli.add_option("--max-steps-per-epoch", o.max_steps_per_epoch, "Cap steps per epoch (smoke runs)");
+    cli.add_option("--max-steps-per-epoch", o.max_steps_per_epoch,
+                   "Cap steps per epoch (smoke runs)");
     cli.add_option("--eval-limit", o.eval_limit, "Evaluate on the first N test images only");
     cli.add_option("--workers", o.workers, "Data loader threads");
     cli.add_option("--threads", threads, "Compute threads (0: all cores or $LVIT_THREADS)");
     cli.add_option("--device", device, "cpu or cuda[:N]");
-    cli.add_option("--out", out, "Run directory: metrics.jsonl, model.safetensors, train_state.safetensors");
-    cli.add_option("--resume", resume, "Continue the run in this directory (its saved config and options win, except --epochs)");
-    cli.add_option("--log-format", o.log_format, "text (progress bar) or jsonl (metrics lines on stdout)");
+    cli.add_option("--out", out,
+                   "Run directory: metrics.jsonl, model.safetensors, train_state.safetensors");
+    cli.add_option(
+        "--resume", resume,
+        "Continue the run in this directory (its saved config and options win, except --epochs)");
+    cli.add_option("--log-format", o.log_format,
+                   "text (progress bar) or jsonl (metrics lines on stdout)");
     cli.add_flag("!--no-progress", o.progress, "No progress bar");
     try {
       cli.parse(argc, argv);
@@ -47,8 +54,10 @@ int main(int argc, char** argv) {
       return cli.exit(e);
     }
     app::apply_threads(threads);
-    LVIT_USER_CHECK(parse_device(device).is_cpu(),
-                    "--device {}: this build trains on the CPU only (the CUDA backend is not there yet)", device);
+    LVIT_USER_CHECK(
+        parse_device(device).is_cpu(),
+        "--device {}: this build trains on the CPU only (the CUDA backend is not there yet)",
+        device);
     if (!resume.empty() && out.empty()) out = resume;
     // Check the flags before the (slow) data load, so a bad configuration fails at once.
     o.validate();
@@ -65,14 +74,15 @@ int main(int argc, char** argv) {
     }
     const ViTConfig& c = trainer->model().config();
     if (o.log_format == "text")
-      std::fprintf(stderr,
-                   "lvit-train: %s (%s attention, D %lld, depth %lld, heads %lld, %lld params) on %s: "
-                   "%lld train / %lld test images, %lld steps/epoch, %d threads\n",
-                   c.preset.c_str(), c.attention_type.c_str(), static_cast<long long>(c.dim),
-                   static_cast<long long>(c.depth), static_cast<long long>(c.num_heads),
-                   static_cast<long long>(trainer->model().num_parameters()), train.name.c_str(),
-                   static_cast<long long>(train.size), static_cast<long long>(test.size),
-                   static_cast<long long>(trainer->steps_per_epoch()), num_threads());
+      std::fprintf(
+          stderr,
+          "lvit-train: %s (%s attention, D %lld, depth %lld, heads %lld, %lld params) on %s: "
+          "%lld train / %lld test images, %lld steps/epoch, %d threads\n",
+          c.preset.c_str(), c.attention_type.c_str(), static_cast<long long>(c.dim),
+          static_cast<long long>(c.depth), static_cast<long long>(c.num_heads),
+          static_cast<long long>(trainer->model().num_parameters()), train.name.c_str(),
+          static_cast<long long>(train.size), static_cast<long long>(test.size),
+          static_cast<long long>(trainer->steps_per_epoch()), num_threads());
     trainer->run(out);
     return 0;
   });

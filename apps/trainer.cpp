@@ -32,14 +32,22 @@ static double peak_rss_mb() {
 // ---- options ----
 
 nlohmann::json TrainOptions::to_json() const {
-  return {{"dataset", dataset},          {"epochs", epochs},
-          {"batch_size", batch_size},    {"eval_batch_size", eval_batch_size},
-          {"optimizer", optimizer},      {"lr", lr},
-          {"min_lr", min_lr},            {"weight_decay", weight_decay},
-          {"momentum", momentum},        {"warmup_epochs", warmup_epochs},
-          {"label_smoothing", label_smoothing}, {"clip_grad", clip_grad},
-          {"crop_padding", crop_padding}, {"hflip", hflip},
-          {"seed", std::to_string(seed)}, {"max_steps_per_epoch", max_steps_per_epoch},
+  return {{"dataset", dataset},
+          {"epochs", epochs},
+          {"batch_size", batch_size},
+          {"eval_batch_size", eval_batch_size},
+          {"optimizer", optimizer},
+          {"lr", lr},
+          {"min_lr", min_lr},
+          {"weight_decay", weight_decay},
+          {"momentum", momentum},
+          {"warmup_epochs", warmup_epochs},
+          {"label_smoothing", label_smoothing},
+          {"clip_grad", clip_grad},
+          {"crop_padding", crop_padding},
+          {"hflip", hflip},
+          {"seed", std::to_string(seed)},
+          {"max_steps_per_epoch", max_steps_per_epoch},
           {"eval_limit", eval_limit}};
 }
 
@@ -72,7 +80,8 @@ void TrainOptions::validate() const {
   LVIT_USER_CHECK(epochs >= 1, "--epochs {} must be at least 1", epochs);
   LVIT_USER_CHECK(batch_size >= 1, "--batch-size {} must be at least 1", batch_size);
   LVIT_USER_CHECK(eval_batch_size >= 1, "--eval-batch-size {} must be at least 1", eval_batch_size);
-  LVIT_USER_CHECK(optimizer == "adamw" || optimizer == "sgd", "--optimizer: '{}' is not adamw or sgd", optimizer);
+  LVIT_USER_CHECK(optimizer == "adamw" || optimizer == "sgd",
+                  "--optimizer: '{}' is not adamw or sgd", optimizer);
   LVIT_USER_CHECK(lr > 0 && std::isfinite(lr), "--lr {} must be positive", lr);
   LVIT_USER_CHECK(min_lr >= 0 && min_lr <= lr, "--min-lr {} not in [0, lr]", min_lr);
   LVIT_USER_CHECK(weight_decay >= 0, "--weight-decay {} must be non-negative", weight_decay);
@@ -81,8 +90,8 @@ void TrainOptions::validate() const {
                   label_smoothing);
   LVIT_USER_CHECK(crop_padding >= 0, "--crop-padding {} must be non-negative", crop_padding);
   LVIT_USER_CHECK(workers >= 0, "--workers {} must be non-negative", workers);
-  LVIT_USER_CHECK(log_format == "text" || log_format == "jsonl", "--log-format: '{}' is not text or jsonl",
-                  log_format);
+  LVIT_USER_CHECK(log_format == "text" || log_format == "jsonl",
+                  "--log-format: '{}' is not text or jsonl", log_format);
 }
 
 // ---- evaluation ----
@@ -145,18 +154,21 @@ EvalResult evaluate(ViT& model, const data::ImageDataset& ds, const data::Normal
 
 static std::unique_ptr<optim::Optimizer> make_optimizer(const TrainOptions& o, const ViT& model) {
   auto refs = optim::make_param_refs(model.named_parameters());
-  if (o.optimizer == "sgd") return std::make_unique<optim::SGD>(refs, optim::SGDOptions{o.momentum, o.weight_decay, false});
-  return std::make_unique<optim::AdamW>(refs, optim::AdamWOptions{0.9, 0.999, 1e-8, o.weight_decay});
+  if (o.optimizer == "sgd")
+    return std::make_unique<optim::SGD>(refs, optim::SGDOptions{o.momentum, o.weight_decay, false});
+  return std::make_unique<optim::AdamW>(refs,
+                                        optim::AdamWOptions{0.9, 0.999, 1e-8, o.weight_decay});
 }
 
-Trainer::Trainer(std::unique_ptr<ViT> model, const TrainOptions& opt, const data::ImageDataset& train,
-                 const data::ImageDataset* test)
+Trainer::Trainer(std::unique_ptr<ViT> model, const TrainOptions& opt,
+                 const data::ImageDataset& train, const data::ImageDataset* test)
     : opt_(opt), train_(train), test_(test), model_(std::move(model)) {
   opt_.validate();
   const ViTConfig& c = model_->config();
-  LVIT_USER_CHECK(train.height == c.image_size && train.width == c.image_size && train.channels == c.in_chans,
-                  "dataset {} has {}x{}x{} images, the model expects {}x{}x{} (--image-size)", train.name,
-                  train.channels, train.height, train.width, c.in_chans, c.image_size, c.image_size);
+  LVIT_USER_CHECK(
+      train.height == c.image_size && train.width == c.image_size && train.channels == c.in_chans,
+      "dataset {} has {}x{}x{} images, the model expects {}x{}x{} (--image-size)", train.name,
+      train.channels, train.height, train.width, c.in_chans, c.image_size, c.image_size);
   LVIT_USER_CHECK(train.num_classes <= c.num_classes,
                   "dataset {} has {} classes, the model only {} (--num-classes)", train.name,
                   train.num_classes, c.num_classes);
@@ -184,7 +196,8 @@ Trainer::Trainer(const ViTConfig& cfg, const TrainOptions& opt, const data::Imag
     : Trainer(std::make_unique<ViT>(cfg, opt.seed), opt, train, test) {}
 
 std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir, const TrainOptions& overrides,
-                                         const data::ImageDataset& train, const data::ImageDataset* test) {
+                                         const data::ImageDataset& train,
+                                         const data::ImageDataset* test) {
   const std::string model_path = (fs::path(run_dir) / "model.safetensors").string();
   const std::string state_path = (fs::path(run_dir) / "train_state.safetensors").string();
   LVIT_USER_CHECK(fs::exists(model_path), "--resume {}: no model.safetensors there", run_dir);
@@ -193,8 +206,8 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir, const Train
   auto it = state_file.metadata.find("train_state");
   LVIT_USER_CHECK(it != state_file.metadata.end(), "{}: no 'train_state' metadata", state_path);
   nlohmann::json saved = nlohmann::json::parse(it->second, nullptr, false);
-  LVIT_USER_CHECK(!saved.is_discarded() && saved.contains("options"), "{}: bad 'train_state' metadata",
-                  state_path);
+  LVIT_USER_CHECK(!saved.is_discarded() && saved.contains("options"),
+                  "{}: bad 'train_state' metadata", state_path);
   TrainOptions o = TrainOptions::from_json(saved["options"]);
   o.epochs = std::max(o.epochs, overrides.epochs);
   o.workers = overrides.workers;
@@ -208,9 +221,10 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir, const Train
   // them out of step, which must not resume silently.
   SafetensorsFile mf = load_safetensors(model_path);
   auto gs = mf.metadata.find("global_step");
-  LVIT_USER_CHECK(gs != mf.metadata.end() && std::stoll(gs->second) == t->progress_.global_step,
-                  "--resume {}: model.safetensors and train_state.safetensors are from different steps",
-                  run_dir);
+  LVIT_USER_CHECK(
+      gs != mf.metadata.end() && std::stoll(gs->second) == t->progress_.global_step,
+      "--resume {}: model.safetensors and train_state.safetensors are from different steps",
+      run_dir);
   t->model_->dropout_generator().set_state(t->progress_.dropout_seed, t->progress_.dropout_offset);
   return t;
 }
@@ -223,7 +237,8 @@ int64_t Trainer::steps_per_epoch() const {
 double Trainer::current_lr() const {
   const int64_t spe = steps_per_epoch();
   const auto warm = static_cast<int64_t>(std::llround(opt_.warmup_epochs * spe));
-  return optim::warmup_cosine_lr(progress_.global_step, warm, opt_.epochs * spe, opt_.lr, opt_.min_lr);
+  return optim::warmup_cosine_lr(progress_.global_step, warm, opt_.epochs * spe, opt_.lr,
+                                 opt_.min_lr);
 }
 
 void Trainer::begin_epoch_if_needed() {
@@ -269,7 +284,8 @@ void Trainer::save_checkpoint(const std::string& run_dir) const {
   nlohmann::json extra = {{"global_step", std::to_string(progress_.global_step)},
                           {"epoch", std::to_string(progress_.epoch)},
                           {"dataset", opt_.dataset}};
-  save_train_state((fs::path(run_dir) / "train_state.safetensors").string(), *optimizer_, progress_);
+  save_train_state((fs::path(run_dir) / "train_state.safetensors").string(), *optimizer_,
+                   progress_);
   save_model((fs::path(run_dir) / "model.safetensors").string(), *model_, extra);
 }
 
@@ -311,17 +327,19 @@ void Trainer::run(const std::string& out_dir) {
       const double eta = secs / epoch_batches_ * (spe - done);
       if (text && opt_.progress) {
         const int64_t decile = done * 10 / spe;
-        const bool due = tty ? seconds_since(last_print) > 0.5 || done == spe : decile != last_decile;
+        const bool due =
+            tty ? seconds_since(last_print) > 0.5 || done == spe : decile != last_decile;
         if (due) {
           const int width = 30;
           const int filled = static_cast<int>(width * done / spe);
           std::string bar(filled, '#');
           bar += std::string(width - filled, '.');
-          std::fprintf(stderr, "%sepoch %lld/%lld [%s] %lld/%lld loss %.4f lr %.2e %.0f img/s ETA %s%s",
+          std::fprintf(stderr,
+                       "%sepoch %lld/%lld [%s] %lld/%lld loss %.4f lr %.2e %.0f img/s ETA %s%s",
                        tty ? "\r" : "", static_cast<long long>(epoch + 1),
-                       static_cast<long long>(opt_.epochs), bar.c_str(), static_cast<long long>(done),
-                       static_cast<long long>(spe), l, current_lr(), ips, fmt_duration(eta).c_str(),
-                       tty ? "" : "\n");
+                       static_cast<long long>(opt_.epochs), bar.c_str(),
+                       static_cast<long long>(done), static_cast<long long>(spe), l, current_lr(),
+                       ips, fmt_duration(eta).c_str(), tty ? "" : "\n");
           std::fflush(stderr);
           last_print = Clock::now();
           last_decile = decile;
@@ -338,7 +356,8 @@ void Trainer::run(const std::string& out_dir) {
                         {"img_per_s", epoch_seen_ / std::max(train_secs, 1e-9)},
                         {"epoch_time_s", train_secs}};
     if (test_) {
-      EvalResult r = evaluate(*model_, *test_, norm_, opt_.eval_batch_size, opt_.eval_limit, opt_.workers);
+      EvalResult r =
+          evaluate(*model_, *test_, norm_, opt_.eval_batch_size, opt_.eval_limit, opt_.workers);
       m["test_loss"] = r.loss;
       m["test_top1"] = r.top1;
       m["test_top5"] = r.top5;
@@ -352,11 +371,13 @@ void Trainer::run(const std::string& out_dir) {
     }
     if (!out_dir.empty()) save_checkpoint(out_dir);
     if (text) {
-      std::fprintf(stderr, "epoch %lld: train loss %.4f acc %.2f%%", static_cast<long long>(epoch + 1),
-                   m["train_loss"].get<double>(), m["train_acc"].get<double>());
+      std::fprintf(stderr, "epoch %lld: train loss %.4f acc %.2f%%",
+                   static_cast<long long>(epoch + 1), m["train_loss"].get<double>(),
+                   m["train_acc"].get<double>());
       if (test_)
-        std::fprintf(stderr, " | test loss %.4f top-1 %.2f%% top-5 %.2f%%", m["test_loss"].get<double>(),
-                     m["test_top1"].get<double>(), m["test_top5"].get<double>());
+        std::fprintf(stderr, " | test loss %.4f top-1 %.2f%% top-5 %.2f%%",
+                     m["test_loss"].get<double>(), m["test_top1"].get<double>(),
+                     m["test_top5"].get<double>());
       std::fprintf(stderr, " | %.0f img/s, %.1f s\n", m["img_per_s"].get<double>(), train_secs);
     } else {
       std::printf("%s\n", m.dump().c_str());

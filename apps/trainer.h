@@ -60,7 +60,8 @@ class Trainer {
   // Continues the run saved in run_dir (model.safetensors + train_state.safetensors); the saved
   // model config and options win, except epochs, workers, logging.
   static std::unique_ptr<Trainer> resume(const std::string& run_dir, const TrainOptions& overrides,
-                                         const data::ImageDataset& train, const data::ImageDataset* test);
+                                         const data::ImageDataset& train,
+                                         const data::ImageDataset* test);
 
   // One optimisation step on the next batch (starting the next epoch when one ends). Returns
   // the batch loss.

@@ -47,7 +47,9 @@ uint64_t Generator::next_u64() {
   return (static_cast<uint64_t>(Philox::word(seed_, off, 0)) << 32) | Philox::word(seed_, off, 1);
 }
 
-int64_t Generator::randint(int64_t n) { return static_cast<int64_t>(next_u64() % static_cast<uint64_t>(n)); }
+int64_t Generator::randint(int64_t n) {
+  return static_cast<int64_t>(next_u64() % static_cast<uint64_t>(n));
+}
 
 double Generator::normal(double mean, double std) {
   return mean + std * philox_normal(seed_, next_offset(), 0);

@@ -56,8 +56,8 @@ struct Philox {
 
   // 8 * V lanes as V vectors of eight 64-bit elements.
   template <int V>
-  static inline void blocks_vec(uint32_t* c0, uint32_t* c1, uint32_t* c2, uint32_t* c3,
-                                uint32_t k0, uint32_t k1) {
+  static inline void blocks_vec(uint32_t* c0, uint32_t* c1, uint32_t* c2, uint32_t* c3, uint32_t k0,
+                                uint32_t k1) {
     constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
     constexpr uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
     typedef uint64_t u64x8 __attribute__((vector_size(64)));

@@ -172,24 +172,42 @@ inline D convert(S v) {
 // Element reads/writes through the dtype, with bf16 as uint16 storage.
 inline double load(const char* p, DType t) {
   switch (t) {
-    case DType::f32: return *reinterpret_cast<const float*>(p);
-    case DType::f64: return *reinterpret_cast<const double*>(p);
-    case DType::bf16: return bf16_to_float(*reinterpret_cast<const uint16_t*>(p));
-    case DType::i32: return *reinterpret_cast<const int32_t*>(p);
-    case DType::i64: return static_cast<double>(*reinterpret_cast<const int64_t*>(p));
-    case DType::u8: return *reinterpret_cast<const uint8_t*>(p);
+    case DType::f32:
+      return *reinterpret_cast<const float*>(p);
+    case DType::f64:
+      return *reinterpret_cast<const double*>(p);
+    case DType::bf16:
+      return bf16_to_float(*reinterpret_cast<const uint16_t*>(p));
+    case DType::i32:
+      return *reinterpret_cast<const int32_t*>(p);
+    case DType::i64:
+      return static_cast<double>(*reinterpret_cast<const int64_t*>(p));
+    case DType::u8:
+      return *reinterpret_cast<const uint8_t*>(p);
   }
   return 0;
 }
 
 inline void store(char* p, DType t, double v) {
   switch (t) {
-    case DType::f32: *reinterpret_cast<float*>(p) = static_cast<float>(v); break;
-    case DType::f64: *reinterpret_cast<double*>(p) = v; break;
-    case DType::bf16: *reinterpret_cast<uint16_t*>(p) = float_to_bf16(static_cast<float>(v)); break;
-    case DType::i32: *reinterpret_cast<int32_t*>(p) = static_cast<int32_t>(v); break;
-    case DType::i64: *reinterpret_cast<int64_t*>(p) = static_cast<int64_t>(v); break;
-    case DType::u8: *reinterpret_cast<uint8_t*>(p) = static_cast<uint8_t>(v); break;
+    case DType::f32:
+      *reinterpret_cast<float*>(p) = static_cast<float>(v);
+      break;
+    case DType::f64:
+      *reinterpret_cast<double*>(p) = v;
+      break;
+    case DType::bf16:
+      *reinterpret_cast<uint16_t*>(p) = float_to_bf16(static_cast<float>(v));
+      break;
+    case DType::i32:
+      *reinterpret_cast<int32_t*>(p) = static_cast<int32_t>(v);
+      break;
+    case DType::i64:
+      *reinterpret_cast<int64_t*>(p) = static_cast<int64_t>(v);
+      break;
+    case DType::u8:
+      *reinterpret_cast<uint8_t*>(p) = static_cast<uint8_t>(v);
+      break;
   }
 }
 
@@ -205,42 +223,49 @@ void cpu_strided_copy(const Tensor& dst, const Tensor& src) {
   char* dbase = static_cast<char*>(dst.raw_data());
   const char* sbase = static_cast<const char*>(src.raw_data());
   if (nd == 0) {
-    if (dst.dtype() == src.dtype()) std::memcpy(dbase, sbase, ds);
-    else store(dbase, dst.dtype(), load(sbase, src.dtype()));
+    if (dst.dtype() == src.dtype())
+      std::memcpy(dbase, sbase, ds);
+    else
+      store(dbase, dst.dtype(), load(sbase, src.dtype()));
     return;
   }
   const int64_t inner = dst.shape()[nd - 1];
   const int64_t dsi = dst.strides()[nd - 1], ssi = src.strides()[nd - 1];
   const int64_t outer = n / inner;
   const bool same = dst.dtype() == src.dtype();
-  parallel_for(outer, std::max<int64_t>(1, 16384 / std::max<int64_t>(inner, 1)), [&](int64_t b, int64_t e) {
-    for (int64_t o = b; o < e; ++o) {
-      int64_t rem = o, doff = 0, soff = 0;
-      for (int64_t d = nd - 2; d >= 0; --d) {
-        int64_t idx = rem % dst.shape()[d];
-        rem /= dst.shape()[d];
-        doff += idx * dst.strides()[d];
-        soff += idx * src.strides()[d];
-      }
-      char* dp = dbase + doff * ds;
-      const char* sp = sbase + soff * ss;
-      if (same && dsi == 1 && ssi == 1) {
-        std::memcpy(dp, sp, inner * ds);
-      } else if (same && ds == 4) {
-        for (int64_t i = 0; i < inner; ++i)
-          reinterpret_cast<uint32_t*>(dp)[i * dsi] = reinterpret_cast<const uint32_t*>(sp)[i * ssi];
-      } else if (same) {
-        // Bytes as they are: a round trip through double would lose i64 values beyond 2^53.
-        for (int64_t i = 0; i < inner; ++i) std::memcpy(dp + i * dsi * ds, sp + i * ssi * ss, ds);
-      } else if (dst.dtype() == DType::f32 && src.dtype() == DType::f64) {
-        for (int64_t i = 0; i < inner; ++i)
-          reinterpret_cast<float*>(dp)[i * dsi] = static_cast<float>(reinterpret_cast<const double*>(sp)[i * ssi]);
-      } else {
-        for (int64_t i = 0; i < inner; ++i)
-          store(dp + i * dsi * ds, dst.dtype(), load(sp + i * ssi * ss, src.dtype()));
-      }
-    }
-  });
+  parallel_for(outer, std::max<int64_t>(1, 16384 / std::max<int64_t>(inner, 1)),
+               [&](int64_t b, int64_t e) {
+                 for (int64_t o = b; o < e; ++o) {
+                   int64_t rem = o, doff = 0, soff = 0;
+                   for (int64_t d = nd - 2; d >= 0; --d) {
+                     int64_t idx = rem % dst.shape()[d];
+                     rem /= dst.shape()[d];
+                     doff += idx * dst.strides()[d];
+                     soff += idx * src.strides()[d];
+                   }
+                   char* dp = dbase + doff * ds;
+                   const char* sp = sbase + soff * ss;
+                   if (same && dsi == 1 && ssi == 1) {
+                     std::memcpy(dp, sp, inner * ds);
+                   } else if (same && ds == 4) {
+                     for (int64_t i = 0; i < inner; ++i)
+                       reinterpret_cast<uint32_t*>(dp)[i * dsi] =
+                           reinterpret_cast<const uint32_t*>(sp)[i * ssi];
+                   } else if (same) {
+                     // Bytes as they are: a round trip through double would lose i64 values beyond
+                     // 2^53.
+                     for (int64_t i = 0; i < inner; ++i)
+                       std::memcpy(dp + i * dsi * ds, sp + i * ssi * ss, ds);
+                   } else if (dst.dtype() == DType::f32 && src.dtype() == DType::f64) {
+                     for (int64_t i = 0; i < inner; ++i)
+                       reinterpret_cast<float*>(dp)[i * dsi] =
+                           static_cast<float>(reinterpret_cast<const double*>(sp)[i * ssi]);
+                   } else {
+                     for (int64_t i = 0; i < inner; ++i)
+                       store(dp + i * dsi * ds, dst.dtype(), load(sp + i * ssi * ss, src.dtype()));
+                   }
+                 }
+               });
 }
 
 }  // namespace

@@ -51,7 +51,8 @@ std::string resolve_dataset_dir(const std::string& data_dir, const std::string& 
 std::string default_data_dir();
 
 // Loads `dataset` ("cifar100" or "cifar10"; see canonical_dataset_name) from `data_dir` (resolved
-// with resolve_dataset_dir). Tiny ImageNet goes through data/tiny_imagenet.h (decoded once, then cached).
+// with resolve_dataset_dir). Tiny ImageNet goes through data/tiny_imagenet.h (decoded once, then
+// cached).
 ImageDataset load_dataset(const std::string& data_dir, const std::string& dataset, bool train);
 
 // Per-channel statistics of the training set, in [0, 1] pixel units: the normalised value is

@@ -5,7 +5,8 @@
 namespace lvit {
 
 void save_model(const std::string& path, const ViT& model, const nlohmann::json& extra) {
-  std::map<std::string, std::string> meta{{"format", "pt"}, {"config", model.config().to_json().dump()}};
+  std::map<std::string, std::string> meta{{"format", "pt"},
+                                          {"config", model.config().to_json().dump()}};
   for (auto& [k, v] : extra.items()) meta[k] = v.is_string() ? v.get<std::string>() : v.dump();
   save_safetensors(path, model.named_parameters(), meta);
 }
@@ -13,11 +14,13 @@ void save_model(const std::string& path, const ViT& model, const nlohmann::json&
 namespace {
 ViTConfig config_from_file(const SafetensorsFile& f, const std::string& path) {
   auto it = f.metadata.find("config");
-  LVIT_USER_CHECK(it != f.metadata.end(),
-                  "{}: no model config in the safetensors metadata (key 'config'); not an lvit checkpoint?",
-                  path);
+  LVIT_USER_CHECK(
+      it != f.metadata.end(),
+      "{}: no model config in the safetensors metadata (key 'config'); not an lvit checkpoint?",
+      path);
   nlohmann::json j = nlohmann::json::parse(it->second, nullptr, false);
-  LVIT_USER_CHECK(!j.is_discarded() && j.is_object(), "{}: metadata 'config' is not a JSON object", path);
+  LVIT_USER_CHECK(!j.is_discarded() && j.is_object(), "{}: metadata 'config' is not a JSON object",
+                  path);
   ViTConfig c;
   try {
     c = ViTConfig::from_json(j);
@@ -44,7 +47,8 @@ std::unique_ptr<ViT> load_model(const std::string& path) {
   return model;
 }
 
-void save_train_state(const std::string& path, const optim::Optimizer& opt, const TrainProgress& p) {
+void save_train_state(const std::string& path, const optim::Optimizer& opt,
+                      const TrainProgress& p) {
   nlohmann::json j = {{"epoch", p.epoch},
                       {"batch_in_epoch", p.batch_in_epoch},
                       {"global_step", p.global_step},
@@ -58,9 +62,11 @@ void save_train_state(const std::string& path, const optim::Optimizer& opt, cons
 TrainProgress load_train_state(const std::string& path, optim::Optimizer& opt) {
   SafetensorsFile f = load_safetensors(path);
   auto it = f.metadata.find("train_state");
-  LVIT_USER_CHECK(it != f.metadata.end(), "{}: no 'train_state' metadata; not an lvit train state", path);
+  LVIT_USER_CHECK(it != f.metadata.end(), "{}: no 'train_state' metadata; not an lvit train state",
+                  path);
   nlohmann::json j = nlohmann::json::parse(it->second, nullptr, false);
-  LVIT_USER_CHECK(!j.is_discarded() && j.is_object(), "{}: 'train_state' metadata is not JSON", path);
+  LVIT_USER_CHECK(!j.is_discarded() && j.is_object(), "{}: 'train_state' metadata is not JSON",
+                  path);
   TrainProgress p;
   try {
     p.epoch = j.at("epoch").get<int64_t>();

@@ -21,11 +21,11 @@ std::unique_ptr<ViT> load_model(const std::string& path);
 ViTConfig read_model_config(const std::string& path);
 
 struct TrainProgress {
-  int64_t epoch = 0;            // current epoch (0-based)
-  int64_t batch_in_epoch = 0;   // batches of `epoch` already consumed
-  int64_t global_step = 0;      // optimizer steps taken
+  int64_t epoch = 0;           // current epoch (0-based)
+  int64_t batch_in_epoch = 0;  // batches of `epoch` already consumed
+  int64_t global_step = 0;     // optimizer steps taken
   uint64_t dropout_seed = 0, dropout_offset = 0;
-  nlohmann::json options;       // training options, to check a resume is consistent
+  nlohmann::json options;  // training options, to check a resume is consistent
 };
 
 void save_train_state(const std::string& path, const optim::Optimizer& opt, const TrainProgress& p);

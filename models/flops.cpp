@@ -48,9 +48,9 @@ FlopCount forward_flops(const ViTConfig& c) {
     // two layernorms (~8 per element), two residual adds
     f.other += 2.0 * 8.0 * T * D + 2.0 * T * D;
   }
-  f.other += 2.0 * n * pix * D  // patch embedding
-             + T * D            // position embedding add
-             + 8.0 * T * D      // final norm (all tokens, as timm)
+  f.other += 2.0 * n * pix * D                                // patch embedding
+             + T * D                                          // position embedding add
+             + 8.0 * T * D                                    // final norm (all tokens, as timm)
              + 2.0 * D * static_cast<double>(c.num_classes);  // head on the class token
   return f;
 }
@@ -58,17 +58,18 @@ FlopCount forward_flops(const ViTConfig& c) {
 int64_t parameter_count(const ViTConfig& c) {
   const int64_t D = c.dim, Hm = c.mlp_hidden();
   const int64_t pix = c.in_chans * c.patch_size * c.patch_size;
-  int64_t p = pix * D + D     // patch_embed.proj
-              + D             // cls_token
-              + c.tokens() * D  // pos_embed
-              + 2 * D         // norm
+  int64_t p = pix * D + D                           // patch_embed.proj
+              + D                                   // cls_token
+              + c.tokens() * D                      // pos_embed
+              + 2 * D                               // norm
               + D * c.num_classes + c.num_classes;  // head
   for (int64_t b = 0; b < c.depth; ++b) {
-    p += 4 * D                      // norm1, norm2
-         + 3 * D * D + 3 * D        // qkv
-         + D * D + D                // proj
+    p += 4 * D                        // norm1, norm2
+         + 3 * D * D + 3 * D          // qkv
+         + D * D + D                  // proj
          + D * Hm + Hm + Hm * D + D;  // mlp
-    if (c.block_attention(b) == "ripple" && c.ripple_stages > 1) p += c.num_heads * (c.ripple_stages - 1);
+    if (c.block_attention(b) == "ripple" && c.ripple_stages > 1)
+      p += c.num_heads * (c.ripple_stages - 1);
   }
   return p;
 }

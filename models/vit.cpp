@@ -15,11 +15,13 @@ std::string ViTConfig::block_attention(int64_t block) const {
 }
 
 void ViTConfig::validate() const {
-  LVIT_USER_CHECK(attention_type == "softmax" || attention_type == "ripple" || attention_type == "hydra",
-                  "--attention-type: '{}' is not softmax, ripple or hydra", attention_type);
+  LVIT_USER_CHECK(
+      attention_type == "softmax" || attention_type == "ripple" || attention_type == "hydra",
+      "--attention-type: '{}' is not softmax, ripple or hydra", attention_type);
   LVIT_USER_CHECK(image_size > 0 && patch_size > 0 && image_size % patch_size == 0,
                   "--patch-size {} does not divide --image-size {}", patch_size, image_size);
-  LVIT_USER_CHECK(dim > 0 && depth > 0 && num_heads > 0, "--dim, --depth and --heads must be positive");
+  LVIT_USER_CHECK(dim > 0 && depth > 0 && num_heads > 0,
+                  "--dim, --depth and --heads must be positive");
   LVIT_USER_CHECK(dim % num_heads == 0, "--heads {} does not divide --dim {}", num_heads, dim);
   LVIT_USER_CHECK(mlp_ratio > 0 && mlp_hidden() > 0, "--mlp-ratio {} must be positive", mlp_ratio);
   LVIT_USER_CHECK(num_classes > 0, "--num-classes must be positive");
@@ -28,10 +30,11 @@ void ViTConfig::validate() const {
   if (attention_type == "ripple") {
     LVIT_USER_CHECK(ripple_stages >= 1, "--ripple-stages {} must be at least 1", ripple_stages);
     const int64_t g = grid();
-    LVIT_USER_CHECK((g & (g - 1)) == 0,
-                    "ripple attention needs a power-of-two patch grid, got {}x{} (--image-size {} / "
-                    "--patch-size {})",
-                    g, g, image_size, patch_size);
+    LVIT_USER_CHECK(
+        (g & (g - 1)) == 0,
+        "ripple attention needs a power-of-two patch grid, got {}x{} (--image-size {} / "
+        "--patch-size {})",
+        g, g, image_size, patch_size);
   }
   if (attention_type == "hydra") {
     LVIT_USER_CHECK(hydra_branches >= 1 && dim % hydra_branches == 0,
@@ -138,7 +141,8 @@ Block::Block(const ViTConfig& cfg, int64_t index, double dp, Generator& init,
   norm1 = register_module("norm1", std::make_shared<nn::LayerNorm>(cfg.dim, cfg.layernorm_eps));
   attn = register_module("attn", make_attention(cfg, index, init, gen));
   norm2 = register_module("norm2", std::make_shared<nn::LayerNorm>(cfg.dim, cfg.layernorm_eps));
-  mlp = register_module("mlp", std::make_shared<nn::MLP>(cfg.dim, cfg.mlp_hidden(), cfg.dropout, init, gen));
+  mlp = register_module(
+      "mlp", std::make_shared<nn::MLP>(cfg.dim, cfg.mlp_hidden(), cfg.dropout, init, gen));
   drop_path = register_module("drop_path", std::make_shared<nn::DropPath>(dp, gen));
 }
 
@@ -147,7 +151,8 @@ Tensor Block::forward(const Tensor& x) const {
   return ops::add(h, drop_path->forward(mlp->forward(norm2->forward(h))));
 }
 
-ViT::ViT(const ViTConfig& cfg, uint64_t seed) : cfg_(cfg), gen_(std::make_shared<Generator>(seed + 1)) {
+ViT::ViT(const ViTConfig& cfg, uint64_t seed)
+    : cfg_(cfg), gen_(std::make_shared<Generator>(seed + 1)) {
   cfg_.validate();
   Generator init(seed);
   patch_embed = register_module(
@@ -165,7 +170,8 @@ ViT::ViT(const ViTConfig& cfg, uint64_t seed) : cfg_(cfg), gen_(std::make_shared
                                      std::make_shared<Block>(cfg_, i, dp, init, gen_)));
   }
   norm = register_module("norm", std::make_shared<nn::LayerNorm>(cfg.dim, cfg.layernorm_eps));
-  head = register_module("head", std::make_shared<nn::Linear>(cfg.dim, cfg.num_classes, true, init));
+  head =
+      register_module("head", std::make_shared<nn::Linear>(cfg.dim, cfg.num_classes, true, init));
 }
 
 Tensor ViT::forward(const Tensor& images) const {

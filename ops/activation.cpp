@@ -11,11 +11,12 @@ Tensor gelu(const Tensor& x_in) {
   Tensor x = x_in.contiguous();
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   cpu::gelu_fwd(x, y);
-  autograd::record(y, {x_in}, "GeluBackward", [x = x.detach()](const Tensor& g, const autograd::Node&) {
-    Tensor gx = Tensor::empty(x.shape(), x.dtype(), x.device());
-    cpu::gelu_bwd(g.contiguous(), x, gx);
-    return std::vector<Tensor>{gx};
-  });
+  autograd::record(y, {x_in}, "GeluBackward",
+                   [x = x.detach()](const Tensor& g, const autograd::Node&) {
+                     Tensor gx = Tensor::empty(x.shape(), x.dtype(), x.device());
+                     cpu::gelu_bwd(g.contiguous(), x, gx);
+                     return std::vector<Tensor>{gx};
+                   });
   return y;
 }
 
@@ -25,11 +26,12 @@ Tensor softmax(const Tensor& x_in) {
   Tensor x = x_in.contiguous();
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   cpu::softmax_fwd(x, y);
-  autograd::record(y, {x_in}, "SoftmaxBackward", [y = y.detach()](const Tensor& g, const autograd::Node&) {
-    Tensor gx = Tensor::empty(y.shape(), y.dtype(), y.device());
-    cpu::softmax_bwd(g.contiguous(), y, gx);
-    return std::vector<Tensor>{gx};
-  });
+  autograd::record(y, {x_in}, "SoftmaxBackward",
+                   [y = y.detach()](const Tensor& g, const autograd::Node&) {
+                     Tensor gx = Tensor::empty(y.shape(), y.dtype(), y.device());
+                     cpu::softmax_bwd(g.contiguous(), y, gx);
+                     return std::vector<Tensor>{gx};
+                   });
   return y;
 }
 

@@ -25,7 +25,7 @@ Tensor softmax_attention(const Tensor& qkv_in, int64_t heads) {
   cpu::softmax_attention_fwd(qkv, heads, out, probs);
   autograd::record(out, {qkv_in}, "SoftmaxAttentionBackward",
                    [qkv = qkv.detach(), out = out.detach(), probs, heads](const Tensor& g,
-                                                                        const autograd::Node&) {
+                                                                          const autograd::Node&) {
                      Tensor gqkv = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());
                      cpu::softmax_attention_bwd(g.contiguous(), qkv, out, probs, heads, gqkv);
                      return std::vector<Tensor>{gqkv};

@@ -16,8 +16,8 @@
         return __VA_ARGS__();                                                            \
       }                                                                                  \
       default:                                                                           \
-        throw ::lvit::Error(::fmt::format("{}: unsupported dtype {}", NAME,              \
-                                          ::lvit::dtype_name(dtype)));                   \
+        throw ::lvit::Error(                                                             \
+            ::fmt::format("{}: unsupported dtype {}", NAME, ::lvit::dtype_name(dtype))); \
     }                                                                                    \
   }()
 
@@ -31,4 +31,3 @@ Device check_same(const char* op, std::initializer_list<Tensor> ts);
 void require_cpu(const char* op, std::initializer_list<Tensor> ts);
 
 }  // namespace lvit::ops
-

@@ -144,17 +144,19 @@ Tensor log(const Tensor& x) {
 
 Tensor sqrt(const Tensor& x) {
   Tensor y = unary_op(cpu::UnaryOp::sqrt, x, 0);
-  autograd::record(y, {x}, "SqrtBackward", [y = y.detach()](const Tensor& g, const autograd::Node&) {
-    return std::vector<Tensor>{div(mul_scalar(g, 0.5), y)};
-  });
+  autograd::record(y, {x}, "SqrtBackward",
+                   [y = y.detach()](const Tensor& g, const autograd::Node&) {
+                     return std::vector<Tensor>{div(mul_scalar(g, 0.5), y)};
+                   });
   return y;
 }
 
 Tensor square(const Tensor& x) {
   Tensor y = unary_op(cpu::UnaryOp::square, x, 0);
-  autograd::record(y, {x}, "SquareBackward", [x = x.detach()](const Tensor& g, const autograd::Node&) {
-    return std::vector<Tensor>{mul(g, mul_scalar(x, 2.0))};
-  });
+  autograd::record(y, {x}, "SquareBackward",
+                   [x = x.detach()](const Tensor& g, const autograd::Node&) {
+                     return std::vector<Tensor>{mul(g, mul_scalar(x, 2.0))};
+                   });
   return y;
 }
 

@@ -25,10 +25,22 @@ void axpy_(Tensor& dst, const Tensor& src, double alpha = 1.0);
 
 }  // namespace lvit::ops
 
-inline lvit::Tensor operator+(const lvit::Tensor& a, const lvit::Tensor& b) { return lvit::ops::add(a, b); }
-inline lvit::Tensor operator-(const lvit::Tensor& a, const lvit::Tensor& b) { return lvit::ops::sub(a, b); }
-inline lvit::Tensor operator*(const lvit::Tensor& a, const lvit::Tensor& b) { return lvit::ops::mul(a, b); }
-inline lvit::Tensor operator/(const lvit::Tensor& a, const lvit::Tensor& b) { return lvit::ops::div(a, b); }
-inline lvit::Tensor operator*(const lvit::Tensor& a, double s) { return lvit::ops::mul_scalar(a, s); }
-inline lvit::Tensor operator+(const lvit::Tensor& a, double s) { return lvit::ops::add_scalar(a, s); }
+inline lvit::Tensor operator+(const lvit::Tensor& a, const lvit::Tensor& b) {
+  return lvit::ops::add(a, b);
+}
+inline lvit::Tensor operator-(const lvit::Tensor& a, const lvit::Tensor& b) {
+  return lvit::ops::sub(a, b);
+}
+inline lvit::Tensor operator*(const lvit::Tensor& a, const lvit::Tensor& b) {
+  return lvit::ops::mul(a, b);
+}
+inline lvit::Tensor operator/(const lvit::Tensor& a, const lvit::Tensor& b) {
+  return lvit::ops::div(a, b);
+}
+inline lvit::Tensor operator*(const lvit::Tensor& a, double s) {
+  return lvit::ops::mul_scalar(a, s);
+}
+inline lvit::Tensor operator+(const lvit::Tensor& a, double s) {
+  return lvit::ops::add_scalar(a, s);
+}
 inline lvit::Tensor operator-(const lvit::Tensor& a) { return lvit::ops::neg(a); }

@@ -42,13 +42,14 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
     cpu::gemm_batched<T>(ta, tb, batch, M, N, K, a.data<T>(), ac, ar * ac, b.data<T>(), bc, br * bc,
                          y.data<T>(), N, M * N);
   });
-  autograd::record(y, {a_in, b_in}, "MatmulBackward",
-                   [a = a.detach(), b = b.detach(), ta, tb](const Tensor& g, const autograd::Node& n) {
-                     Tensor ga, gb;
-                     if (n.needs_input_grad(0)) ga = ta ? matmul(b, g, tb, true) : matmul(g, b, false, !tb);
-                     if (n.needs_input_grad(1)) gb = tb ? matmul(g, a, true, ta) : matmul(a, g, !ta, false);
-                     return std::vector<Tensor>{ga, gb};
-                   });
+  autograd::record(
+      y, {a_in, b_in}, "MatmulBackward",
+      [a = a.detach(), b = b.detach(), ta, tb](const Tensor& g, const autograd::Node& n) {
+        Tensor ga, gb;
+        if (n.needs_input_grad(0)) ga = ta ? matmul(b, g, tb, true) : matmul(g, b, false, !tb);
+        if (n.needs_input_grad(1)) gb = tb ? matmul(g, a, true, ta) : matmul(a, g, !ta, false);
+        return std::vector<Tensor>{ga, gb};
+      });
   return y;
 }
 
@@ -67,17 +68,20 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   Tensor y = Tensor::empty({x2.shape()[0], out}, x.dtype(), x.device());
   cpu::linear_fwd(x2, wc, b.defined() ? b.contiguous() : Tensor(), y);
   y = y.view(out_shape);
-  autograd::record(
-      y, {x, w, b}, "LinearBackward",
-      [x2 = x2.detach(), w = wc.detach(), xs = x.shape()](const Tensor& g, const autograd::Node& n) {
-        Tensor g2 = g.contiguous().view({-1, w.shape()[0]});
-        Tensor gx, gw, gb;
-        if (n.needs_input_grad(0)) gx = Tensor::empty(x2.shape(), g.dtype(), g.device());
-        if (n.needs_input_grad(1)) gw = Tensor::empty(w.shape(), g.dtype(), g.device());
-        if (n.needs_input_grad(2)) gb = Tensor::empty({w.shape()[0]}, g.dtype(), g.device());
-        cpu::linear_bwd(g2, x2, w, gx, gw, gb);
-        return std::vector<Tensor>{gx.defined() ? gx.view(xs) : gx, gw, gb};
-      });
+  autograd::record(y, {x, w, b}, "LinearBackward",
+                   [x2 = x2.detach(), w = wc.detach(), xs = x.shape()](const Tensor& g,
+                                                                       const autograd::Node& n) {
+                     Tensor g2 = g.contiguous().view({-1, w.shape()[0]});
+                     Tensor gx, gw, gb;
+                     if (n.needs_input_grad(0))
+                       gx = Tensor::empty(x2.shape(), g.dtype(), g.device());
+                     if (n.needs_input_grad(1))
+                       gw = Tensor::empty(w.shape(), g.dtype(), g.device());
+                     if (n.needs_input_grad(2))
+                       gb = Tensor::empty({w.shape()[0]}, g.dtype(), g.device());
+                     cpu::linear_bwd(g2, x2, w, gx, gw, gb);
+                     return std::vector<Tensor>{gx.defined() ? gx.view(xs) : gx, gw, gb};
+                   });
   return y;
 }
 

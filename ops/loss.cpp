@@ -8,8 +8,8 @@ namespace lvit::ops {
 
 namespace {
 
-Tensor cross_entropy_impl(const Tensor& logits_in, const Tensor& labels_in, const Tensor& targets_in,
-                          double smoothing) {
+Tensor cross_entropy_impl(const Tensor& logits_in, const Tensor& labels_in,
+                          const Tensor& targets_in, double smoothing) {
   require_cpu("cross_entropy", {logits_in, labels_in, targets_in});
   LVIT_CHECK(logits_in.dim() == 2, "cross_entropy: logits {} must be [B, C]",
              shape_str(logits_in.shape()));
@@ -25,7 +25,8 @@ Tensor cross_entropy_impl(const Tensor& logits_in, const Tensor& labels_in, cons
                dtype_name(labels_in.dtype()), shape_str(labels_in.shape()));
     labels = labels_in.contiguous();
     for (int64_t i = 0; i < B; ++i) {
-      int64_t y = labels.dtype() == DType::i64 ? labels.data<int64_t>()[i] : labels.data<int32_t>()[i];
+      int64_t y =
+          labels.dtype() == DType::i64 ? labels.data<int64_t>()[i] : labels.data<int32_t>()[i];
       LVIT_CHECK(y >= 0 && y < C, "cross_entropy: label {} of sample {} outside [0, {})", y, i, C);
     }
   } else {

@@ -4,7 +4,8 @@ namespace lvit::ops {
 
 int64_t topk_correct(const Tensor& logits, const Tensor& labels, int64_t k) {
   LVIT_CHECK(logits.dim() == 2 && labels.dim() == 1 && labels.shape()[0] == logits.shape()[0],
-             "topk_correct: logits {} labels {}", shape_str(logits.shape()), shape_str(labels.shape()));
+             "topk_correct: logits {} labels {}", shape_str(logits.shape()),
+             shape_str(labels.shape()));
   const int64_t B = logits.shape()[0], C = logits.shape()[1];
   std::vector<double> z = logits.to_vector<double>();
   std::vector<int64_t> y = labels.to_vector<int64_t>();

@@ -34,8 +34,8 @@ void reduced_shapes(const Shape& s, std::vector<int64_t> axes, Shape* keep, Shap
 
 Tensor sum_to(const Tensor& x, const Shape& shape) {
   require_cpu("sum_to", {x});
-  LVIT_CHECK(shape.size() <= static_cast<size_t>(x.dim()), "sum_to: {} to {}",
-             shape_str(x.shape()), shape_str(shape));
+  LVIT_CHECK(shape.size() <= static_cast<size_t>(x.dim()), "sum_to: {} to {}", shape_str(x.shape()),
+             shape_str(shape));
   LVIT_CHECK(broadcast_shapes(shape, x.shape()) == x.shape(), "sum_to: {} does not broadcast to {}",
              shape_str(shape), shape_str(x.shape()));
   Shape padded(x.dim() - shape.size(), 1);

@@ -17,15 +17,17 @@ int64_t norm_dim(int64_t d, int64_t nd, const char* op) {
 
 Tensor reshape(const Tensor& x, const Shape& shape) {
   Tensor y = x.contiguous().view(shape);
-  autograd::record(y, {x}, "ReshapeBackward", [xs = x.shape()](const Tensor& g, const autograd::Node&) {
-    return std::vector<Tensor>{g.contiguous().view(xs)};
-  });
+  autograd::record(y, {x}, "ReshapeBackward",
+                   [xs = x.shape()](const Tensor& g, const autograd::Node&) {
+                     return std::vector<Tensor>{g.contiguous().view(xs)};
+                   });
   return y;
 }
 
 Tensor permute(const Tensor& x, const std::vector<int64_t>& dims) {
   const int64_t nd = x.dim();
-  LVIT_CHECK(static_cast<int64_t>(dims.size()) == nd, "permute: {} dims for rank {}", dims.size(), nd);
+  LVIT_CHECK(static_cast<int64_t>(dims.size()) == nd, "permute: {} dims for rank {}", dims.size(),
+             nd);
   Shape shape(nd), strides(nd);
   std::vector<int64_t> inverse(nd, -1);
   for (int64_t i = 0; i < nd; ++i) {
@@ -98,8 +100,10 @@ Tensor concat(const std::vector<Tensor>& xs, int64_t dim) {
     for (size_t i = 0; i < sizes.size(); ++i) {
       Shape sh = g.shape();
       sh[d] = sizes[i];
-      if (n.needs_input_grad(i)) gs.push_back(g.as_strided(sh, g.strides(), g.offset() + o * g.strides()[d]));
-      else gs.emplace_back();
+      if (n.needs_input_grad(i))
+        gs.push_back(g.as_strided(sh, g.strides(), g.offset() + o * g.strides()[d]));
+      else
+        gs.emplace_back();
       o += sizes[i];
     }
     return gs;

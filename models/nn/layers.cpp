@@ -21,15 +21,14 @@ LayerNorm::LayerNorm(int64_t dim, double eps_) : eps(eps_) {
 
 Tensor LayerNorm::forward(const Tensor& x) const { return ops::layer_norm(x, weight, bias, eps); }
 
-Tensor Dropout::forward(const Tensor& x) const {
-  return ops::dropout(x, p, is_training(), *gen_);
-}
+Tensor Dropout::forward(const Tensor& x) const { return ops::dropout(x, p, is_training(), *gen_); }
 
 Tensor DropPath::forward(const Tensor& x) const {
   return ops::drop_path(x, p, is_training(), *gen_);
 }
 
-MLP::MLP(int64_t dim, int64_t hidden, double dropout, Generator& init, std::shared_ptr<Generator> gen) {
+MLP::MLP(int64_t dim, int64_t hidden, double dropout, Generator& init,
+         std::shared_ptr<Generator> gen) {
   fc1 = register_module("fc1", std::make_shared<Linear>(dim, hidden, true, init));
   fc2 = register_module("fc2", std::make_shared<Linear>(hidden, dim, true, init));
   drop = std::make_shared<Dropout>(dropout, std::move(gen));
@@ -45,7 +44,8 @@ PatchEmbed::Proj::Proj(Tensor w, Tensor b) {
   bias = register_parameter("bias", std::move(b));
 }
 
-PatchEmbed::PatchEmbed(int64_t in_chans, int64_t dim, int64_t patch_, Generator& init) : patch(patch_) {
+PatchEmbed::PatchEmbed(int64_t in_chans, int64_t dim, int64_t patch_, Generator& init)
+    : patch(patch_) {
   // PyTorch's Conv2d default (kept by timm for the patch embedding): U(-1/sqrt(fan_in), ..).
   const double bound = 1.0 / std::sqrt(static_cast<double>(in_chans * patch * patch));
   Tensor w = Tensor::empty({dim, in_chans, patch, patch});
@@ -57,7 +57,8 @@ PatchEmbed::PatchEmbed(int64_t in_chans, int64_t dim, int64_t patch_, Generator&
 
 Tensor PatchEmbed::forward(const Tensor& images) const {
   const Tensor& w = proj_->weight;
-  return ops::linear(ops::patchify(images, patch), ops::reshape(w, {w.shape()[0], -1}), proj_->bias);
+  return ops::linear(ops::patchify(images, patch), ops::reshape(w, {w.shape()[0], -1}),
+                     proj_->bias);
 }
 
 }  // namespace lvit::nn

@@ -39,7 +39,8 @@ Tensor& Module::register_parameter(const std::string& name, Tensor t) {
   return params_.back().second;
 }
 
-void Module::load_state_dict(const std::map<std::string, Tensor>& state, const std::string& source) {
+void Module::load_state_dict(const std::map<std::string, Tensor>& state,
+                             const std::string& source) {
   std::set<std::string> seen;
   for (auto& [name, p] : named_parameters()) {
     auto it = state.find(name);

@@ -29,15 +29,17 @@ void load_named(std::vector<Tensor>& dst, const std::vector<ParamRef>& params, c
     const std::string key = std::string(prefix) + params[i].name;
     auto it = state.find(key);
     LVIT_USER_CHECK(it != state.end(), "{}: optimizer state '{}' is missing", source, key);
-    LVIT_USER_CHECK(it->second.shape() == dst[i].shape(), "{}: optimizer state '{}' has shape {}, expected {}",
-                    source, key, shape_str(it->second.shape()), shape_str(dst[i].shape()));
+    LVIT_USER_CHECK(it->second.shape() == dst[i].shape(),
+                    "{}: optimizer state '{}' has shape {}, expected {}", source, key,
+                    shape_str(it->second.shape()), shape_str(dst[i].shape()));
     dst[i].copy_(it->second);
   }
 }
 
 }  // namespace
 
-AdamW::AdamW(std::vector<ParamRef> params, AdamWOptions opt) : Optimizer(std::move(params)), opt_(opt) {
+AdamW::AdamW(std::vector<ParamRef> params, AdamWOptions opt)
+    : Optimizer(std::move(params)), opt_(opt) {
   for (auto& p : params_) {
     m_.push_back(Tensor::zeros(p.param.shape(), DType::f32, p.param.device()));
     v_.push_back(Tensor::zeros(p.param.shape(), DType::f32, p.param.device()));
@@ -57,7 +59,8 @@ void AdamW::step(double lr) {
     Tensor g = p.grad();
     if (!g.defined()) continue;
     ops::require_cpu("AdamW", {p, g});
-    LVIT_CHECK(p.dtype() == DType::f32 && p.is_contiguous(), "AdamW: parameters must be contiguous f32");
+    LVIT_CHECK(p.dtype() == DType::f32 && p.is_contiguous(),
+               "AdamW: parameters must be contiguous f32");
     g = g.contiguous();
     const float decay = params_[i].decay ? static_cast<float>(1.0 - lr * opt_.weight_decay) : 1.0f;
     float* pp = p.data<float>();
@@ -85,14 +88,16 @@ std::vector<std::pair<std::string, Tensor>> AdamW::state() const {
   return s;
 }
 
-void AdamW::load_state(const std::map<std::string, Tensor>& state, int64_t step, const std::string& source) {
+void AdamW::load_state(const std::map<std::string, Tensor>& state, int64_t step,
+                       const std::string& source) {
   load_named(m_, params_, "exp_avg.", state, source);
   load_named(v_, params_, "exp_avg_sq.", state, source);
   step_ = step;
 }
 
 SGD::SGD(std::vector<ParamRef> params, SGDOptions opt) : Optimizer(std::move(params)), opt_(opt) {
-  for (auto& p : params_) buf_.push_back(Tensor::zeros(p.param.shape(), DType::f32, p.param.device()));
+  for (auto& p : params_)
+    buf_.push_back(Tensor::zeros(p.param.shape(), DType::f32, p.param.device()));
 }
 
 void SGD::step(double lr) {
@@ -123,17 +128,21 @@ void SGD::step(double lr) {
 
 std::vector<std::pair<std::string, Tensor>> SGD::state() const {
   std::vector<std::pair<std::string, Tensor>> s;
-  for (size_t i = 0; i < params_.size(); ++i) s.emplace_back("momentum_buffer." + params_[i].name, buf_[i]);
+  for (size_t i = 0; i < params_.size(); ++i)
+    s.emplace_back("momentum_buffer." + params_[i].name, buf_[i]);
   return s;
 }
 
-void SGD::load_state(const std::map<std::string, Tensor>& state, int64_t step, const std::string& source) {
+void SGD::load_state(const std::map<std::string, Tensor>& state, int64_t step,
+                     const std::string& source) {
   load_named(buf_, params_, "momentum_buffer.", state, source);
   step_ = step;
 }
 
-double warmup_cosine_lr(int64_t step, int64_t warmup_steps, int64_t total_steps, double lr, double min_lr) {
-  if (warmup_steps > 0 && step < warmup_steps) return lr * static_cast<double>(step + 1) / warmup_steps;
+double warmup_cosine_lr(int64_t step, int64_t warmup_steps, int64_t total_steps, double lr,
+                        double min_lr) {
+  if (warmup_steps > 0 && step < warmup_steps)
+    return lr * static_cast<double>(step + 1) / warmup_steps;
   const int64_t decay_steps = std::max<int64_t>(1, total_steps - warmup_steps);
   const double t = std::min(1.0, static_cast<double>(step - warmup_steps) / decay_steps);
   return min_lr + 0.5 * (lr - min_lr) * (1.0 + std::cos(M_PI * t));

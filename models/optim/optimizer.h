@@ -43,7 +43,8 @@ struct AdamWOptions {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.05;
 };
 
-// torch.optim.AdamW: p *= 1 - lr*wd; m, v moments; p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps).
+// torch.optim.AdamW: p *= 1 - lr*wd; m, v moments; p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) +
+// eps).
 class AdamW final : public Optimizer {
  public:
   AdamW(std::vector<ParamRef> params, AdamWOptions opt);
@@ -62,7 +63,8 @@ struct SGDOptions {
   bool nesterov = false;
 };
 
-// torch.optim.SGD: g += wd*p; buf = momentum*buf + g; p -= lr * (nesterov ? g + momentum*buf : buf).
+// torch.optim.SGD: g += wd*p; buf = momentum*buf + g; p -= lr * (nesterov ? g + momentum*buf :
+// buf).
 class SGD final : public Optimizer {
  public:
   SGD(std::vector<ParamRef> params, SGDOptions opt);

@@ -57,10 +57,18 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, Tensor& out) {
   LVIT_DISPATCH_FLOAT(out.dtype(), "binary", [&] {
     using T = scalar_t;
     switch (op) {
-      case BinaryOp::add: binary_loop<T>(a, b, out, [](T x, T y) { return x + y; }); break;
-      case BinaryOp::sub: binary_loop<T>(a, b, out, [](T x, T y) { return x - y; }); break;
-      case BinaryOp::mul: binary_loop<T>(a, b, out, [](T x, T y) { return x * y; }); break;
-      case BinaryOp::div: binary_loop<T>(a, b, out, [](T x, T y) { return x / y; }); break;
+      case BinaryOp::add:
+        binary_loop<T>(a, b, out, [](T x, T y) { return x + y; });
+        break;
+      case BinaryOp::sub:
+        binary_loop<T>(a, b, out, [](T x, T y) { return x - y; });
+        break;
+      case BinaryOp::mul:
+        binary_loop<T>(a, b, out, [](T x, T y) { return x * y; });
+        break;
+      case BinaryOp::div:
+        binary_loop<T>(a, b, out, [](T x, T y) { return x / y; });
+        break;
     }
   });
 }
@@ -70,13 +78,27 @@ void unary(UnaryOp op, const Tensor& x, double s, Tensor& out) {
     using T = scalar_t;
     const T c = static_cast<T>(s);
     switch (op) {
-      case UnaryOp::neg: unary_loop<T>(x, out, [](T v) { return -v; }); break;
-      case UnaryOp::exp: unary_loop<T>(x, out, [](T v) { return std::exp(v); }); break;
-      case UnaryOp::log: unary_loop<T>(x, out, [](T v) { return std::log(v); }); break;
-      case UnaryOp::sqrt: unary_loop<T>(x, out, [](T v) { return std::sqrt(v); }); break;
-      case UnaryOp::square: unary_loop<T>(x, out, [](T v) { return v * v; }); break;
-      case UnaryOp::add_scalar: unary_loop<T>(x, out, [c](T v) { return v + c; }); break;
-      case UnaryOp::mul_scalar: unary_loop<T>(x, out, [c](T v) { return v * c; }); break;
+      case UnaryOp::neg:
+        unary_loop<T>(x, out, [](T v) { return -v; });
+        break;
+      case UnaryOp::exp:
+        unary_loop<T>(x, out, [](T v) { return std::exp(v); });
+        break;
+      case UnaryOp::log:
+        unary_loop<T>(x, out, [](T v) { return std::log(v); });
+        break;
+      case UnaryOp::sqrt:
+        unary_loop<T>(x, out, [](T v) { return std::sqrt(v); });
+        break;
+      case UnaryOp::square:
+        unary_loop<T>(x, out, [](T v) { return v * v; });
+        break;
+      case UnaryOp::add_scalar:
+        unary_loop<T>(x, out, [c](T v) { return v + c; });
+        break;
+      case UnaryOp::mul_scalar:
+        unary_loop<T>(x, out, [c](T v) { return v * c; });
+        break;
     }
   });
 }

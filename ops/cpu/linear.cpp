@@ -24,7 +24,8 @@ void gemm_block(bool ta, bool tb, int64_t m0, int64_t m1, int64_t n0, int64_t n1
   MMap<T> c(C + m0 * ldc + n0, m, n, Eigen::OuterStride<>(ldc));
   // op(A) rows m0..m1: A stored [M,K] (row m at A + m*lda) or [K,M] (column m at A + m).
   auto run = [&](const auto& a, const auto& b) {
-    if (beta == T(0)) c.noalias() = a * b;
+    if (beta == T(0))
+      c.noalias() = a * b;
     else {
       if (beta != T(1)) c *= beta;
       c.noalias() += a * b;
@@ -95,8 +96,8 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t
   });
 }
 
-template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t, const float*,
-                          int64_t, float*, int64_t, float);
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t,
+                          const float*, int64_t, float*, int64_t, float);
 template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, const double*, int64_t,
                            const double*, int64_t, double*, int64_t, double);
 template void gemm_batched<float>(bool, bool, int64_t, int64_t, int64_t, int64_t, const float*,
@@ -122,7 +123,8 @@ void linear_fwd(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
   });
 }
 
-void linear_bwd(const Tensor& g, const Tensor& x, const Tensor& w, Tensor& gx, Tensor& gw, Tensor& gb) {
+void linear_bwd(const Tensor& g, const Tensor& x, const Tensor& w, Tensor& gx, Tensor& gw,
+                Tensor& gb) {
   const int64_t M = x.shape()[0], K = x.shape()[1], N = w.shape()[0];
   LVIT_DISPATCH_FLOAT(x.dtype(), "linear_bwd", [&] {
     using T = scalar_t;

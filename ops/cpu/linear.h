@@ -22,6 +22,7 @@ void gemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t 
 // y[M,N] = x[M,K] w[N,K]^T + b[N] (b may be null).
 void linear_fwd(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y);
 // gx[M,K] = g w; gw[N,K] = g^T x; gb[N] = column sums of g. Undefined outputs are skipped.
-void linear_bwd(const Tensor& g, const Tensor& x, const Tensor& w, Tensor& gx, Tensor& gw, Tensor& gb);
+void linear_bwd(const Tensor& g, const Tensor& x, const Tensor& w, Tensor& gx, Tensor& gw,
+                Tensor& gb);
 
 }  // namespace lvit::cpu
