@@ -10,6 +10,6 @@ shift 2 || true
 presets=("$@")
 [ ${#presets[@]} -gt 0 ] || presets=(vit-micro ripple-micro hydra-micro vit-cifar ripple-cifar hydra-cifar)
 for p in "${presets[@]}"; do
-  ./build/lvit-bench --presets "$p" --batch-size "$batch" --threads "$threads" --warmup 2 --steps 5 | grep '^{'
-  python3 bench/torch_bench.py --preset "$p" --batch-size "$batch" --threads "$threads" --device cpu --warmup 2 --steps 5
+  ./build/lvit-bench --presets "$p" --batch-size "$batch" --threads "$threads" --warmup 2 --steps "${STEPS:-5}" | grep "^{"
+  python3 bench/torch_bench.py --preset "$p" --batch-size "$batch" --threads "$threads" --device cpu --warmup 2 --steps "${STEPS:-5}"
 done
