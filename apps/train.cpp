@@ -38,6 +38,8 @@ int main(int argc, char** argv) {
                    "Cap steps per epoch (smoke runs)");
     cli.add_option("--eval-limit", o.eval_limit, "Evaluate on the first N test images only");
     cli.add_option("--workers", o.workers, "Data loader threads");
+    cli.add_option("--log-every", o.log_every,
+                   "Write the step loss to RUN_DIR/steps.jsonl every N steps (0: off)");
     cli.add_option("--threads", threads, "Compute threads (0: all cores or $LVIT_THREADS)");
     cli.add_option("--device", device, "cpu or cuda[:N]");
     cli.add_option("--out", out,

@@ -90,6 +90,7 @@ void TrainOptions::validate() const {
                   label_smoothing);
   LVIT_USER_CHECK(crop_padding >= 0, "--crop-padding {} must be non-negative", crop_padding);
   LVIT_USER_CHECK(workers >= 0, "--workers {} must be non-negative", workers);
+  LVIT_USER_CHECK(log_every >= 0, "--log-every {} must be non-negative", log_every);
   LVIT_USER_CHECK(log_format == "text" || log_format == "jsonl",
                   "--log-format: '{}' is not text or jsonl", log_format);
 }
@@ -211,6 +212,7 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir, const Train
   TrainOptions o = TrainOptions::from_json(saved["options"]);
   o.epochs = std::max(o.epochs, overrides.epochs);
   o.workers = overrides.workers;
+  o.log_every = overrides.log_every;
   o.log_format = overrides.log_format;
   o.progress = overrides.progress;
   std::unique_ptr<ViT> model = load_model(model_path);
@@ -300,11 +302,15 @@ std::string fmt_duration(double s) {
 void Trainer::run(const std::string& out_dir) {
   const bool text = opt_.log_format == "text";
   const bool tty = isatty(fileno(stderr));
-  std::ofstream metrics;
+  std::ofstream metrics, steps;
   if (!out_dir.empty()) {
     fs::create_directories(out_dir);
     metrics.open(fs::path(out_dir) / "metrics.jsonl", std::ios::app);
     LVIT_USER_CHECK(metrics.good(), "--out {}: cannot write metrics.jsonl", out_dir);
+    if (opt_.log_every > 0) {
+      steps.open(fs::path(out_dir) / "steps.jsonl", std::ios::app);
+      LVIT_USER_CHECK(steps.good(), "--out {}: cannot write steps.jsonl", out_dir);
+    }
   }
   const auto run_start = Clock::now();
   const int64_t spe = steps_per_epoch();
@@ -320,8 +326,18 @@ void Trainer::run(const std::string& out_dir) {
     auto last_print = Clock::now() - std::chrono::seconds(10);
     int64_t last_decile = -1;
     while (progress_.batch_in_epoch < spe) {
+      const double lr_used = current_lr();
       const double l = step();
       const int64_t done = progress_.batch_in_epoch;
+      if (steps.is_open() && progress_.global_step % opt_.log_every == 0) {
+        steps << nlohmann::json{{"step", progress_.global_step},
+                                {"epoch",
+                                 static_cast<double>(epoch) + static_cast<double>(done) / spe},
+                                {"loss", l},
+                                {"lr", lr_used}}
+                     .dump()
+              << "\n";
+      }
       const double secs = seconds_since(t0);
       const double ips = epoch_seen_ / std::max(secs, 1e-9);
       const double eta = secs / epoch_batches_ * (spe - done);
@@ -369,6 +385,7 @@ void Trainer::run(const std::string& out_dir) {
       metrics << m.dump() << "\n";
       metrics.flush();
     }
+    if (steps.is_open()) steps.flush();
     if (!out_dir.empty()) save_checkpoint(out_dir);
     if (text) {
       std::fprintf(stderr, "epoch %lld: train loss %.4f acc %.2f%%",

@@ -32,6 +32,7 @@ struct TrainOptions {
   int64_t eval_limit = -1;           // evaluate on the first N test images (-1: all)
   // Not part of the run's identity (may change on resume):
   int workers = 2;
+  int64_t log_every = 10;  // per-step loss line in RUN_DIR/steps.jsonl every N steps (0: off)
   std::string log_format = "text";  // text | jsonl
   bool progress = true;
 

@@ -181,3 +181,31 @@ TEST_CASE("SGD with momentum matches the closed form") {
   }
   CHECK(p.item() == doctest::Approx(1.0 - 0.1 * 5.61));
 }
+
+TEST_CASE("run(): metrics.jsonl per epoch, steps.jsonl per N steps, checkpoints in the run dir") {
+  data::ImageDataset ds = synthetic_dataset();
+  app::TrainOptions o = tiny_options();
+  o.epochs = 2;
+  o.log_every = 2;
+  fs::path dir = temp_dir("run");
+  app::Trainer t(tiny_config(), o, ds, &ds);
+  t.run(dir.string());
+  auto lines = [](const fs::path& p) {
+    std::ifstream in(p);
+    std::vector<nlohmann::json> v;
+    for (std::string l; std::getline(in, l);) v.push_back(nlohmann::json::parse(l));
+    return v;
+  };
+  auto metrics = lines(dir / "metrics.jsonl");
+  REQUIRE(metrics.size() == 2);
+  for (const char* k : {"epoch", "train_loss", "train_acc", "test_top1", "test_top5", "lr",
+                        "img_per_s", "peak_mem_mb", "wall_time_s"})
+    CHECK(metrics[1].contains(k));
+  CHECK(metrics[1]["epoch"] == 2);
+  auto steps = lines(dir / "steps.jsonl");
+  CHECK(steps.size() == 3);  // 6 steps, every 2nd logged
+  CHECK(steps.back()["step"] == 6);
+  CHECK(fs::exists(dir / "model.safetensors"));
+  CHECK(fs::exists(dir / "train_state.safetensors"));
+  fs::remove_all(dir);
+}
