@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """PyTorch reference implementation of the lvit Vision Transformer zoo.
 
-Softmax ViT, RippleViT and HydraViT, written from docs in /work/shared/DESIGN.md ("The three
+Softmax ViT, RippleViT and HydraViT, written from docs in the shared DESIGN.md ("The three
 attention mechanisms (exact math)", "Model presets"), with timm's VisionTransformer parameter
 names and layouts so state dicts are interchangeable with the C++ framework (and, for the
 softmax model, with ``timm.models.VisionTransformer(global_pool='token', class_token=True)``):

@@ -115,3 +115,8 @@ void run_golden(const std::string& name) {
 TEST_CASE("golden: softmax ViT matches PyTorch (logits, loss, gradients, 3 AdamW steps)") {
   run_golden("softmax");
 }
+TEST_CASE("golden: RippleViT (S = 3) matches PyTorch") { run_golden("ripple"); }
+TEST_CASE("golden: HydraViT (B = 2) matches PyTorch") { run_golden("hydra"); }
+TEST_CASE("golden: mixed softmax/Hydra ViT (hydra_layers = 1) matches PyTorch") {
+  run_golden("hydra_mixed");
+}
