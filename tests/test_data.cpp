@@ -2,6 +2,8 @@
 // resolution, augmentation and the batching loader.
 #include <doctest/doctest.h>
 
+#include "test_util.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -19,13 +21,9 @@
 namespace fs = std::filesystem;
 using namespace lvit;
 using namespace lvit::data;
+using lvit::test::shared_data_dir;
 
 namespace {
-
-std::string shared_data_dir() {
-  if (const char* env = std::getenv("LVIT_SHARED_DATA"); env && *env) return env;
-  return std::string(LVIT_SOURCE_DIR) + "/../shared/data";
-}
 
 std::string cifar100_dir() { return shared_data_dir() + "/cifar-100-binary"; }
 
@@ -35,19 +33,9 @@ bool have_cifar100() {
   return false;
 }
 
-// A fresh folder under the system temp dir, removed when the test ends.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("lvit_test_data_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string str(const std::string& name = "") const { return (path / name).string(); }
+// Scratch folders of this suite.
+struct TempDir : lvit::test::TempDir {
+  TempDir() : lvit::test::TempDir("lvit_test_data_") {}
 };
 
 void write_file(const std::string& path, const std::vector<uint8_t>& bytes) {

@@ -2,6 +2,8 @@
 // grayscale, the decoded-pixel cache) and on small broken copies in a temp folder.
 #include <doctest/doctest.h>
 
+#include "test_util.h"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
@@ -38,15 +40,11 @@
 namespace fs = std::filesystem;
 using namespace lvit;
 using namespace lvit::data;
+using lvit::test::shared_data_dir;
 
 namespace {
 
 constexpr int64_t kPixels = 3 * 64 * 64;
-
-std::string shared_data_dir() {
-  if (const char* env = std::getenv("LVIT_SHARED_DATA"); env && *env) return env;
-  return std::string(LVIT_SOURCE_DIR) + "/../shared/data";
-}
 
 std::string sub10_dir() { return shared_data_dir() + "/tiny-imagenet-200-sub10"; }
 
@@ -56,19 +54,9 @@ bool have_sub10() {
   return false;
 }
 
-// A fresh folder under the system temp dir, removed when the test ends.
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::random_device rd;
-    path = fs::temp_directory_path() / ("lvit_test_tin_" + std::to_string(rd()));
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string str(const std::string& name = "") const { return (path / name).string(); }
+// Scratch folders of this suite.
+struct TempDir : lvit::test::TempDir {
+  TempDir() : lvit::test::TempDir("lvit_test_tin_") {}
 };
 
 // Sets (or unsets, with nullopt) an environment variable for the scope.
