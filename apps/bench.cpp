@@ -1,6 +1,5 @@
 // lvit-bench: training-step and inference throughput per preset, and (--flops) the analytical
 // parameter and FLOP accounting of each model.
-#include <sys/resource.h>
 
 #include <chrono>
 #include <cstdio>
@@ -25,12 +24,6 @@ std::vector<std::string> split_list(const std::string& s) {
   for (std::string item; std::getline(ss, item, ',');)
     if (!item.empty()) out.push_back(item);
   return out;
-}
-
-double peak_rss_mb() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<double>(ru.ru_maxrss) / 1024.0;
 }
 
 struct BenchResult {
@@ -71,7 +64,7 @@ BenchResult bench_one(const ViTConfig& cfg, int64_t batch, int warmup, int steps
   }
   r.infer_img_s = batch * steps / secs;
   r.gflops_per_img = forward_flops(cfg).total() / 1e9;
-  r.peak_mb = peak_rss_mb();
+  r.peak_mb = app::peak_rss_mb();
   return r;
 }
 

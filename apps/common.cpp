@@ -1,5 +1,7 @@
 #include "apps/common.h"
 
+#include <sys/resource.h>
+
 #include <cstdio>
 
 #include "core/thread_pool.h"
@@ -75,6 +77,12 @@ int run_main(const char* prog, const std::function<int()>& body) {
     std::fprintf(stderr, "%s: internal error: %s\n", prog, e.what());
     return 1;
   }
+}
+
+double peak_rss_mb() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
 }
 
 void apply_threads(int threads) {

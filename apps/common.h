@@ -27,6 +27,9 @@ ViTConfig build_config(const ModelFlags& f, const std::string& dataset);
 // as "lvit-X: internal error: ..." (exit 1).
 int run_main(const char* prog, const std::function<int()>& body);
 
+// Peak resident memory of this process in MiB (getrusage), for metrics and benchmarks.
+double peak_rss_mb();
+
 // "--threads N": 0 keeps the default (hardware threads or $LVIT_THREADS).
 void apply_threads(int threads);
 

@@ -1,6 +1,7 @@
 #include "apps/trainer.h"
 
-#include <sys/resource.h>
+#include "apps/common.h"
+
 #include <unistd.h>
 
 #include <chrono>
@@ -21,12 +22,6 @@ using Clock = std::chrono::steady_clock;
 
 static double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-static double peak_rss_mb() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  return static_cast<double>(ru.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
 }
 
 // ---- options ----
