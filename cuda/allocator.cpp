@@ -1,6 +1,7 @@
 #include "cuda/allocator.cuh"
 
 #include <array>
+#include <cstdlib>
 #include <atomic>
 #include <limits>
 #include <mutex>
@@ -25,6 +26,20 @@ std::string bytes_str(size_t b) {
   return fmt::format("{} B", b);
 }
 
+std::atomic<int> g_poison{-1};  // -1: not decided yet (read LVIT_CUDA_POISON at first use)
+
+bool poison_enabled() {
+  int v = g_poison.load(std::memory_order_relaxed);
+  if (v < 0) {
+    const char* e = std::getenv("LVIT_CUDA_POISON");
+    v = e && e[0] == '1' ? 1 : 0;
+    int expected = -1;
+    g_poison.compare_exchange_strong(expected, v);
+    v = g_poison.load(std::memory_order_relaxed);
+  }
+  return v == 1;
+}
+
 class CachingAllocator final : public Allocator {
  public:
   explicit CachingAllocator(int device) : device_(device) {}
@@ -42,6 +57,12 @@ class CachingAllocator final : public Allocator {
       ++stats_.cache_hits;
     } else {
       p = device_malloc(nbytes, size);
+    }
+    if (poison_enabled()) {
+      // 0xFF bytes: NaN in f32/f64/bf16, so a kernel that leaves an output element unwritten
+      // shows up as NaN in the tests instead of passing on stale memory.
+      DeviceGuard guard(device_);
+      LVIT_CUDA_CHECK(cudaMemsetAsync(p, 0xFF, size, stream(device_)));
     }
     live_.emplace(p, size);
     ++stats_.allocs;
@@ -164,6 +185,8 @@ Allocator* caching_allocator(int device_index) { return &get(device_index); }
 AllocatorStats allocator_stats(int device) { return get(device).stats(); }
 
 void reset_peak(int device) { get(device).reset_peak(); }
+
+void set_poison(bool on) { g_poison.store(on ? 1 : 0, std::memory_order_relaxed); }
 
 void empty_cache(int device) { get(device).empty_cache(); }
 

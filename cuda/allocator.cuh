@@ -40,6 +40,11 @@ void reset_peak(int device);
 // cudaFree of every cached block of the device (e.g. before handing memory to another library).
 void empty_cache(int device);
 
+// Poisoning: while on, every block handed out (new or from the cache) is first filled with
+// 0xFF bytes (NaN for floating dtypes), so that an op which leaves part of its output unwritten
+// fails its test. Off by default; LVIT_CUDA_POISON=1 turns it on at start-up.
+void set_poison(bool on);
+
 // The bucket a request of `nbytes` is served from (exposed for tests).
 size_t round_allocation(size_t nbytes);
 

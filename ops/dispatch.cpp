@@ -1,5 +1,10 @@
 #include "ops/dispatch.h"
 
+#ifdef LVIT_WITH_CUDA
+#include "cuda/check.cuh"
+#include "cuda/context.cuh"
+#endif
+
 namespace lvit::ops {
 
 Device check_same(const char* op, std::initializer_list<Tensor> ts) {
@@ -29,5 +34,30 @@ void require_cpu(const char* op, std::initializer_list<Tensor> ts) {
 #endif
   }
 }
+
+bool on_cuda(const char* op, std::initializer_list<Tensor> ts) {
+  for (const Tensor& t : ts) {
+    if (!t.defined() || t.device().is_cpu()) continue;
+#ifdef LVIT_WITH_CUDA
+    return true;
+#else
+    throw Error(fmt::format("{}: lvit was built without CUDA", op));
+#endif
+  }
+  return false;
+}
+
+#ifdef LVIT_WITH_CUDA
+cudaStream_t cuda_stream(const Tensor& t) {
+  const int dev = t.device().index;
+  // The current device is per thread; the common case (already current) costs one query.
+  thread_local int current = -1;
+  if (current != dev) {
+    LVIT_CUDA_CHECK(cudaSetDevice(dev));
+    current = dev;
+  }
+  return cuda::stream(dev);
+}
+#endif
 
 }  // namespace lvit::ops
