@@ -51,11 +51,9 @@ bool on_cuda(const char* op, std::initializer_list<Tensor> ts) {
 cudaStream_t cuda_stream(const Tensor& t) {
   const int dev = t.device().index;
   // The current device is per thread; the common case (already current) costs one query.
-  thread_local int current = -1;
-  if (current != dev) {
-    LVIT_CUDA_CHECK(cudaSetDevice(dev));
-    current = dev;
-  }
+  int current = -1;
+  LVIT_CUDA_CHECK(cudaGetDevice(&current));
+  if (current != dev) LVIT_CUDA_CHECK(cudaSetDevice(dev));
   return cuda::stream(dev);
 }
 #endif
