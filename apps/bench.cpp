@@ -30,41 +30,49 @@ struct BenchResult {
   double train_img_s = 0, train_step_ms = 0, infer_img_s = 0, gflops_per_img = 0, peak_mb = 0;
 };
 
-BenchResult bench_one(const ViTConfig& cfg, int64_t batch, int warmup, int steps) {
+// Times `steps` training steps (forward, loss, backward, clip, AdamW) after `warmup` untimed
+// ones, then inference, on `device`: GPU time from CUDA events on the device's stream.
+BenchResult bench_one(const ViTConfig& cfg, int64_t batch, int warmup, int steps, Device device) {
   ViT model(cfg, 0);
+  model.to(device);
   Generator g(123);
   Tensor x = Tensor::empty({batch, cfg.in_chans, cfg.image_size, cfg.image_size});
   nn::normal_(x, g, 1.0);
   std::vector<int64_t> y(batch);
   for (auto& v : y) v = g.randint(cfg.num_classes);
-  Tensor labels = Tensor::from_vector(y, {batch});
+  Tensor labels = Tensor::from_vector(y, {batch}).to(device);
+  x = x.to(device);
   optim::AdamW opt(optim::make_param_refs(model.named_parameters()), {});
   auto train_step = [&] {
     Tensor loss = ops::cross_entropy(model.forward(x), labels, 0.1);
     model.zero_grad();
     loss.backward();
-    optim::clip_grad_norm(model.parameters(), 1.0);
+    optim::clip_grad_norm_tensor(model.parameters(), 1.0);
     opt.step(1e-4);
   };
   BenchResult r;
   model.train();
+  app::reset_peak_memory(device);
   for (int i = 0; i < warmup; ++i) train_step();
-  auto t0 = Clock::now();
+  app::DeviceTimer timer(device);
+  app::synchronize(device);
+  timer.start();
   for (int i = 0; i < steps; ++i) train_step();
-  double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  double secs = timer.stop_ms() / 1e3;
   r.train_step_ms = 1e3 * secs / steps;
   r.train_img_s = batch * steps / secs;
+  r.peak_mb = app::peak_memory_mb(device);
   model.eval();
   {
     autograd::NoGradGuard ng;
     for (int i = 0; i < std::max(1, warmup); ++i) model.forward(x);
-    t0 = Clock::now();
+    app::synchronize(device);
+    timer.start();
     for (int i = 0; i < steps; ++i) model.forward(x);
-    secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    secs = timer.stop_ms() / 1e3;
   }
   r.infer_img_s = batch * steps / secs;
   r.gflops_per_img = forward_flops(cfg).total() / 1e9;
-  r.peak_mb = app::peak_rss_mb();
   return r;
 }
 
@@ -73,16 +81,18 @@ BenchResult bench_one(const ViTConfig& cfg, int64_t batch, int warmup, int steps
 int main(int argc, char** argv) {
   return app::run_main("lvit-bench", [&] {
     CLI::App cli{"lvit-bench: throughput and complexity of the model presets"};
-    std::string presets = "vit-micro,vit-cifar", device = "cpu", json_path;
-    int64_t batch = 64;
+    std::string presets = "vit-micro,vit-cifar", device = "cpu", json_path, batches = "64",
+                precisions = "fp32";
     int warmup = 2, steps = 5, threads = 0;
     bool flops = false;
     cli.add_option("--presets", presets, "Comma-separated presets");
-    cli.add_option("--batch-size", batch, "Batch size");
+    cli.add_option("--batch-size", batches, "Batch size(s), comma-separated");
+    cli.add_option("--precision", precisions,
+                   "Precision(s), comma-separated: fp32, tf32 (GPU GEMMs on TF32 tensor cores)");
     cli.add_option("--warmup", warmup, "Untimed steps first");
     cli.add_option("--steps", steps, "Timed steps");
     cli.add_option("--threads", threads, "Compute threads (0: all cores)");
-    cli.add_option("--device", device, "cpu");
+    cli.add_option("--device", device, "cpu or cuda[:N]");
     cli.add_option("--json", json_path, "Also append one JSON line per result to this file");
     cli.add_flag("--flops", flops,
                  "Print parameter counts and analytical forward FLOPs instead of timing");
@@ -92,10 +102,22 @@ int main(int argc, char** argv) {
       return cli.exit(e);
     }
     app::apply_threads(threads);
-    LVIT_USER_CHECK(parse_device(device).is_cpu(),
-                    "--device {}: this build benchmarks the CPU only", device);
-    LVIT_USER_CHECK(batch >= 1 && steps >= 1 && warmup >= 0,
-                    "--batch-size and --steps must be positive");
+    std::vector<int64_t> batch_list;
+    for (const std::string& b : split_list(batches)) {
+      int64_t v = 0;
+      try {
+        v = std::stoll(b);
+      } catch (const std::exception&) {
+        throw UserError(fmt::format("--batch-size: '{}' is not a number", b));
+      }
+      LVIT_USER_CHECK(v >= 1, "--batch-size {} must be at least 1", v);
+      batch_list.push_back(v);
+    }
+    const std::vector<std::string> precision_list = split_list(precisions);
+    LVIT_USER_CHECK(!batch_list.empty() && !precision_list.empty(),
+                    "--batch-size and --precision need at least one value");
+    LVIT_USER_CHECK(steps >= 1 && warmup >= 0, "--steps must be positive, --warmup non-negative");
+    const Device dev = app::setup_device(device, precision_list.front());
     std::ofstream json;
     if (!json_path.empty()) {
       json.open(json_path, std::ios::app);
@@ -129,31 +151,35 @@ int main(int argc, char** argv) {
       }
       return 0;
     }
-    std::printf(
-        "lvit-bench: device cpu, %d threads, batch %lld, %d warmup + %d timed steps, fp32\n",
-        num_threads(), static_cast<long long>(batch), warmup, steps);
-    std::printf("%-14s %12s %12s %12s %14s %10s\n", "preset", "train img/s", "step ms",
-                "infer img/s", "train GFLOP/s", "peak MB");
-    for (const std::string& p : split_list(presets)) {
-      ViTConfig c = preset_config(p);
-      BenchResult r = bench_one(c, batch, warmup, steps);
-      // A training step costs ~3x the forward FLOPs (backward computes two products per GEMM).
-      const double gflops = 3.0 * r.gflops_per_img * r.train_img_s;
-      std::printf("%-14s %12.1f %12.1f %12.1f %14.1f %10.0f\n", p.c_str(), r.train_img_s,
-                  r.train_step_ms, r.infer_img_s, gflops, r.peak_mb);
-      std::fflush(stdout);
-      nlohmann::json j = {{"preset", p},
-                          {"device", "cpu"},
-                          {"threads", num_threads()},
-                          {"batch", batch},
-                          {"precision", "fp32"},
-                          {"train_img_per_s", r.train_img_s},
-                          {"train_step_ms", r.train_step_ms},
-                          {"infer_img_per_s", r.infer_img_s},
-                          {"train_gflop_per_s", gflops},
-                          {"peak_mem_mb", r.peak_mb}};
-      std::printf("%s\n", j.dump().c_str());
-      if (json.is_open()) json << j.dump() << "\n";
+    std::printf("lvit-bench: %s, %d threads, %d warmup + %d timed steps\n",
+                app::device_description(dev).c_str(), num_threads(), warmup, steps);
+    std::printf("%-14s %6s %6s %12s %10s %12s %14s %10s\n", "preset", "prec", "batch",
+                "train img/s", "step ms", "infer img/s", "train GFLOP/s", "peak MB");
+    for (const std::string& precision : precision_list) {
+      app::setup_device(device, precision);
+      for (int64_t batch : batch_list)
+        for (const std::string& p : split_list(presets)) {
+          ViTConfig c = preset_config(p);
+          BenchResult r = bench_one(c, batch, warmup, steps, dev);
+          // A training step costs ~3x the forward FLOPs (backward: two products per GEMM).
+          const double gflops = 3.0 * r.gflops_per_img * r.train_img_s;
+          std::printf("%-14s %6s %6lld %12.1f %10.2f %12.1f %14.1f %10.0f\n", p.c_str(),
+                      precision.c_str(), static_cast<long long>(batch), r.train_img_s,
+                      r.train_step_ms, r.infer_img_s, gflops, r.peak_mb);
+          std::fflush(stdout);
+          nlohmann::json j = {{"preset", p},
+                              {"device", app::device_description(dev)},
+                              {"threads", num_threads()},
+                              {"batch", batch},
+                              {"precision", dev.is_cpu() ? "fp32" : precision},
+                              {"train_img_per_s", r.train_img_s},
+                              {"train_step_ms", r.train_step_ms},
+                              {"infer_img_per_s", r.infer_img_s},
+                              {"train_gflop_per_s", gflops},
+                              {"peak_mem_mb", r.peak_mb}};
+          std::printf("%s\n", j.dump().c_str());  // one machine-readable line per result
+          if (json.is_open()) json << j.dump() << "\n";
+        }
     }
     return 0;
   });

@@ -1,7 +1,15 @@
 #include "apps/common.h"
 
+#ifdef LVIT_WITH_CUDA
+#include "cuda/allocator.cuh"
+#include "cuda/check.cuh"
+#include "cuda/context.cuh"
+#include "cuda/gemm.cuh"
+#endif
+
 #include <sys/resource.h>
 
+#include <chrono>
 #include <cstdio>
 
 #include "core/thread_pool.h"
@@ -83,6 +91,100 @@ double peak_rss_mb() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   return static_cast<double>(ru.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+Device setup_device(const std::string& device, const std::string& precision) {
+  const Device d = parse_device(device);
+  LVIT_USER_CHECK(precision == "fp32" || precision == "tf32" || precision == "bf16",
+                  "--precision: '{}' is not fp32, tf32 or bf16", precision);
+  LVIT_USER_CHECK(precision != "bf16",
+                  "--precision bf16: mixed precision is not implemented yet; use tf32 or fp32");
+  if (d.is_cpu()) return d;  // the CPU computes tf32 as fp32
+#ifdef LVIT_WITH_CUDA
+  LVIT_USER_CHECK(cuda::available(), "--device {}: no CUDA device is visible", device);
+  LVIT_USER_CHECK(d.index < cuda::device_count(), "--device {}: only {} CUDA device(s)", device,
+                  cuda::device_count());
+  cuda::set_math_mode(precision == "fp32" ? cuda::MathMode::fp32 : cuda::MathMode::tf32);
+  LVIT_CUDA_CHECK(cudaSetDevice(d.index));
+#else
+  throw UserError(fmt::format("--device {}: lvit was built without CUDA", device));
+#endif
+  return d;
+}
+
+double peak_memory_mb(Device d) {
+#ifdef LVIT_WITH_CUDA
+  if (d.is_cuda())
+    return static_cast<double>(cuda::allocator_stats(d.index).peak_bytes) / (1 << 20);
+#endif
+  return peak_rss_mb();
+}
+
+void reset_peak_memory(Device d) {
+#ifdef LVIT_WITH_CUDA
+  if (d.is_cuda()) cuda::reset_peak(d.index);
+#endif
+}
+
+void synchronize(Device d) {
+#ifdef LVIT_WITH_CUDA
+  if (d.is_cuda()) cuda::synchronize(d.index);
+#endif
+}
+
+std::string device_description(Device d) {
+#ifdef LVIT_WITH_CUDA
+  if (d.is_cuda()) return cuda::device_name(d.index);
+#endif
+  return d.str();
+}
+
+DeviceTimer::DeviceTimer(Device d) : device_(d) {
+#ifdef LVIT_WITH_CUDA
+  if (d.is_cuda()) {
+    cudaEvent_t a = nullptr, b = nullptr;
+    LVIT_CUDA_CHECK(cudaEventCreate(&a));
+    LVIT_CUDA_CHECK(cudaEventCreate(&b));
+    start_event_ = a;
+    stop_event_ = b;
+  }
+#endif
+}
+
+DeviceTimer::~DeviceTimer() {
+#ifdef LVIT_WITH_CUDA
+  if (start_event_) cudaEventDestroy(static_cast<cudaEvent_t>(start_event_));
+  if (stop_event_) cudaEventDestroy(static_cast<cudaEvent_t>(stop_event_));
+#endif
+}
+
+static double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+void DeviceTimer::start() {
+#ifdef LVIT_WITH_CUDA
+  if (start_event_) {
+    LVIT_CUDA_CHECK(
+        cudaEventRecord(static_cast<cudaEvent_t>(start_event_), cuda::stream(device_.index)));
+    return;
+  }
+#endif
+  host_start_s_ = now_s();
+}
+
+double DeviceTimer::stop_ms() {
+#ifdef LVIT_WITH_CUDA
+  if (stop_event_) {
+    auto a = static_cast<cudaEvent_t>(start_event_), b = static_cast<cudaEvent_t>(stop_event_);
+    LVIT_CUDA_CHECK(cudaEventRecord(b, cuda::stream(device_.index)));
+    LVIT_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms = 0;
+    LVIT_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    return ms;
+  }
+#endif
+  return 1e3 * (now_s() - host_start_s_);
 }
 
 void apply_threads(int threads) {

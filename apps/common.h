@@ -30,6 +30,38 @@ int run_main(const char* prog, const std::function<int()>& body);
 // Peak resident memory of this process in MiB (getrusage), for metrics and benchmarks.
 double peak_rss_mb();
 
+// "--device cpu|cuda[:N]" and "--precision fp32|tf32|bf16": checks that the device exists and
+// the precision is implemented (UserError naming the flag otherwise) and sets the GEMM math
+// mode of the CUDA backend. Returns the device.
+Device setup_device(const std::string& device, const std::string& precision);
+// Peak memory for the metrics: the CUDA allocator's peak on a GPU, the peak RSS on the CPU.
+double peak_memory_mb(Device d);
+// Resets the peak that peak_memory_mb reports (GPU only; the RSS peak cannot be reset).
+void reset_peak_memory(Device d);
+// Waits for the device's queued work (no-op on the CPU).
+void synchronize(Device d);
+// "NVIDIA H100 80GB HBM3" or "cpu".
+std::string device_description(Device d);
+
+// Wall time of device work: CUDA events on the device's stream for a GPU (what the GPU spent,
+// start to stop, without the host's launch overhead hidden behind it), a steady clock on the
+// CPU. stop_ms() waits for the work queued before it.
+class DeviceTimer {
+ public:
+  explicit DeviceTimer(Device d);
+  ~DeviceTimer();
+  DeviceTimer(const DeviceTimer&) = delete;
+  DeviceTimer& operator=(const DeviceTimer&) = delete;
+  void start();
+  double stop_ms();
+
+ private:
+  Device device_;
+  void* start_event_ = nullptr;
+  void* stop_event_ = nullptr;
+  double host_start_s_ = 0;
+};
+
 // "--threads N": 0 keeps the default (hardware threads or $LVIT_THREADS).
 void apply_threads(int threads);
 

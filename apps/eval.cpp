@@ -14,7 +14,8 @@ using namespace lvit;
 int main(int argc, char** argv) {
   return app::run_main("lvit-eval", [&] {
     CLI::App cli{"lvit-eval: top-1/top-5, per-class accuracy and throughput of a checkpoint"};
-    std::string checkpoint, dataset, data_dir = data::default_data_dir(), device = "cpu";
+    std::string checkpoint, dataset, data_dir = data::default_data_dir(), device = "cpu",
+                                     precision = "fp32";
     int64_t batch_size = 256, limit = -1;
     int threads = 0, workers = 2;
     std::vector<std::string> dump;
@@ -28,7 +29,8 @@ int main(int argc, char** argv) {
     cli.add_option("--limit", limit, "Evaluate the first N test images only");
     cli.add_option("--threads", threads, "Compute threads (0: all cores)");
     cli.add_option("--workers", workers, "Data loader threads");
-    cli.add_option("--device", device, "cpu");
+    cli.add_option("--device", device, "cpu or cuda[:N]");
+    cli.add_option("--precision", precision, "GPU arithmetic: fp32 (default) or tf32");
     cli.add_option("--dump-logits", dump,
                    "N FILE: write the logits of the first N test images as raw little-endian "
                    "float32 [N, classes]")
@@ -39,8 +41,7 @@ int main(int argc, char** argv) {
       return cli.exit(e);
     }
     app::apply_threads(threads);
-    LVIT_USER_CHECK(parse_device(device).is_cpu(),
-                    "--device {}: this build evaluates on the CPU only", device);
+    const Device dev = app::setup_device(device, precision);
     LVIT_USER_CHECK(batch_size >= 1, "--batch-size {} must be at least 1", batch_size);
     if (dataset.empty()) {
       SafetensorsFile f = load_safetensors(checkpoint);
@@ -48,6 +49,7 @@ int main(int argc, char** argv) {
       dataset = it != f.metadata.end() ? it->second : "cifar100";
     }
     std::unique_ptr<ViT> model = load_model(checkpoint);
+    model->to(dev);
     data::ImageDataset test = data::load_dataset(data_dir, dataset, false);
     const ViTConfig& c = model->config();
     LVIT_USER_CHECK(test.height == c.image_size && test.num_classes <= c.num_classes,
@@ -76,7 +78,7 @@ int main(int argc, char** argv) {
       loader.next(b);
       model->eval();
       autograd::NoGradGuard ng;
-      std::vector<float> logits = model->forward(b.images).to_vector<float>();
+      std::vector<float> logits = model->forward(b.images.to(dev)).to_vector<float>();
       write_file_atomic(dump[1], std::string_view(reinterpret_cast<const char*>(logits.data()),
                                                   logits.size() * sizeof(float)));
       std::printf("wrote logits [%lld, %lld] to %s\n", static_cast<long long>(n),

@@ -13,7 +13,7 @@ int main(int argc, char** argv) {
     app::ModelFlags mf;
     app::add_model_flags(cli, mf);
     app::TrainOptions o;
-    std::string data_dir = data::default_data_dir(), out, resume, device = "cpu";
+    std::string data_dir = data::default_data_dir(), out, resume;
     int threads = 0;
     cli.add_option("--dataset", o.dataset, "cifar100, cifar10 or tiny-imagenet")
         ->check(CLI::IsMember({"cifar100", "cifar10", "tiny-imagenet"}));
@@ -41,7 +41,9 @@ int main(int argc, char** argv) {
     cli.add_option("--log-every", o.log_every,
                    "Write the step loss to RUN_DIR/steps.jsonl every N steps (0: off)");
     cli.add_option("--threads", threads, "Compute threads (0: all cores or $LVIT_THREADS)");
-    cli.add_option("--device", device, "cpu or cuda[:N]");
+    cli.add_option("--device", o.device, "cpu or cuda[:N]");
+    cli.add_option("--precision", o.precision,
+                   "GPU arithmetic: fp32, or tf32 (TF32 tensor-core GEMMs, fp32 elsewhere)");
     cli.add_option("--out", out,
                    "Run directory: metrics.jsonl, model.safetensors, train_state.safetensors");
     cli.add_option(
@@ -56,10 +58,7 @@ int main(int argc, char** argv) {
       return cli.exit(e);
     }
     app::apply_threads(threads);
-    LVIT_USER_CHECK(
-        parse_device(device).is_cpu(),
-        "--device {}: this build trains on the CPU only (the CUDA backend is not there yet)",
-        device);
+    app::setup_device(o.device, o.precision);  // fails at once on a bad --device/--precision
     if (!resume.empty() && out.empty()) out = resume;
     // Check the flags before the (slow) data load, so a bad configuration fails at once.
     o.validate();
@@ -79,12 +78,13 @@ int main(int argc, char** argv) {
       std::fprintf(
           stderr,
           "lvit-train: %s (%s attention, D %lld, depth %lld, heads %lld, %lld params) on %s: "
-          "%lld train / %lld test images, %lld steps/epoch, %d threads\n",
+          "%lld train / %lld test images, %lld steps/epoch, %d threads, device %s\n",
           c.preset.c_str(), c.attention_type.c_str(), static_cast<long long>(c.dim),
           static_cast<long long>(c.depth), static_cast<long long>(c.num_heads),
           static_cast<long long>(trainer->model().num_parameters()), train.name.c_str(),
           static_cast<long long>(train.size), static_cast<long long>(test.size),
-          static_cast<long long>(trainer->steps_per_epoch()), num_threads());
+          static_cast<long long>(trainer->steps_per_epoch()), num_threads(),
+          app::device_description(parse_device(o.device)).c_str());
     trainer->run(out);
     return 0;
   });

@@ -95,6 +95,7 @@ void TrainOptions::validate() const {
 EvalResult evaluate(ViT& model, const data::ImageDataset& ds, const data::Normalization& norm,
                     int64_t batch_size, int64_t limit, int workers) {
   const bool was_training = model.is_training();
+  const Device device = model.parameters().front().device();
   model.eval();
   autograd::NoGradGuard no_grad;
   data::LoaderConfig lc;
@@ -122,6 +123,8 @@ EvalResult evaluate(ViT& model, const data::ImageDataset& ds, const data::Normal
       images = ops::slice(images, 0, 0, keep).contiguous();
       labels = ops::slice(labels, 0, 0, keep).contiguous();
     }
+    images = images.to(device);
+    labels = labels.to(device);
     const int64_t n = images.shape()[0];
     Tensor logits = model.forward(images);
     loss_sum += ops::cross_entropy(logits, labels, 0.0).item() * n;
@@ -171,6 +174,8 @@ Trainer::Trainer(std::unique_ptr<ViT> model, const TrainOptions& opt,
   LVIT_USER_CHECK(train.size >= opt_.batch_size, "--batch-size {} exceeds the {} training images",
                   opt_.batch_size, train.size);
   norm_ = data::normalization_for(train.name);
+  device_ = setup_device(opt_.device, opt_.precision);
+  model_->to(device_);  // before the optimizer, whose state lives beside the parameters
   optimizer_ = make_optimizer(opt_, *model_);
   data::LoaderConfig lc;
   lc.batch_size = opt_.batch_size;
@@ -210,6 +215,8 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir, const Train
   o.log_every = overrides.log_every;
   o.log_format = overrides.log_format;
   o.progress = overrides.progress;
+  o.device = overrides.device;
+  o.precision = overrides.precision;
   std::unique_ptr<ViT> model = load_model(model_path);
   std::unique_ptr<Trainer> t(new Trainer(std::move(model), o, train, test));
   t->progress_ = load_train_state(state_path, *t->optimizer_);
@@ -257,11 +264,12 @@ double Trainer::step() {
              progress_.epoch);
   model_->train();
   const double lr = current_lr();
-  Tensor logits = model_->forward(b.images);
-  Tensor loss = ops::cross_entropy(logits, b.labels, opt_.label_smoothing);
+  const Tensor images = b.images.to(device_), labels = b.labels.to(device_);
+  Tensor logits = model_->forward(images);
+  Tensor loss = ops::cross_entropy(logits, labels, opt_.label_smoothing);
   model_->zero_grad();
   loss.backward();
-  if (opt_.clip_grad > 0) optim::clip_grad_norm(model_->parameters(), opt_.clip_grad);
+  if (opt_.clip_grad > 0) optim::clip_grad_norm_tensor(model_->parameters(), opt_.clip_grad);
   optimizer_->step(lr);
   ++progress_.global_step;
   ++progress_.batch_in_epoch;

@@ -35,6 +35,8 @@ struct TrainOptions {
   int64_t log_every = 10;  // per-step loss line in RUN_DIR/steps.jsonl every N steps (0: off)
   std::string log_format = "text";  // text | jsonl
   bool progress = true;
+  std::string device = "cpu";      // cpu | cuda[:N]
+  std::string precision = "tf32";  // fp32 | tf32 (GEMMs on the GPU; the CPU computes fp32)
 
   nlohmann::json to_json() const;  // identity fields only
   static TrainOptions from_json(const nlohmann::json& j);
@@ -86,6 +88,7 @@ class Trainer {
   const data::ImageDataset& train_;
   const data::ImageDataset* test_;
   data::Normalization norm_;
+  Device device_ = Device::cpu();
   std::unique_ptr<ViT> model_;
   std::unique_ptr<optim::Optimizer> optimizer_;
   std::unique_ptr<data::Loader> loader_;

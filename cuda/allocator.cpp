@@ -1,8 +1,8 @@
 #include "cuda/allocator.cuh"
 
 #include <array>
-#include <cstdlib>
 #include <atomic>
+#include <cstdlib>
 #include <limits>
 #include <mutex>
 #include <unordered_map>

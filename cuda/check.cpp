@@ -13,6 +13,12 @@ void throw_status_error(const char* library, int code, const char* name, const c
                           text ? text : "?", expr, file, line));
 }
 
+void fail(const std::string& message) { throw Error(message); }
+
+void unsupported_dtype(const char* what, DType dtype) {
+  throw Error(fmt::format("{}: no CUDA kernel for dtype {}", what, dtype_name(dtype)));
+}
+
 bool sync_debug() {
   static const bool on = [] {
     const char* v = std::getenv("LVIT_CUDA_SYNC_DEBUG");

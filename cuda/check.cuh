@@ -6,6 +6,10 @@
 #include <cublas_api.h>
 #include <cuda_runtime_api.h>
 
+#include <string>
+
+#include "core/dtype.h"
+
 namespace lvit::cuda {
 
 // Throws lvit::Error("<library> error <name> (<code>): <text>: <expr> (<file>:<line>)"). Out of
@@ -20,6 +24,13 @@ namespace lvit::cuda {
 // later call. The synchronisation is skipped while `stream` is being captured into a CUDA graph
 // (synchronising would invalidate the capture). `what` names the kernel in the message.
 void after_launch(const char* what, cudaStream_t stream = nullptr);
+
+// Throws lvit::Error(message): for kernel files, which cannot use LVIT_CHECK (fmt's compile-time
+// format strings do not build under nvcc).
+[[noreturn]] void fail(const std::string& message);
+
+// Throws lvit::Error("<what>: no CUDA kernel for dtype <name>").
+[[noreturn]] void unsupported_dtype(const char* what, DType dtype);
 
 // Whether LVIT_CUDA_SYNC_DEBUG=1 was set (read once, at the first call).
 bool sync_debug();

@@ -5,13 +5,10 @@
 
 #include "cuda/check.cuh"
 #include "cuda/copy.cuh"
+#include "cuda/launch.cuh"
 
 namespace lvit::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-// Grid-stride loops cover larger tensors; this many blocks already fill an H100 many times.
-constexpr int64_t kMaxBlocks = int64_t{1} << 16;
 
 // bf16 kept as its bits, so that no cuda_bf16.h conversion with its own NaN and rounding rules
 // is involved: the device must produce exactly the bits the host (core/bf16.h) produces.
@@ -103,11 +100,6 @@ __global__ void fill_kernel(T* __restrict__ dst, T value, Index n, const CopyLay
   }
 }
 
-unsigned blocks_for(int64_t n) {
-  const int64_t b = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(b < kMaxBlocks ? b : kMaxBlocks);
-}
-
 bool fits_u32(int64_t n) { return n <= int64_t{UINT32_MAX} - int64_t{kThreads} * kMaxBlocks; }
 
 template <typename S, typename D>
@@ -116,12 +108,12 @@ void launch_typed(void* dst, const void* src, const CopyLayout& l, cudaStream_t 
   D* d = static_cast<D*>(dst);
   const S* s = static_cast<const S*>(src);
   if (l.contiguous()) {
-    copy_contiguous_kernel<S, D><<<blocks_for(n), kThreads, 0, stream>>>(d, s, n);
+    copy_contiguous_kernel<S, D><<<grid_for(n), kThreads, 0, stream>>>(d, s, n);
   } else if (fits_u32(n)) {
     copy_strided_kernel<S, D, uint32_t>
-        <<<blocks_for(n), kThreads, 0, stream>>>(d, s, static_cast<uint32_t>(n), l);
+        <<<grid_for(n), kThreads, 0, stream>>>(d, s, static_cast<uint32_t>(n), l);
   } else {
-    copy_strided_kernel<S, D, int64_t><<<blocks_for(n), kThreads, 0, stream>>>(d, s, n, l);
+    copy_strided_kernel<S, D, int64_t><<<grid_for(n), kThreads, 0, stream>>>(d, s, n, l);
   }
   after_launch("copy_kernel", stream);
 }
@@ -208,9 +200,9 @@ void launch_fill(void* dst, size_t elem_size, uint64_t bits, const CopyLayout& l
     const T v = static_cast<T>(bits);
     if (fits_u32(n)) {
       fill_kernel<T, uint32_t>
-          <<<blocks_for(n), kThreads, 0, stream>>>(d, v, static_cast<uint32_t>(n), layout);
+          <<<grid_for(n), kThreads, 0, stream>>>(d, v, static_cast<uint32_t>(n), layout);
     } else {
-      fill_kernel<T, int64_t><<<blocks_for(n), kThreads, 0, stream>>>(d, v, n, layout);
+      fill_kernel<T, int64_t><<<grid_for(n), kThreads, 0, stream>>>(d, v, n, layout);
     }
     after_launch("fill_kernel", stream);
   });

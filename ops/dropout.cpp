@@ -4,6 +4,10 @@
 #include "core/thread_pool.h"
 #include "ops/dispatch.h"
 
+#ifdef LVIT_WITH_CUDA
+#include "cuda/dropout.cuh"
+#endif
+
 namespace lvit::ops {
 
 namespace {
@@ -49,9 +53,15 @@ void dropout_range(const T* __restrict__ px, T* __restrict__ py, int64_t n, int6
 // out[i] = keep(i) ? x[i] * scale : 0, with keep(i) = uniform(seed, offset, i / group) >= p.
 // group = 1 for dropout, the per-sample size for drop-path.
 Tensor apply_mask(const Tensor& x_in, double p, uint64_t seed, uint64_t offset, int64_t group) {
-  require_cpu("dropout", {x_in});
   Tensor x = x_in.contiguous();
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  if (on_cuda("dropout", {x})) {
+#ifdef LVIT_WITH_CUDA
+    cuda::apply_mask(x.dtype(), x.raw_data(), y.raw_data(), x.numel(), p, seed, offset, group,
+                     cuda_stream(x));
+#endif
+    return y;
+  }
   LVIT_DISPATCH_FLOAT(x.dtype(), "dropout", [&] {
     using T = scalar_t;
     const T* px = x.data<T>();

@@ -7,6 +7,10 @@
 #include "ops/dispatch.h"
 #include "ops/reduce.h"
 
+#ifdef LVIT_WITH_CUDA
+#include "cuda/elementwise.cuh"
+#endif
+
 namespace lvit::ops {
 
 Shape broadcast_shapes(const Shape& a, const Shape& b) {
@@ -33,20 +37,51 @@ Tensor expand_view(const Tensor& t, const Shape& shape) {
   return t.as_strided(shape, strides, t.offset());
 }
 
+#ifdef LVIT_WITH_CUDA
+// The launch layout of out = a op b for views already expanded to out's shape.
+cuda::BroadcastLayout broadcast_layout(const Tensor& a, const Tensor& b) {
+  cuda::BroadcastLayout l;
+  LVIT_CHECK(a.dim() <= cuda::kMaxElementwiseRank, "binary op: rank {} above the CUDA limit {}",
+             a.dim(), cuda::kMaxElementwiseRank);
+  l.rank = static_cast<int>(a.dim());
+  for (int k = 0; k < l.rank; ++k) {
+    l.shape[k] = a.shape()[k];
+    l.a_strides[k] = a.strides()[k];
+    l.b_strides[k] = b.strides()[k];
+  }
+  l.contiguous = a.is_contiguous() && b.is_contiguous();
+  return l;
+}
+#endif
+
 Tensor binary_op(cpu::BinaryOp op, const Tensor& a, const Tensor& b) {
   check_same("binary op", {a, b});
-  require_cpu("binary op", {a, b});
   Shape shape = broadcast_shapes(a.shape(), b.shape());
   Tensor out = Tensor::empty(shape, a.dtype(), a.device());
-  cpu::binary(op, expand_view(a, shape), expand_view(b, shape), out);
+  Tensor ea = expand_view(a, shape), eb = expand_view(b, shape);
+  if (on_cuda("binary op", {a, b})) {
+#ifdef LVIT_WITH_CUDA
+    cuda::binary(static_cast<cuda::BinaryOp>(op), out.dtype(), ea.raw_data(), eb.raw_data(),
+                 out.raw_data(), broadcast_layout(ea, eb), cuda_stream(out));
+#endif
+  } else {
+    cpu::binary(op, ea, eb, out);
+  }
   return out;
 }
 
-Tensor unary_op(cpu::UnaryOp op, const Tensor& x, double s) {
-  require_cpu("unary op", {x});
-  LVIT_CHECK(is_floating(x.dtype()), "unary op on {}", dtype_name(x.dtype()));
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  cpu::unary(op, x, s, out);
+Tensor unary_op(cpu::UnaryOp op, const Tensor& x_in, double s) {
+  LVIT_CHECK(is_floating(x_in.dtype()), "unary op on {}", dtype_name(x_in.dtype()));
+  Tensor out = Tensor::empty(x_in.shape(), x_in.dtype(), x_in.device());
+  if (on_cuda("unary op", {x_in})) {
+#ifdef LVIT_WITH_CUDA
+    Tensor x = x_in.contiguous();
+    cuda::unary(static_cast<cuda::UnaryOp>(op), x.dtype(), x.raw_data(), out.raw_data(), x.numel(),
+                s, cuda_stream(x));
+#endif
+  } else {
+    cpu::unary(op, x_in, s, out);
+  }
   return out;
 }
 
@@ -162,11 +197,17 @@ Tensor square(const Tensor& x) {
 
 void axpy_(Tensor& dst, const Tensor& src, double alpha) {
   check_same("axpy_", {dst, src});
-  require_cpu("axpy_", {dst, src});
   LVIT_CHECK(dst.shape() == src.shape(), "axpy_: {} += {}", shape_str(dst.shape()),
              shape_str(src.shape()));
   LVIT_CHECK(dst.is_contiguous(), "axpy_: destination must be contiguous");
-  cpu::axpy(dst, src.contiguous(), alpha);
+  if (on_cuda("axpy_", {dst, src})) {
+#ifdef LVIT_WITH_CUDA
+    Tensor s = src.contiguous();
+    cuda::axpy(dst.dtype(), dst.raw_data(), s.raw_data(), dst.numel(), alpha, cuda_stream(dst));
+#endif
+  } else {
+    cpu::axpy(dst, src.contiguous(), alpha);
+  }
 }
 
 }  // namespace lvit::ops

@@ -5,11 +5,33 @@
 #include "ops/dispatch.h"
 #include "ops/shape.h"
 
+#ifdef LVIT_WITH_CUDA
+#include "cuda/gemm.cuh"
+#endif
+
 namespace lvit::ops {
+
+#ifdef LVIT_WITH_CUDA
+namespace {
+// g [M, N], x [M, K], w [N, K] contiguous: gx [M, K] = g w, gw [N, K] = g^T x, gb [N] = column
+// sums of g (undefined outputs skipped).
+void linear_bwd_cuda(const Tensor& g, const Tensor& x, const Tensor& w, Tensor& gx, Tensor& gw,
+                     Tensor& gb) {
+  cudaStream_t stream = cuda_stream(g);
+  const int64_t M = g.shape()[0], N = w.shape()[0], K = w.shape()[1];
+  if (gx.defined())
+    cuda::gemm(g.dtype(), false, false, M, K, N, g.raw_data(), N, 0, w.raw_data(), K, 0,
+               gx.raw_data(), K, 0, 1);
+  if (gw.defined())
+    cuda::gemm(g.dtype(), true, false, N, K, M, g.raw_data(), N, 0, x.raw_data(), K, 0,
+               gw.raw_data(), K, 0, 1);
+  if (gb.defined()) cuda::column_sums(g.dtype(), g.raw_data(), M, N, gb.raw_data(), stream);
+}
+}  // namespace
+#endif
 
 Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
   check_same("matmul", {a_in, b_in});
-  require_cpu("matmul", {a_in, b_in});
   LVIT_CHECK(a_in.dim() >= 2 && b_in.dim() >= 2, "matmul needs rank >= 2, got {} and {}",
              shape_str(a_in.shape()), shape_str(b_in.shape()));
   if (b_in.dim() == 2 && a_in.dim() > 2) {
@@ -37,11 +59,19 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
   out_shape.push_back(M);
   out_shape.push_back(N);
   Tensor y = Tensor::empty(out_shape, a.dtype(), a.device());
-  LVIT_DISPATCH_FLOAT(a.dtype(), "matmul", [&] {
-    using T = scalar_t;
-    cpu::gemm_batched<T>(ta, tb, batch, M, N, K, a.data<T>(), ac, ar * ac, b.data<T>(), bc, br * bc,
-                         y.data<T>(), N, M * N);
-  });
+  if (on_cuda("matmul", {a, b})) {
+#ifdef LVIT_WITH_CUDA
+    cuda_stream(a);  // makes a's device current for the GEMM
+    cuda::gemm(a.dtype(), ta, tb, M, N, K, a.raw_data(), ac, ar * ac, b.raw_data(), bc, br * bc,
+               y.raw_data(), N, M * N, batch);
+#endif
+  } else {
+    LVIT_DISPATCH_FLOAT(a.dtype(), "matmul", [&] {
+      using T = scalar_t;
+      cpu::gemm_batched<T>(ta, tb, batch, M, N, K, a.data<T>(), ac, ar * ac, b.data<T>(), bc,
+                           br * bc, y.data<T>(), N, M * N);
+    });
+  }
   autograd::record(
       y, {a_in, b_in}, "MatmulBackward",
       [a = a.detach(), b = b.detach(), ta, tb](const Tensor& g, const autograd::Node& n) {
@@ -55,7 +85,6 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   check_same("linear", {x, w, b});
-  require_cpu("linear", {x, w, b});
   LVIT_CHECK(w.dim() == 2 && x.dim() >= 1 && x.shape().back() == w.shape()[1],
              "linear: input {} with weight {}", shape_str(x.shape()), shape_str(w.shape()));
   LVIT_CHECK(!b.defined() || (b.dim() == 1 && b.shape()[0] == w.shape()[0]),
@@ -66,7 +95,16 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   Shape out_shape = x.shape();
   out_shape.back() = out;
   Tensor y = Tensor::empty({x2.shape()[0], out}, x.dtype(), x.device());
-  cpu::linear_fwd(x2, wc, b.defined() ? b.contiguous() : Tensor(), y);
+  if (on_cuda("linear", {x, w, b})) {
+#ifdef LVIT_WITH_CUDA
+    cuda_stream(x);  // makes x's device current for the GEMM
+    Tensor bc = b.defined() ? b.contiguous() : Tensor();
+    cuda::gemm(x.dtype(), false, true, x2.shape()[0], out, in, x2.raw_data(), in, 0, wc.raw_data(),
+               in, 0, y.raw_data(), out, 0, 1, bc.defined() ? bc.raw_data() : nullptr);
+#endif
+  } else {
+    cpu::linear_fwd(x2, wc, b.defined() ? b.contiguous() : Tensor(), y);
+  }
   y = y.view(out_shape);
   autograd::record(y, {x, w, b}, "LinearBackward",
                    [x2 = x2.detach(), w = wc.detach(), xs = x.shape()](const Tensor& g,
@@ -79,7 +117,13 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
                        gw = Tensor::empty(w.shape(), g.dtype(), g.device());
                      if (n.needs_input_grad(2))
                        gb = Tensor::empty({w.shape()[0]}, g.dtype(), g.device());
-                     cpu::linear_bwd(g2, x2, w, gx, gw, gb);
+                     if (on_cuda("linear backward", {g2})) {
+#ifdef LVIT_WITH_CUDA
+                       linear_bwd_cuda(g2, x2, w, gx, gw, gb);
+#endif
+                     } else {
+                       cpu::linear_bwd(g2, x2, w, gx, gw, gb);
+                     }
                      return std::vector<Tensor>{gx.defined() ? gx.view(xs) : gx, gw, gb};
                    });
   return y;

@@ -4,11 +4,14 @@
 #include "ops/cpu/norm.h"
 #include "ops/dispatch.h"
 
+#ifdef LVIT_WITH_CUDA
+#include "cuda/norm.cuh"
+#endif
+
 namespace lvit::ops {
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
   check_same("layer_norm", {x, weight, bias});
-  require_cpu("layer_norm", {x, weight, bias});
   const int64_t D = x.shape().back();
   LVIT_CHECK(weight.shape() == Shape{D} && bias.shape() == Shape{D},
              "layer_norm: input {} with weight {} and bias {}", shape_str(x.shape()),
@@ -20,7 +23,14 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   Tensor rstd = Tensor::empty({M}, x.dtype(), x.device());
   Tensor y2 = y.view({M, D});
   Tensor w = weight.contiguous(), b = bias.contiguous();
-  cpu::layernorm_fwd(x2, w, b, eps, y2, mean, rstd);
+  if (on_cuda("layer_norm", {x, weight, bias})) {
+#ifdef LVIT_WITH_CUDA
+    cuda::layernorm_fwd(x.dtype(), x2.raw_data(), w.raw_data(), b.raw_data(), eps, M, D,
+                        y2.raw_data(), mean.raw_data(), rstd.raw_data(), cuda_stream(x));
+#endif
+  } else {
+    cpu::layernorm_fwd(x2, w, b, eps, y2, mean, rstd);
+  }
   autograd::record(y, {x, weight, bias}, "LayerNormBackward",
                    [x2 = x2.detach(), w = w.detach(), mean, rstd, xs = x.shape()](
                        const Tensor& g, const autograd::Node& n) {
@@ -31,7 +41,18 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
                      if (n.needs_input_grad(1)) gw = Tensor::empty({D}, g.dtype(), g.device());
                      if (n.needs_input_grad(2)) gb = Tensor::empty({D}, g.dtype(), g.device());
                      Tensor gx2 = gx.defined() ? gx.view({-1, D}) : Tensor();
-                     cpu::layernorm_bwd(g2, x2, w, mean, rstd, gx2, gw, gb);
+                     if (on_cuda("layer_norm backward", {g2})) {
+#ifdef LVIT_WITH_CUDA
+                       auto ptr = [](const Tensor& t) {
+                         return t.defined() ? t.raw_data() : nullptr;
+                       };
+                       cuda::layernorm_bwd(g2.dtype(), g2.raw_data(), x2.raw_data(), w.raw_data(),
+                                           mean.raw_data(), rstd.raw_data(), g2.shape()[0], D,
+                                           ptr(gx2), ptr(gw), ptr(gb), cuda_stream(g2));
+#endif
+                     } else {
+                       cpu::layernorm_bwd(g2, x2, w, mean, rstd, gx2, gw, gb);
+                     }
                      return std::vector<Tensor>{gx, gw, gb};
                    });
   return y;

@@ -7,6 +7,10 @@
 #include "ops/dispatch.h"
 #include "ops/elementwise.h"
 
+#ifdef LVIT_WITH_CUDA
+#include "cuda/elementwise.cuh"
+#endif
+
 namespace lvit::ops {
 
 namespace {
@@ -33,7 +37,6 @@ void reduced_shapes(const Shape& s, std::vector<int64_t> axes, Shape* keep, Shap
 }  // namespace
 
 Tensor sum_to(const Tensor& x, const Shape& shape) {
-  require_cpu("sum_to", {x});
   LVIT_CHECK(shape.size() <= static_cast<size_t>(x.dim()), "sum_to: {} to {}", shape_str(x.shape()),
              shape_str(shape));
   LVIT_CHECK(broadcast_shapes(shape, x.shape()) == x.shape(), "sum_to: {} does not broadcast to {}",
@@ -41,7 +44,25 @@ Tensor sum_to(const Tensor& x, const Shape& shape) {
   Shape padded(x.dim() - shape.size(), 1);
   padded.insert(padded.end(), shape.begin(), shape.end());
   Tensor out = Tensor::empty(padded, x.dtype(), x.device());
-  cpu::sum_to(x, out);
+  if (on_cuda("sum_to", {x})) {
+#ifdef LVIT_WITH_CUDA
+    // Kept dims enumerate out (contiguous); size-1 dims are dropped from both lists.
+    cuda::ReduceLayout l;
+    for (int64_t k = 0; k < x.dim(); ++k) {
+      if (x.shape()[k] == 1) continue;
+      const bool kept = padded[k] != 1;
+      int& rank = kept ? l.kept_rank : l.red_rank;
+      LVIT_CHECK(rank < cuda::kMaxElementwiseRank, "sum_to: {} has too many dimensions for CUDA",
+                 shape_str(x.shape()));
+      (kept ? l.kept_shape : l.red_shape)[rank] = x.shape()[k];
+      (kept ? l.kept_strides : l.red_strides)[rank] = x.strides()[k];
+      ++rank;
+    }
+    cuda::sum_to(x.dtype(), x.raw_data(), out.raw_data(), l, cuda_stream(x));
+#endif
+  } else {
+    cpu::sum_to(x, out);
+  }
   out = out.view(shape);
   autograd::record(out, {x}, "SumToBackward",
                    [xs = x.shape()](const Tensor& g, const autograd::Node&) {

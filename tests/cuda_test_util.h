@@ -36,10 +36,10 @@
     ::lvit::cuda::set_poison(true);       \
   } while (0)
 #else
-#define LVIT_SKIP_WITHOUT_GPU()                 \
-  do {                                          \
-    MESSAGE("built without CUDA: skipped");     \
-    return;                                     \
+#define LVIT_SKIP_WITHOUT_GPU()             \
+  do {                                      \
+    MESSAGE("built without CUDA: skipped"); \
+    return;                                 \
   } while (0)
 #endif
 
@@ -50,10 +50,14 @@ namespace lvit::cudatest {
 enum class Arith { f64, f32, tf32, bf16 };
 inline double unit_roundoff(Arith a) {
   switch (a) {
-    case Arith::f64: return std::ldexp(1.0, -53);
-    case Arith::f32: return std::ldexp(1.0, -24);
-    case Arith::tf32: return std::ldexp(1.0, -11);
-    case Arith::bf16: return std::ldexp(1.0, -8);
+    case Arith::f64:
+      return std::ldexp(1.0, -53);
+    case Arith::f32:
+      return std::ldexp(1.0, -24);
+    case Arith::tf32:
+      return std::ldexp(1.0, -11);
+    case Arith::bf16:
+      return std::ldexp(1.0, -8);
   }
   return 1;
 }
@@ -81,8 +85,9 @@ inline void expect_close(const Tensor& want_in, const Tensor& got_in, Arith arit
   const std::vector<double> got = to_cpu(got_in).to_vector<double>();
   double scale = 0;
   for (double w : want) scale = std::max(scale, std::abs(w));
-  const double tol = c * unit_roundoff(arith) * std::sqrt(static_cast<double>(std::max<int64_t>(
-                                                    K, 1))) * scale + 1e-30;
+  const double tol =
+      c * unit_roundoff(arith) * std::sqrt(static_cast<double>(std::max<int64_t>(K, 1))) * scale +
+      1e-30;
   double worst = 0;
   size_t worst_i = 0, bad = 0;
   for (size_t i = 0; i < want.size(); ++i) {

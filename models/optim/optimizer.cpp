@@ -5,6 +5,10 @@
 #include "core/thread_pool.h"
 #include "ops/dispatch.h"
 
+#ifdef LVIT_WITH_CUDA
+#include "cuda/optim.cuh"
+#endif
+
 namespace lvit::optim {
 
 bool default_decay(const std::string& name, const Tensor& p) {
@@ -54,6 +58,26 @@ void AdamW::step(double lr) {
   const float step_size = static_cast<float>(lr / bc1);
   const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
   const float eps = static_cast<float>(opt_.eps);
+  if (!params_.empty() && ops::on_cuda("AdamW", {params_[0].param})) {
+#ifdef LVIT_WITH_CUDA
+    std::vector<cuda::AdamWParam> list;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      Tensor& p = params_[i].param;
+      Tensor g = p.grad();
+      if (!g.defined()) continue;
+      LVIT_CHECK(p.dtype() == DType::f32 && p.is_contiguous() && g.dtype() == DType::f32 &&
+                     g.is_contiguous() && p.device() == params_[0].param.device(),
+                 "AdamW on CUDA: parameters and gradients must be contiguous f32 on one device");
+      const float decay =
+          params_[i].decay ? static_cast<float>(1.0 - lr * opt_.weight_decay) : 1.0f;
+      list.push_back({p.data<float>(), g.data<float>(), m_[i].data<float>(), v_[i].data<float>(),
+                      p.numel(), decay});
+    }
+    cuda::adamw_step(list, b1, b2, step_size, inv_sqrt_bc2, eps,
+                     ops::cuda_stream(params_[0].param));
+#endif
+    return;
+  }
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& p = params_[i].param;
     Tensor g = p.grad();
@@ -104,6 +128,23 @@ void SGD::step(double lr) {
   ++step_;
   const float mom = static_cast<float>(opt_.momentum), lrf = static_cast<float>(lr);
   const bool first = step_ == 1;
+  if (!params_.empty() && ops::on_cuda("SGD", {params_[0].param})) {
+#ifdef LVIT_WITH_CUDA
+    std::vector<cuda::SGDParam> list;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      Tensor& p = params_[i].param;
+      Tensor g = p.grad();
+      if (!g.defined()) continue;
+      LVIT_CHECK(p.dtype() == DType::f32 && p.is_contiguous() && g.dtype() == DType::f32 &&
+                     g.is_contiguous() && p.device() == params_[0].param.device(),
+                 "SGD on CUDA: parameters and gradients must be contiguous f32 on one device");
+      list.push_back({p.data<float>(), g.data<float>(), buf_[i].data<float>(), p.numel(),
+                      params_[i].decay ? static_cast<float>(opt_.weight_decay) : 0.0f});
+    }
+    cuda::sgd_step(list, lrf, mom, opt_.nesterov, first, ops::cuda_stream(params_[0].param));
+#endif
+    return;
+  }
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& p = params_[i].param;
     Tensor g = p.grad();
@@ -148,7 +189,37 @@ double warmup_cosine_lr(int64_t step, int64_t warmup_steps, int64_t total_steps,
   return min_lr + 0.5 * (lr - min_lr) * (1.0 + std::cos(M_PI * t));
 }
 
+Tensor clip_grad_norm_tensor(const std::vector<Tensor>& params, double max_norm) {
+  Tensor first;
+  for (const Tensor& p : params)
+    if (p.grad().defined()) {
+      first = p.grad();
+      break;
+    }
+  if (first.defined() && ops::on_cuda("clip_grad_norm", {first})) {
+    Tensor norm = Tensor::empty({}, DType::f64, first.device());
+#ifdef LVIT_WITH_CUDA
+    std::vector<float*> grads;
+    std::vector<int64_t> numels;
+    for (const Tensor& p : params) {
+      Tensor g = p.grad();
+      if (!g.defined()) continue;
+      LVIT_CHECK(g.dtype() == DType::f32 && g.is_contiguous() && g.device() == first.device(),
+                 "clip_grad_norm on CUDA: gradients must be contiguous f32 on one device");
+      grads.push_back(g.data<float>());
+      numels.push_back(g.numel());
+    }
+    cuda::clip_grad_norm(grads, numels, max_norm, norm.data<double>(), ops::cuda_stream(first));
+#endif
+    return norm;
+  }
+  return Tensor::full({}, clip_grad_norm(params, max_norm), DType::f64);
+}
+
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  for (const Tensor& p : params)
+    if (p.grad().defined() && p.grad().device().is_cuda())
+      return clip_grad_norm_tensor(params, max_norm).item();
   // Per-parameter sums of squares in double, over fixed chunks (thread-count independent).
   double sq = 0;
   constexpr int64_t kChunks = 16;

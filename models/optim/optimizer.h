@@ -86,5 +86,8 @@ double warmup_cosine_lr(int64_t step, int64_t warmup_steps, int64_t total_steps,
 // Scales all gradients so their global L2 norm is at most max_norm (as torch's
 // clip_grad_norm_: coef = max_norm / (norm + 1e-6) when below 1). Returns the norm before.
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+// The same clip, returning the norm as a one-element f64 tensor on the gradients' device, so
+// that on a GPU nothing waits for the result (read it with item() when needed).
+Tensor clip_grad_norm_tensor(const std::vector<Tensor>& params, double max_norm);
 
 }  // namespace lvit::optim

@@ -1,0 +1,200 @@
+// Elementwise and reduction kernels with their launchers (declared in cuda/elementwise.cuh).
+#include <cmath>
+#include <cstdint>
+
+#include "cuda/check.cuh"
+#include "cuda/elementwise.cuh"
+#include "cuda/launch.cuh"
+
+namespace lvit::cuda {
+namespace {
+
+template <typename T>
+struct BinaryFn {
+  BinaryOp op;
+  __device__ __forceinline__ T operator()(T a, T b) const {
+    switch (op) {
+      case BinaryOp::add:
+        return a + b;
+      case BinaryOp::sub:
+        return a - b;
+      case BinaryOp::mul:
+        return a * b;
+      default:
+        return a / b;
+    }
+  }
+};
+
+template <typename T>
+__global__ void binary_flat_kernel(BinaryFn<T> f, const T* __restrict__ a, const T* __restrict__ b,
+                                   T* __restrict__ out, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    out[i] = f(a[i], b[i]);
+}
+
+template <typename T>
+__global__ void binary_strided_kernel(BinaryFn<T> f, const T* __restrict__ a,
+                                      const T* __restrict__ b, T* __restrict__ out,
+                                      BroadcastLayout l, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    int64_t rem = i, oa = 0, ob = 0;
+    for (int k = l.rank - 1; k >= 0; --k) {
+      const int64_t idx = rem % l.shape[k];
+      rem /= l.shape[k];
+      oa += idx * l.a_strides[k];
+      ob += idx * l.b_strides[k];
+    }
+    out[i] = f(a[oa], b[ob]);
+  }
+}
+
+template <typename T>
+__global__ void unary_kernel(UnaryOp op, const T* __restrict__ x, T* __restrict__ out, int64_t n,
+                             T s) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    const T v = x[i];
+    T r;
+    switch (op) {
+      case UnaryOp::neg:
+        r = -v;
+        break;
+      case UnaryOp::exp:
+        r = exp(v);
+        break;
+      case UnaryOp::log:
+        r = log(v);
+        break;
+      case UnaryOp::sqrt:
+        r = sqrt(v);
+        break;
+      case UnaryOp::square:
+        r = v * v;
+        break;
+      case UnaryOp::add_scalar:
+        r = v + s;
+        break;
+      default:
+        r = v * s;
+        break;
+    }
+    out[i] = r;
+  }
+}
+
+template <typename T>
+__global__ void axpy_kernel(T* __restrict__ dst, const T* __restrict__ src, int64_t n, T alpha) {
+  for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
+       i += int64_t{gridDim.x} * blockDim.x)
+    dst[i] += alpha * src[i];
+}
+
+// x's offset of reduced position r (0 <= r < product of red_shape).
+__device__ __forceinline__ int64_t reduced_offset(const ReduceLayout& l, int64_t r) {
+  int64_t off = 0;
+  for (int k = l.red_rank - 1; k >= 0; --k) {
+    off += (r % l.red_shape[k]) * l.red_strides[k];
+    r /= l.red_shape[k];
+  }
+  return off;
+}
+
+__device__ __forceinline__ int64_t kept_offset(const ReduceLayout& l, int64_t j) {
+  int64_t off = 0;
+  for (int k = l.kept_rank - 1; k >= 0; --k) {
+    off += (j % l.kept_shape[k]) * l.kept_strides[k];
+    j /= l.kept_shape[k];
+  }
+  return off;
+}
+
+// Many outputs: one thread per output element, looping over the reduced elements. Neighbouring
+// threads read neighbouring kept elements, coalesced when the innermost kept stride is 1
+// (bias-style sums over leading dimensions, the common case).
+template <typename T>
+__global__ void sum_to_thread_kernel(const T* __restrict__ x, T* __restrict__ out, ReduceLayout l,
+                                     int64_t n_out, int64_t n_red) {
+  for (int64_t j = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; j < n_out;
+       j += int64_t{gridDim.x} * blockDim.x) {
+    const T* base = x + kept_offset(l, j);
+    T acc = 0;
+    for (int64_t r = 0; r < n_red; ++r) acc += base[reduced_offset(l, r)];
+    out[j] = acc;
+  }
+}
+
+// Few outputs: one block per output element, its threads striding over the reduced elements.
+template <typename T>
+__global__ void sum_to_block_kernel(const T* __restrict__ x, T* __restrict__ out, ReduceLayout l,
+                                    int64_t n_red) {
+  const T* base = x + kept_offset(l, blockIdx.x);
+  T acc = 0;
+  for (int64_t r = threadIdx.x; r < n_red; r += blockDim.x) acc += base[reduced_offset(l, r)];
+  acc = block_sum(acc);
+  if (threadIdx.x == 0) out[blockIdx.x] = acc;
+}
+
+}  // namespace
+
+void binary(BinaryOp op, DType dtype, const void* a, const void* b, void* out,
+            const BroadcastLayout& l, cudaStream_t stream) {
+  int64_t n = 1;
+  for (int k = 0; k < l.rank; ++k) n *= l.shape[k];
+  if (n == 0) return;
+  dispatch_float(dtype, "binary op", [&](auto zero) {
+    using T = decltype(zero);
+    const BinaryFn<T> f{op};
+    if (l.contiguous)
+      binary_flat_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(
+          f, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(out), n);
+    else
+      binary_strided_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(
+          f, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(out), l, n);
+  });
+  after_launch("binary", stream);
+}
+
+void unary(UnaryOp op, DType dtype, const void* x, void* out, int64_t n, double s,
+           cudaStream_t stream) {
+  if (n == 0) return;
+  dispatch_float(dtype, "unary op", [&](auto zero) {
+    using T = decltype(zero);
+    unary_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(op, static_cast<const T*>(x),
+                                                          static_cast<T*>(out), n, T(s));
+  });
+  after_launch("unary", stream);
+}
+
+void axpy(DType dtype, void* dst, const void* src, int64_t n, double alpha, cudaStream_t stream) {
+  if (n == 0) return;
+  dispatch_float(dtype, "axpy_", [&](auto zero) {
+    using T = decltype(zero);
+    axpy_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(static_cast<T*>(dst),
+                                                         static_cast<const T*>(src), n, T(alpha));
+  });
+  after_launch("axpy", stream);
+}
+
+void sum_to(DType dtype, const void* x, void* out, const ReduceLayout& l, cudaStream_t stream) {
+  int64_t n_out = 1, n_red = 1;
+  for (int k = 0; k < l.kept_rank; ++k) n_out *= l.kept_shape[k];
+  for (int k = 0; k < l.red_rank; ++k) n_red *= l.red_shape[k];
+  if (n_out == 0) return;
+  dispatch_float(dtype, "sum_to", [&](auto zero) {
+    using T = decltype(zero);
+    // Enough outputs to fill the GPU with one thread each, or too little work per output to
+    // be worth a block: thread per output. Otherwise a block per output.
+    if (n_out >= 4096 || n_red < 64)
+      sum_to_thread_kernel<T><<<grid_for(n_out), kThreads, 0, stream>>>(
+          static_cast<const T*>(x), static_cast<T*>(out), l, n_out, n_red);
+    else
+      sum_to_block_kernel<T><<<static_cast<unsigned>(n_out), kThreads, 0, stream>>>(
+          static_cast<const T*>(x), static_cast<T*>(out), l, n_red);
+  });
+  after_launch("sum_to", stream);
+}
+
+}  // namespace lvit::cuda

@@ -1,0 +1,255 @@
+// cuBLASLt GEMMs (row-major interface over column-major cuBLAS) and the column-sum kernel.
+#include <cuda_bf16.h>
+
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include "core/storage.h"
+#include "cuda/allocator.cuh"
+#include "cuda/check.cuh"
+#include "cuda/context.cuh"
+#include "cuda/gemm.cuh"
+#include "cuda/launch.cuh"
+
+namespace lvit::cuda {
+namespace {
+
+std::atomic<MathMode> g_math_mode{MathMode::tf32};
+
+// One cached cuBLASLt plan per problem: descriptors, layouts and the heuristic's first algorithm.
+// Creating them costs tens of microseconds, more than many of the GEMMs themselves.
+struct PlanKey {
+  int device;
+  DType dtype;
+  MathMode mode;
+  bool ta, tb, bias;
+  int64_t M, N, K, lda, ldb, ldc, sa, sb, sc, batch;
+  auto tie() const {
+    return std::tie(device, dtype, mode, ta, tb, bias, M, N, K, lda, ldb, ldc, sa, sb, sc, batch);
+  }
+  bool operator<(const PlanKey& o) const { return tie() < o.tie(); }
+};
+
+struct Plan {
+  cublasLtMatmulDesc_t desc = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+};
+
+std::mutex g_plans_mutex;
+std::map<PlanKey, Plan> g_plans;  // kept for the life of the process (a few hundred at most)
+
+cudaDataType_t data_type(DType t) {
+  switch (t) {
+    case DType::f32:
+      return CUDA_R_32F;
+    case DType::f64:
+      return CUDA_R_64F;
+    case DType::bf16:
+      return CUDA_R_16BF;
+    default:
+      unsupported_dtype("gemm", t);
+  }
+}
+
+cublasLtMatrixLayout_t make_layout(cudaDataType_t type, int64_t rows, int64_t cols, int64_t ld,
+                                   int64_t batch, int64_t stride) {
+  cublasLtMatrixLayout_t l = nullptr;
+  LVIT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&l, type, static_cast<uint64_t>(rows),
+                                               static_cast<uint64_t>(cols), ld));
+  if (batch > 1) {
+    const int32_t count = static_cast<int32_t>(batch);
+    LVIT_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(l, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT,
+                                                       &count, sizeof(count)));
+    LVIT_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(
+        l, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+  }
+  return l;
+}
+
+// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cuBLASLt's "A" is our B and
+// its "B" our A, each read as the column-major transpose of how we store it.
+Plan make_plan(const PlanKey& k, Context& ctx) {
+  Plan p;
+  const cudaDataType_t type = data_type(k.dtype);
+  cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
+  cudaDataType_t scale_type = CUDA_R_32F;
+  if (k.dtype == DType::f64) {
+    compute = CUBLAS_COMPUTE_64F;
+    scale_type = CUDA_R_64F;
+  } else if (k.dtype == DType::f32 && k.mode == MathMode::tf32) {
+    compute = CUBLAS_COMPUTE_32F_FAST_TF32;
+  }
+  LVIT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&p.desc, compute, scale_type));
+  const cublasOperation_t op_a = k.tb ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLASLt's A = our B
+  const cublasOperation_t op_b = k.ta ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLASLt's B = our A
+  LVIT_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
+  LVIT_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
+  if (k.bias) {
+    const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+    LVIT_CUBLAS_CHECK(
+        cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
+    const cudaDataType_t bias_type = type;
+    LVIT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
+                                                     &bias_type, sizeof(bias_type)));
+  }
+  // Stored (column-major) shapes: our B is [K, N] row-major = N x K column-major (or the
+  // transpose when tb), our A is K x M column-major (or the transpose when ta).
+  p.a = make_layout(type, k.tb ? k.K : k.N, k.tb ? k.N : k.K, k.ldb, k.batch, k.sb);
+  p.b = make_layout(type, k.ta ? k.M : k.K, k.ta ? k.K : k.M, k.lda, k.batch, k.sa);
+  p.c = make_layout(type, k.N, k.M, k.ldc, k.batch, k.sc);
+
+  cublasLtMatmulPreference_t pref = nullptr;
+  LVIT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
+  const uint64_t ws = ctx.workspace_bytes;
+  LVIT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
+      pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.cublaslt, p.desc, p.a, p.b, p.c, p.c,
+                                                           pref, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  LVIT_CUBLAS_CHECK(st);
+  if (found == 0)
+    fail("cuBLASLt has no algorithm for a " + std::string(dtype_name(k.dtype)) + " GEMM " +
+         std::to_string(k.M) + "x" + std::to_string(k.N) + "x" + std::to_string(k.K) + " (batch " +
+         std::to_string(k.batch) + ")");
+  p.algo = result.algo;
+  return p;
+}
+
+// Partial column sums: block (bx, by) sums rows [by*rows_per, ...) of columns [32 bx, 32 bx + 32)
+// with 32 x 8 threads (reads of 32 consecutive elements are coalesced), into part[by, col].
+template <typename T, typename Acc>
+__global__ void column_partial_kernel(const T* __restrict__ x, int64_t M, int64_t N,
+                                      int64_t rows_per, Acc* __restrict__ part) {
+  __shared__ Acc tile[8][33];
+  const int64_t col = blockIdx.x * int64_t{32} + threadIdx.x;
+  const int64_t r0 = blockIdx.y * rows_per;
+  const int64_t r1 = min(M, r0 + rows_per);
+  Acc acc = 0;
+  if (col < N)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += 8) acc += static_cast<Acc>(x[r * N + col]);
+  tile[threadIdx.y][threadIdx.x] = acc;
+  __syncthreads();
+  if (threadIdx.y == 0 && col < N) {
+    Acc s = 0;
+    for (int i = 0; i < 8; ++i) s += tile[i][threadIdx.x];
+    part[blockIdx.y * N + col] = s;
+  }
+}
+
+template <typename T, typename Acc>
+__global__ void column_final_kernel(const Acc* __restrict__ part, int64_t chunks, int64_t N,
+                                    T* __restrict__ out) {
+  const int64_t col = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
+  if (col >= N) return;
+  Acc s = 0;
+  for (int64_t c = 0; c < chunks; ++c) s += part[c * N + col];
+  out[col] = static_cast<T>(s);
+}
+
+}  // namespace
+
+void set_math_mode(MathMode mode) { g_math_mode.store(mode); }
+MathMode math_mode() { return g_math_mode.load(); }
+
+void gemm(DType dtype, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A,
+          int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, void* C,
+          int64_t ldc, int64_t stride_c, int64_t batch, const void* bias, float beta) {
+  if (M == 0 || N == 0 || batch == 0) return;
+  int device = 0;
+  LVIT_CUDA_CHECK(cudaGetDevice(&device));
+  Context& ctx = context(device);
+  if (K == 0) {  // empty sum: C = beta C (+ bias); rare, so through the general path below
+    if (beta != 0.0f || bias) fail("gemm: K = 0 with beta or bias is not supported");
+    for (int64_t i = 0; i < batch; ++i)
+      LVIT_CUDA_CHECK(cudaMemset2DAsync(static_cast<char*>(C) + i * stride_c * dtype_size(dtype),
+                                        ldc * dtype_size(dtype), 0, N * dtype_size(dtype), M,
+                                        ctx.stream));
+    return;
+  }
+  const PlanKey key{device,
+                    dtype,
+                    math_mode(),
+                    ta,
+                    tb,
+                    bias != nullptr,
+                    M,
+                    N,
+                    K,
+                    lda,
+                    ldb,
+                    ldc,
+                    batch > 1 ? stride_a : 0,
+                    batch > 1 ? stride_b : 0,
+                    batch > 1 ? stride_c : 0,
+                    batch};
+  const double one64 = 1.0, beta64 = beta;
+  const float one32 = 1.0f;
+  const void* alpha = dtype == DType::f64 ? static_cast<const void*>(&one64) : &one32;
+  const void* betap = dtype == DType::f64 ? static_cast<const void*>(&beta64) : &beta;
+  // One lock over lookup, bias pointer and enqueue: the bias pointer is set on the shared
+  // descriptor per call, so no other GEMM may slip in between.
+  std::lock_guard<std::mutex> lock(g_plans_mutex);
+  auto it = g_plans.find(key);
+  if (it == g_plans.end()) it = g_plans.emplace(key, make_plan(key, ctx)).first;
+  Plan& plan = it->second;
+  if (bias)
+    LVIT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                     &bias, sizeof(bias)));
+  LVIT_CUBLAS_CHECK(cublasLtMatmul(ctx.cublaslt, plan.desc, alpha, B, plan.a, A, plan.b, betap, C,
+                                   plan.c, C, plan.c, &plan.algo, ctx.workspace,
+                                   ctx.workspace_bytes, ctx.stream));
+}
+
+void column_sums(DType dtype, const void* x, int64_t M, int64_t N, void* out, cudaStream_t stream) {
+  if (N == 0) return;
+  int device = 0;
+  LVIT_CUDA_CHECK(cudaGetDevice(&device));
+  // ~4 row chunks per SM worth of blocks; each chunk at least 64 rows.
+  const int64_t col_blocks = (N + 31) / 32;
+  int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((M + 63) / 64, 1024 / col_blocks + 1));
+  const int64_t rows_per = (M + chunks - 1) / std::max<int64_t>(chunks, 1);
+  chunks = M == 0 ? 1 : (M + rows_per - 1) / rows_per;
+  auto run = [&](auto t_zero, auto acc_zero) {
+    using T = decltype(t_zero);
+    using Acc = decltype(acc_zero);
+    Allocator* alloc = caching_allocator(device);
+    const size_t bytes = static_cast<size_t>(chunks * N) * sizeof(Acc);
+    Acc* part = static_cast<Acc*>(alloc->allocate(bytes));
+    if (M == 0) {
+      LVIT_CUDA_CHECK(cudaMemsetAsync(part, 0, bytes, stream));
+    } else {
+      column_partial_kernel<T, Acc>
+          <<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(chunks)), dim3(32, 8), 0,
+             stream>>>(static_cast<const T*>(x), M, N, rows_per, part);
+      after_launch("column_partial", stream);
+    }
+    column_final_kernel<T, Acc>
+        <<<grid_for(N), kThreads, 0, stream>>>(part, chunks, N, static_cast<T*>(out));
+    after_launch("column_final", stream);
+    alloc->deallocate(part, bytes);  // stream-ordered reuse: see cuda/allocator.cuh
+  };
+  switch (dtype) {
+    case DType::f32:
+      run(float{}, float{});
+      break;
+    case DType::f64:
+      run(double{}, double{});
+      break;
+    case DType::bf16:
+      run(__nv_bfloat16{}, float{});
+      break;
+    default:
+      unsupported_dtype("column_sums", dtype);
+  }
+}
+
+}  // namespace lvit::cuda

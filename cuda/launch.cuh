@@ -1,0 +1,73 @@
+// Shared by the kernel files (cuda/*.cu only, never by plain C++): launch geometry and the warp
+// and block reductions the kernels build on.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "cuda/check.cuh"
+
+namespace lvit::cuda {
+
+inline constexpr int kThreads = 256;
+// Grid-stride loops cover larger sizes; this many blocks already fill an H100 many times over.
+inline constexpr int64_t kMaxBlocks = int64_t{1} << 16;
+
+inline unsigned grid_for(int64_t n, int threads = kThreads) {
+  int64_t b = (n + threads - 1) / threads;
+  if (b < 1) b = 1;
+  return static_cast<unsigned>(b < kMaxBlocks ? b : kMaxBlocks);
+}
+
+// Calls fn(float{}) or fn(double{}) by dtype; anything else throws "no CUDA kernel for dtype".
+template <typename Fn>
+void dispatch_float(DType dtype, const char* what, Fn&& fn) {
+  if (dtype == DType::f32)
+    fn(float{});
+  else if (dtype == DType::f64)
+    fn(double{});
+  else
+    unsupported_dtype(what, dtype);
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_sum(T v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+template <typename T>
+__device__ __forceinline__ T warp_max(T v) {
+  for (int o = 16; o > 0; o >>= 1) v = max(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the result.
+// Contains __syncthreads(): call it from all threads of the block.
+template <typename T>
+__device__ T block_sum(T v) {
+  __shared__ T partial[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = warp_sum(v);
+  __syncthreads();  // partial may still be read by a previous call
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  const int warps = (blockDim.x + 31) >> 5;
+  T r = lane < warps ? partial[lane] : T(0);
+  return warp_sum(r);
+}
+
+template <typename T>
+__device__ T block_max(T v) {
+  __shared__ T partial[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) partial[warp] = v;
+  __syncthreads();
+  const int warps = (blockDim.x + 31) >> 5;
+  T r = lane < warps ? partial[lane] : partial[0];
+  return warp_max(r);
+}
+
+}  // namespace lvit::cuda

@@ -1,0 +1,228 @@
+// Multi-tensor optimizer and grad-norm kernels with their launchers (declared in cuda/optim.cuh).
+#include <cmath>
+
+#include "core/storage.h"
+#include "cuda/allocator.cuh"
+#include "cuda/check.cuh"
+#include "cuda/launch.cuh"
+#include "cuda/optim.cuh"
+
+namespace lvit::cuda {
+namespace {
+
+constexpr int64_t kChunk = 32768;  // elements per block: 128 per thread at 256 threads
+
+// Which (tensor, chunk) each block of one launch works on.
+struct BlockMap {
+  uint8_t tensor[kBlocksPerLaunch];
+  int32_t chunk[kBlocksPerLaunch];
+};
+
+template <typename Table>
+struct Launch {
+  Table table;
+  BlockMap map;
+};
+
+// Packs tensors 0..count-1 (numel(i) elements each) into launches of at most
+// kTensorsPerLaunch tensors and kBlocksPerLaunch blocks; fill(slot, i) copies tensor i into the
+// launch's table at `slot`; run(launch, blocks, first_block) launches. first_block counts blocks
+// over all launches (for per-block outputs).
+template <typename Table, typename NumelFn, typename FillFn, typename RunFn>
+void for_each_launch(int count, NumelFn numel, FillFn fill, RunFn run) {
+  Launch<Table> l{};
+  int tensors = 0, blocks = 0;
+  int slot_tensor = -1;  // the tensor in the table's last slot (-1: none since the flush)
+  int64_t first_block = 0;
+  auto flush = [&] {
+    if (blocks > 0) run(l, blocks, first_block);
+    first_block += blocks;
+    tensors = blocks = 0;
+    slot_tensor = -1;
+  };
+  for (int i = 0; i < count; ++i) {
+    const int64_t chunks = (numel(i) + kChunk - 1) / kChunk;
+    for (int64_t c = 0; c < chunks; ++c) {
+      if (blocks == kBlocksPerLaunch) flush();
+      if (slot_tensor != i) {  // tensor i needs a slot in this launch
+        if (tensors == kTensorsPerLaunch) flush();
+        fill(l.table, tensors++, i);
+        slot_tensor = i;
+      }
+      l.map.tensor[blocks] = static_cast<uint8_t>(tensors - 1);
+      l.map.chunk[blocks] = static_cast<int32_t>(c);
+      ++blocks;
+    }
+  }
+  flush();
+}
+
+struct AdamWTable {
+  float* p[kTensorsPerLaunch];
+  const float* g[kTensorsPerLaunch];
+  float* m[kTensorsPerLaunch];
+  float* v[kTensorsPerLaunch];
+  int64_t n[kTensorsPerLaunch];
+  float decay[kTensorsPerLaunch];
+};
+
+__global__ void adamw_kernel(Launch<AdamWTable> l, float b1, float b2, float step_size,
+                             float inv_sqrt_bc2, float eps) {
+  const int t = l.map.tensor[blockIdx.x];
+  const int64_t begin = l.map.chunk[blockIdx.x] * kChunk;
+  const int64_t end = min(l.table.n[t], begin + kChunk);
+  float* __restrict__ p = l.table.p[t];
+  const float* __restrict__ g = l.table.g[t];
+  float* __restrict__ m = l.table.m[t];
+  float* __restrict__ v = l.table.v[t];
+  const float decay = l.table.decay[t];
+  for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
+    const float gj = g[j];
+    const float mj = b1 * m[j] + (1.0f - b1) * gj;
+    const float vj = b2 * v[j] + (1.0f - b2) * gj * gj;
+    m[j] = mj;
+    v[j] = vj;
+    p[j] = p[j] * decay - step_size * mj / (sqrtf(vj) * inv_sqrt_bc2 + eps);
+  }
+}
+
+struct SGDTable {
+  float* p[kTensorsPerLaunch];
+  const float* g[kTensorsPerLaunch];
+  float* buf[kTensorsPerLaunch];
+  int64_t n[kTensorsPerLaunch];
+  float wd[kTensorsPerLaunch];
+};
+
+__global__ void sgd_kernel(Launch<SGDTable> l, float lr, float mom, bool nesterov, bool first) {
+  const int t = l.map.tensor[blockIdx.x];
+  const int64_t begin = l.map.chunk[blockIdx.x] * kChunk;
+  const int64_t end = min(l.table.n[t], begin + kChunk);
+  float* __restrict__ p = l.table.p[t];
+  const float* __restrict__ g = l.table.g[t];
+  float* __restrict__ buf = l.table.buf[t];
+  const float wd = l.table.wd[t];
+  for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
+    const float gj = g[j] + wd * p[j];
+    const float b = mom == 0.0f ? gj : (first ? gj : mom * buf[j] + gj);
+    buf[j] = b;
+    p[j] -= lr * (nesterov ? gj + mom * b : b);
+  }
+}
+
+struct GradTable {
+  float* g[kTensorsPerLaunch];
+  int64_t n[kTensorsPerLaunch];
+};
+
+__global__ void sumsq_kernel(Launch<GradTable> l, double* __restrict__ partial) {
+  const int t = l.map.tensor[blockIdx.x];
+  const int64_t begin = l.map.chunk[blockIdx.x] * kChunk;
+  const int64_t end = min(l.table.n[t], begin + kChunk);
+  const float* __restrict__ g = l.table.g[t];
+  double s = 0;
+  for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
+    const double x = g[j];
+    s += x * x;
+  }
+  s = block_sum(s);
+  if (threadIdx.x == 0) partial[blockIdx.x] = s;
+}
+
+// One block: norm = sqrt(sum of partials), coef = min(1, max_norm / (norm + 1e-6)).
+__global__ void norm_kernel(const double* __restrict__ partial, int64_t n, double max_norm,
+                            double* __restrict__ norm_out, float* __restrict__ coef) {
+  double s = 0;
+  for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += partial[i];
+  s = block_sum(s);
+  if (threadIdx.x == 0) {
+    const double norm = sqrt(s);
+    *norm_out = norm;
+    const double c = max_norm / (norm + 1e-6);
+    *coef = c < 1.0 ? static_cast<float>(c) : 1.0f;
+  }
+}
+
+__global__ void scale_kernel(Launch<GradTable> l, const float* __restrict__ coef) {
+  const float c = *coef;
+  if (c == 1.0f) return;
+  const int t = l.map.tensor[blockIdx.x];
+  const int64_t begin = l.map.chunk[blockIdx.x] * kChunk;
+  const int64_t end = min(l.table.n[t], begin + kChunk);
+  float* __restrict__ g = l.table.g[t];
+  for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) g[j] *= c;
+}
+
+}  // namespace
+
+void adamw_step(const std::vector<AdamWParam>& params, float beta1, float beta2, float step_size,
+                float inv_sqrt_bc2, float eps, cudaStream_t stream) {
+  for_each_launch<AdamWTable>(
+      static_cast<int>(params.size()), [&](int i) { return params[i].numel; },
+      [&](AdamWTable& t, int slot, int i) {
+        const AdamWParam& q = params[i];
+        t.p[slot] = q.param;
+        t.g[slot] = q.grad;
+        t.m[slot] = q.exp_avg;
+        t.v[slot] = q.exp_avg_sq;
+        t.n[slot] = q.numel;
+        t.decay[slot] = q.decay;
+      },
+      [&](const Launch<AdamWTable>& l, int blocks, int64_t) {
+        adamw_kernel<<<blocks, kThreads, 0, stream>>>(l, beta1, beta2, step_size, inv_sqrt_bc2,
+                                                      eps);
+        after_launch("adamw", stream);
+      });
+}
+
+void sgd_step(const std::vector<SGDParam>& params, float lr, float momentum, bool nesterov,
+              bool first_step, cudaStream_t stream) {
+  for_each_launch<SGDTable>(
+      static_cast<int>(params.size()), [&](int i) { return params[i].numel; },
+      [&](SGDTable& t, int slot, int i) {
+        const SGDParam& q = params[i];
+        t.p[slot] = q.param;
+        t.g[slot] = q.grad;
+        t.buf[slot] = q.momentum_buffer;
+        t.n[slot] = q.numel;
+        t.wd[slot] = q.weight_decay;
+      },
+      [&](const Launch<SGDTable>& l, int blocks, int64_t) {
+        sgd_kernel<<<blocks, kThreads, 0, stream>>>(l, lr, momentum, nesterov, first_step);
+        after_launch("sgd", stream);
+      });
+}
+
+void clip_grad_norm(const std::vector<float*>& grads, const std::vector<int64_t>& numels,
+                    double max_norm, double* norm_out, cudaStream_t stream) {
+  int64_t total_blocks = 0;
+  for (int64_t n : numels) total_blocks += (n + kChunk - 1) / kChunk;
+  int device = 0;
+  LVIT_CUDA_CHECK(cudaGetDevice(&device));
+  Allocator* alloc = caching_allocator(device);
+  const size_t bytes = static_cast<size_t>(total_blocks + 1) * sizeof(double) + sizeof(float);
+  char* scratch = static_cast<char*>(alloc->allocate(bytes));
+  double* partial = reinterpret_cast<double*>(scratch);
+  float* coef = reinterpret_cast<float*>(scratch + (total_blocks + 1) * sizeof(double));
+  const int count = static_cast<int>(grads.size());
+  auto fill = [&](GradTable& t, int slot, int i) {
+    t.g[slot] = grads[i];
+    t.n[slot] = numels[i];
+  };
+  auto numel = [&](int i) { return numels[i]; };
+  for_each_launch<GradTable>(count, numel, fill,
+                             [&](const Launch<GradTable>& l, int blocks, int64_t first) {
+                               sumsq_kernel<<<blocks, kThreads, 0, stream>>>(l, partial + first);
+                               after_launch("grad_sumsq", stream);
+                             });
+  norm_kernel<<<1, 1024, 0, stream>>>(partial, total_blocks, max_norm, norm_out, coef);
+  after_launch("grad_norm", stream);
+  for_each_launch<GradTable>(count, numel, fill,
+                             [&](const Launch<GradTable>& l, int blocks, int64_t) {
+                               scale_kernel<<<blocks, kThreads, 0, stream>>>(l, coef);
+                               after_launch("grad_scale", stream);
+                             });
+  alloc->deallocate(scratch, bytes);  // stream-ordered reuse: see cuda/allocator.cuh
+}
+
+}  // namespace lvit::cuda

@@ -1,0 +1,53 @@
+// Optimizer steps and gradient-norm clipping over many parameter tensors at once (the CUDA half
+// of models/optim/optimizer.cpp). Host-only header; f32 parameters, gradients and state.
+//
+// Multi-tensor: the launchers take the whole parameter list and pack it into kernel-argument
+// tables of up to kTensorsPerLaunch tensors and kBlocksPerLaunch blocks, so a step over a ViT's
+// ~150 tensors is a handful of launches instead of ~150 (PyTorch's multi_tensor_apply scheme).
+// The tables travel by value in the kernel arguments: no host-to-device copy, nothing to keep
+// alive, and a CUDA graph capture records them as they are.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace lvit::cuda {
+
+struct AdamWParam {
+  float* param;
+  const float* grad;
+  float* exp_avg;
+  float* exp_avg_sq;
+  int64_t numel;
+  float decay;  // multiplier of the parameter before the update: 1 - lr * wd, or 1
+};
+
+// torch.optim.AdamW per element: p *= decay; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+// p -= step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps), step_size = lr / (1 - b1^t).
+void adamw_step(const std::vector<AdamWParam>& params, float beta1, float beta2, float step_size,
+                float inv_sqrt_bc2, float eps, cudaStream_t stream);
+
+struct SGDParam {
+  float* param;
+  const float* grad;
+  float* momentum_buffer;
+  int64_t numel;
+  float weight_decay;  // L2 added to the gradient (0 for undecayed parameters)
+};
+
+// torch.optim.SGD (no dampening): g += wd p; buf = first ? g : mom buf + g;
+// p -= lr (nesterov ? g + mom buf : buf).
+void sgd_step(const std::vector<SGDParam>& params, float lr, float momentum, bool nesterov,
+              bool first_step, cudaStream_t stream);
+
+// Global L2 norm of the gradients, and the clip: every gradient is scaled by
+// min(1, max_norm / (norm + 1e-6)). The norm is written to the device scalar `norm_out` (f64);
+// the partial sums are in double and added in a fixed order (deterministic). No host sync.
+void clip_grad_norm(const std::vector<float*>& grads, const std::vector<int64_t>& numels,
+                    double max_norm, double* norm_out, cudaStream_t stream);
+
+inline constexpr int kTensorsPerLaunch = 24;
+inline constexpr int kBlocksPerLaunch = 240;
+
+}  // namespace lvit::cuda

@@ -1,0 +1,355 @@
+// Every CUDA op of ops/ against the CPU op: the same random inputs on both devices, the same
+// random upstream gradient, forward output and every input gradient compared with tolerances
+// derived from the arithmetic (tests/cuda_test_util.h). Outputs are poisoned (NaN) before each
+// op runs, so an element a kernel leaves unwritten fails. Skips cleanly without a GPU.
+#include <doctest/doctest.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "models/optim/optimizer.h"
+#include "ops/ops.h"
+#include "tests/cuda_test_util.h"
+
+#ifdef LVIT_WITH_CUDA
+#include "cuda/gemm.cuh"
+#endif
+
+using namespace lvit;
+using cudatest::Arith;
+using cudatest::expect_close;
+using cudatest::randn;
+using cudatest::to_gpu;
+
+namespace {
+
+using OpFn = std::function<Tensor(const std::vector<Tensor>&)>;
+
+// Runs f on CPU copies and on GPU copies of `inputs` (all requiring grad unless listed in
+// `no_grad`), backpropagates the same random upstream gradient through both, and compares the
+// output and each input gradient. K: the longest reduction behind an output element (forward)
+// and behind a gradient element (backward).
+void compare_op(const std::string& name, const OpFn& f, const std::vector<Tensor>& inputs,
+                Arith arith, int64_t k_fwd, int64_t k_bwd, std::vector<size_t> no_grad = {},
+                double c = 8.0) {
+  auto needs_grad = [&](size_t i) {
+    return is_floating(inputs[i].dtype()) &&
+           std::find(no_grad.begin(), no_grad.end(), i) == no_grad.end();
+  };
+  std::vector<Tensor> cpu_in, gpu_in;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    cpu_in.push_back(inputs[i].clone());
+    gpu_in.push_back(to_gpu(inputs[i]));
+    if (needs_grad(i)) {
+      cpu_in.back().set_requires_grad(true);
+      gpu_in.back().set_requires_grad(true);
+    }
+  }
+  Tensor y_cpu = f(cpu_in), y_gpu = f(gpu_in);
+  REQUIRE(y_gpu.device().is_cuda());
+  expect_close(y_cpu, y_gpu, arith, k_fwd, name + ": forward", c);
+  if (!y_cpu.requires_grad()) return;
+  Tensor g = randn(y_cpu.shape(), 977, 1.0, y_cpu.dtype());
+  y_cpu.backward(g);
+  y_gpu.backward(to_gpu(g));
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (!needs_grad(i)) continue;
+    REQUIRE(gpu_in[i].grad().defined());
+    CHECK(gpu_in[i].grad().device().is_cuda());
+    expect_close(cpu_in[i].grad(), gpu_in[i].grad(), arith, k_bwd,
+                 fmt::format("{}: gradient of input {}", name, i), c);
+  }
+}
+
+#ifdef LVIT_WITH_CUDA
+// fp32 GEMMs for the scope (the default is TF32), so that f32 tolerances apply.
+struct Fp32Gemms {
+  cuda::MathMode saved = cuda::math_mode();
+  Fp32Gemms() { cuda::set_math_mode(cuda::MathMode::fp32); }
+  ~Fp32Gemms() { cuda::set_math_mode(saved); }
+};
+#endif
+
+Tensor positive(const Shape& s, uint64_t seed) {
+  Tensor t = randn(s, seed);
+  std::vector<float> v = t.to_vector<float>();
+  for (float& x : v) x = std::abs(x) + 0.5f;
+  return Tensor::from_vector(v, s);
+}
+
+}  // namespace
+
+TEST_CASE("CUDA elementwise ops with broadcasting") {
+  LVIT_SKIP_WITHOUT_GPU();
+  const std::vector<std::pair<Shape, Shape>> shapes = {{{2, 3, 5}, {2, 3, 5}},
+                                                       {{2, 3, 5}, {3, 1}},
+                                                       {{4, 1, 6}, {1, 5, 6}},
+                                                       {{7}, {}},
+                                                       {{64, 65, 38}, {1, 65, 38}}};
+  for (auto& [sa, sb] : shapes) {
+    Tensor a = randn(sa, 1), b = positive(sb, 2);
+    const std::string s = shape_str(sa) + " and " + shape_str(sb);
+    // The broadcast gradient sums over up to numel(a) / numel(b) elements.
+    const int64_t k = std::max<int64_t>(1, shape_numel(sa) / std::max<int64_t>(1, shape_numel(sb)));
+    compare_op(
+        "add " + s, [](auto& x) { return ops::add(x[0], x[1]); }, {a, b}, Arith::f32, 1, k);
+    compare_op(
+        "sub " + s, [](auto& x) { return ops::sub(x[0], x[1]); }, {a, b}, Arith::f32, 1, k);
+    compare_op(
+        "mul " + s, [](auto& x) { return ops::mul(x[0], x[1]); }, {a, b}, Arith::f32, 1, k);
+    compare_op(
+        "div " + s, [](auto& x) { return ops::div(x[0], x[1]); }, {a, b}, Arith::f32, 1, k);
+  }
+  // A strided (transposed) operand goes through the strided kernel.
+  Tensor a = randn({6, 9}, 3), b = randn({9, 6}, 4);
+  compare_op(
+      "add transposed", [](auto& x) { return ops::add(x[0], ops::transpose(x[1], 0, 1)); }, {a, b},
+      Arith::f32, 1, 1);
+  // f64 runs the same kernels in double.
+  compare_op(
+      "mul f64", [](auto& x) { return ops::mul(x[0], x[1]); },
+      {randn({3, 4}, 5, 1.0, DType::f64), randn({4}, 6, 1.0, DType::f64)}, Arith::f64, 1, 3);
+}
+
+TEST_CASE("CUDA unary and scalar ops") {
+  LVIT_SKIP_WITHOUT_GPU();
+  const Shape s{5, 77};
+  Tensor x = randn(s, 7), p = positive(s, 8);
+  compare_op(
+      "neg", [](auto& v) { return ops::neg(v[0]); }, {x}, Arith::f32, 1, 1);
+  compare_op(
+      "exp", [](auto& v) { return ops::exp(v[0]); }, {x}, Arith::f32, 1, 1);
+  compare_op(
+      "log", [](auto& v) { return ops::log(v[0]); }, {p}, Arith::f32, 1, 1);
+  compare_op(
+      "sqrt", [](auto& v) { return ops::sqrt(v[0]); }, {p}, Arith::f32, 1, 1);
+  compare_op(
+      "square", [](auto& v) { return ops::square(v[0]); }, {x}, Arith::f32, 1, 1);
+  compare_op(
+      "add_scalar", [](auto& v) { return ops::add_scalar(v[0], 0.75); }, {x}, Arith::f32, 1, 1);
+  compare_op(
+      "mul_scalar", [](auto& v) { return ops::mul_scalar(v[0], -1.5); }, {x}, Arith::f32, 1, 1);
+}
+
+TEST_CASE("CUDA reductions") {
+  LVIT_SKIP_WITHOUT_GPU();
+  Tensor x = randn({6, 35, 40}, 9);
+  compare_op(
+      "sum all", [](auto& v) { return ops::sum(v[0]); }, {x}, Arith::f32, x.numel(), 1);
+  compare_op(
+      "sum axis 0", [](auto& v) { return ops::sum(v[0], {0}); }, {x}, Arith::f32, 6, 1);
+  compare_op(
+      "sum axes 0,2 keepdim",
+      [](auto& v) {
+        return ops::sum(v[0], {0, 2}, true);
+      },
+      {x}, Arith::f32, 240, 1);
+  compare_op(
+      "mean last", [](auto& v) { return ops::mean(v[0], {-1}); }, {x}, Arith::f32, 40, 1);
+  // Large reductions to few outputs take the block-per-output kernel.
+  Tensor big = randn({4000, 3}, 10);
+  compare_op(
+      "sum rows", [](auto& v) { return ops::sum(v[0], {0}); }, {big}, Arith::f32, 4000, 1);
+}
+
+TEST_CASE("CUDA shape ops: reshape, permute, slice, concat, split, patchify") {
+  LVIT_SKIP_WITHOUT_GPU();
+  Tensor x = randn({2, 3, 8, 8}, 11), y = randn({2, 5, 8, 8}, 12);
+  compare_op(
+      "permute+contiguous",
+      [](auto& v) {
+        return ops::contiguous(ops::permute(v[0], {0, 2, 3, 1}));
+      },
+      {x}, Arith::f32, 1, 1);
+  compare_op(
+      "slice", [](auto& v) { return ops::mul_scalar(ops::slice(v[0], 2, 1, 6), 2.0); }, {x},
+      Arith::f32, 1, 1);
+  compare_op(
+      "concat",
+      [](auto& v) {
+        return ops::concat({v[0], v[1]}, 1);
+      },
+      {x, y}, Arith::f32, 1, 1);
+  compare_op(
+      "split",
+      [](auto& v) {
+        auto parts = ops::split(v[0], {1, 2}, 1);
+        return ops::add(ops::mul_scalar(parts[0], 3.0), ops::slice(parts[1], 1, 1, 2));
+      },
+      {x}, Arith::f32, 1, 1);
+  compare_op(
+      "patchify", [](auto& v) { return ops::patchify(v[0], 4); }, {x}, Arith::f32, 1, 1);
+}
+
+TEST_CASE("CUDA matmul and linear (fp32 and TF32 GEMMs)") {
+  LVIT_SKIP_WITHOUT_GPU();
+#ifdef LVIT_WITH_CUDA
+  for (bool tf32 : {false, true}) {
+    Fp32Gemms fp32;
+    if (tf32) cuda::set_math_mode(cuda::MathMode::tf32);
+    const Arith ar = tf32 ? Arith::tf32 : Arith::f32;
+    const std::string mode = tf32 ? " (tf32)" : " (fp32)";
+    for (auto [M, K, N] : {std::tuple{37, 50, 23}, std::tuple{1, 7, 1}, std::tuple{130, 384, 96}}) {
+      const std::string s = fmt::format(" {}x{}x{}", M, K, N);
+      Tensor x = randn({M, K}, 13), w = randn({N, K}, 14), b = randn({N}, 15);
+      compare_op(
+          "linear" + s + mode, [](auto& v) { return ops::linear(v[0], v[1], v[2]); }, {x, w, b}, ar,
+          K, std::max(M, N));
+      compare_op(
+          "linear no bias" + s + mode, [](auto& v) { return ops::linear(v[0], v[1], Tensor()); },
+          {x, w}, ar, K, std::max(M, N));
+      // 3-D input: rows folded over the leading dimensions.
+      Tensor x3 = randn({3, M, K}, 16);
+      compare_op(
+          "linear 3-D" + s + mode, [](auto& v) { return ops::linear(v[0], v[1], v[2]); },
+          {x3, w, b}, ar, K, 3 * std::max(M, N));
+    }
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        const int64_t B = 3, M = 19, K = 33, N = 12;
+        Tensor a = randn(ta ? Shape{B, K, M} : Shape{B, M, K}, 17);
+        Tensor b = randn(tb ? Shape{B, N, K} : Shape{B, K, N}, 18);
+        compare_op(
+            fmt::format("batched matmul ta={} tb={}{}", ta, tb, mode),
+            [ta, tb](auto& v) { return ops::matmul(v[0], v[1], ta, tb); }, {a, b}, ar, K,
+            std::max(M, N));
+      }
+  }
+  // f64 GEMMs (gradcheck-style runs on the GPU).
+  compare_op(
+      "matmul f64", [](auto& v) { return ops::matmul(v[0], v[1]); },
+      {randn({2, 9, 11}, 19, 1.0, DType::f64), randn({2, 11, 5}, 20, 1.0, DType::f64)}, Arith::f64,
+      11, 9);
+#endif
+}
+
+TEST_CASE("CUDA layer_norm, gelu, softmax") {
+  LVIT_SKIP_WITHOUT_GPU();
+  for (int64_t D : {7, 50, 384}) {
+    const int64_t M = 37;
+    Tensor x = randn({M, D}, 21, 2.0), w = randn({D}, 22), b = randn({D}, 23);
+    compare_op(
+        fmt::format("layer_norm D={}", D),
+        [](auto& v) { return ops::layer_norm(v[0], v[1], v[2], 1e-6); }, {x, w, b}, Arith::f32, D,
+        std::max(M, D));
+  }
+  Tensor x3 = randn({4, 65, 128}, 24);
+  compare_op(
+      "layer_norm 3-D", [](auto& v) { return ops::layer_norm(v[0], v[1], v[2], 1e-6); },
+      {x3, randn({128}, 25), randn({128}, 26)}, Arith::f32, 128, 260);
+  Tensor g = randn({9, 300}, 27, 3.0);
+  compare_op(
+      "gelu", [](auto& v) { return ops::gelu(v[0]); }, {g}, Arith::f32, 1, 1);
+  for (int64_t N : {1, 7, 100, 257}) {
+    Tensor s = randn({13, N}, 28, 4.0);
+    compare_op(
+        fmt::format("softmax N={}", N), [](auto& v) { return ops::softmax(v[0]); }, {s}, Arith::f32,
+        N, N);
+  }
+}
+
+TEST_CASE("CUDA dropout and drop_path draw the CPU's masks") {
+  LVIT_SKIP_WITHOUT_GPU();
+  Tensor x = randn({5, 17, 33}, 29);
+  for (bool path : {false, true}) {
+    Generator gc(1234), gg(1234);
+    gc.next_offset();
+    gg.next_offset();
+    auto run = [&](Tensor in, Generator& gen) {
+      return path ? ops::drop_path(in, 0.3, true, gen) : ops::dropout(in, 0.3, true, gen);
+    };
+    const std::string name = path ? "drop_path" : "dropout";
+    compare_op(
+        name, [&](auto& v) { return run(v[0], v[0].device().is_cuda() ? gg : gc); }, {x},
+        Arith::f32, 1, 1);
+    // The masks agree exactly: the same elements are zero on both devices.
+    // 64 samples: drop-path draws one number per sample, and 0.7^64 all-kept is never seen.
+    Tensor xm = randn({64, 9, 5}, 32);
+    Generator a(99), b(99);
+    auto yc = run(xm, a).to_vector<float>();
+    auto yg = run(to_gpu(xm), b).to_vector<float>();
+    int64_t zeros = 0;
+    for (size_t i = 0; i < yc.size(); ++i) {
+      CHECK((yc[i] == 0.0f) == (yg[i] == 0.0f));
+      zeros += yc[i] == 0.0f;
+    }
+    CHECK(zeros > 0);
+    CHECK(zeros < static_cast<int64_t>(yc.size()));
+  }
+}
+
+TEST_CASE("CUDA cross-entropy: hard labels with smoothing, soft targets") {
+  LVIT_SKIP_WITHOUT_GPU();
+  const int64_t B = 37, C = 100;
+  Tensor logits = randn({B, C}, 30, 3.0);
+  std::vector<int64_t> y(B);
+  for (int64_t i = 0; i < B; ++i) y[i] = (i * 37 + 11) % C;
+  Tensor labels64 = Tensor::from_vector(y, {B});
+  Tensor labels32 = labels64.to(DType::i32);
+  for (double s : {0.0, 0.1}) {
+    compare_op(
+        fmt::format("cross_entropy i64 smoothing {}", s),
+        [s](auto& v) { return ops::cross_entropy(v[0], v[1], s); }, {logits, labels64}, Arith::f32,
+        B * C, C);
+    compare_op(
+        fmt::format("cross_entropy i32 smoothing {}", s),
+        [s](auto& v) { return ops::cross_entropy(v[0], v[1], s); }, {logits, labels32}, Arith::f32,
+        B * C, C);
+  }
+  Tensor t = ops::softmax(randn({B, C}, 31));
+  compare_op("cross_entropy soft", [](auto& v) { return ops::cross_entropy_soft(v[0], v[1]); },
+             {logits, t}, Arith::f32, B * C, C, {1});
+}
+
+TEST_CASE("CUDA AdamW, SGD and grad-norm clipping match the CPU") {
+  LVIT_SKIP_WITHOUT_GPU();
+  // Sizes cross the multi-tensor chunk (32768) and table (24 tensors) boundaries.
+  std::vector<Shape> shapes;
+  for (int i = 0; i < 30; ++i) shapes.push_back({i % 3 == 0 ? 70001 : 1 + 97 * i});
+  auto make = [&](Device d, uint64_t seed) {
+    std::vector<optim::ParamRef> refs;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      Tensor p = randn(shapes[i], seed + i).to(d);
+      p.set_requires_grad(true);
+      refs.push_back({fmt::format("p{}", i), p, i % 2 == 0});
+    }
+    return refs;
+  };
+  for (bool adamw : {true, false}) {
+    auto cpu_p = make(Device::cpu(), 100), gpu_p = make(Device::cuda(0), 100);
+    std::unique_ptr<optim::Optimizer> oc, og;
+    if (adamw) {
+      oc = std::make_unique<optim::AdamW>(cpu_p, optim::AdamWOptions{});
+      og = std::make_unique<optim::AdamW>(gpu_p, optim::AdamWOptions{});
+    } else {
+      optim::SGDOptions so;
+      so.weight_decay = 0.01;
+      so.nesterov = true;
+      oc = std::make_unique<optim::SGD>(cpu_p, so);
+      og = std::make_unique<optim::SGD>(gpu_p, so);
+    }
+    for (int step = 0; step < 3; ++step) {
+      std::vector<Tensor> pc, pg;
+      for (size_t i = 0; i < shapes.size(); ++i) {
+        Tensor g = randn(shapes[i], 500 + 31 * step + i, 2.0);
+        cpu_p[i].param.set_grad(g.clone());
+        gpu_p[i].param.set_grad(to_gpu(g));
+        pc.push_back(cpu_p[i].param);
+        pg.push_back(gpu_p[i].param);
+      }
+      const double nc = optim::clip_grad_norm(pc, 10.0);
+      const double ng = optim::clip_grad_norm_tensor(pg, 10.0).item();
+      CHECK(ng == doctest::Approx(nc).epsilon(1e-9));
+      for (size_t i = 0; i < shapes.size(); ++i)
+        expect_close(cpu_p[i].param.grad(), gpu_p[i].param.grad(), Arith::f32, 1,
+                     fmt::format("clipped gradient {}", i));
+      oc->step(1e-2);
+      og->step(1e-2);
+      for (size_t i = 0; i < shapes.size(); ++i)
+        expect_close(cpu_p[i].param, gpu_p[i].param, Arith::f32, step + 1,
+                     fmt::format("{} parameter {}", adamw ? "AdamW" : "SGD", i), 64.0);
+    }
+  }
+}
