@@ -32,7 +32,8 @@ struct BenchResult {
 
 // Times `steps` training steps (forward, loss, backward, clip, AdamW) after `warmup` untimed
 // ones, then inference, on `device`: GPU time from CUDA events on the device's stream.
-BenchResult bench_one(const ViTConfig& cfg, int64_t batch, int warmup, int steps, Device device) {
+BenchResult bench_one(const ViTConfig& cfg, int64_t batch, int warmup, int steps, Device device,
+                      DType autocast_dtype) {
   ViT model(cfg, 0);
   model.to(device);
   Generator g(123);
@@ -44,7 +45,11 @@ BenchResult bench_one(const ViTConfig& cfg, int64_t batch, int warmup, int steps
   x = x.to(device);
   optim::AdamW opt(optim::make_param_refs(model.named_parameters()), {});
   auto train_step = [&] {
-    Tensor loss = ops::cross_entropy(model.forward(x), labels, 0.1);
+    Tensor loss;
+    {
+      ops::AutocastGuard autocast(autocast_dtype);
+      loss = ops::cross_entropy(model.forward(x), labels, 0.1);
+    }
     model.zero_grad();
     loss.backward();
     optim::clip_grad_norm_tensor(model.parameters(), 1.0);
@@ -65,6 +70,7 @@ BenchResult bench_one(const ViTConfig& cfg, int64_t batch, int warmup, int steps
   model.eval();
   {
     autograd::NoGradGuard ng;
+    ops::AutocastGuard autocast(autocast_dtype);
     for (int i = 0; i < std::max(1, warmup); ++i) model.forward(x);
     app::synchronize(device);
     timer.start();
@@ -87,8 +93,10 @@ int main(int argc, char** argv) {
     bool flops = false;
     cli.add_option("--presets", presets, "Comma-separated presets");
     cli.add_option("--batch-size", batches, "Batch size(s), comma-separated");
-    cli.add_option("--precision", precisions,
-                   "Precision(s), comma-separated: fp32, tf32 (GPU GEMMs on TF32 tensor cores)");
+    cli.add_option(
+        "--precision", precisions,
+        "Precision(s), comma-separated: fp32, tf32 (GPU GEMMs on TF32 tensor cores), bf16 "
+        "(mixed precision)");
     cli.add_option("--warmup", warmup, "Untimed steps first");
     cli.add_option("--steps", steps, "Timed steps");
     cli.add_option("--threads", threads, "Compute threads (0: all cores)");
@@ -160,7 +168,8 @@ int main(int argc, char** argv) {
       for (int64_t batch : batch_list)
         for (const std::string& p : split_list(presets)) {
           ViTConfig c = preset_config(p);
-          BenchResult r = bench_one(c, batch, warmup, steps, dev);
+          BenchResult r =
+              bench_one(c, batch, warmup, steps, dev, app::autocast_dtype_for(dev, precision));
           // A training step costs ~3x the forward FLOPs (backward: two products per GEMM).
           const double gflops = 3.0 * r.gflops_per_img * r.train_img_s;
           std::printf("%-14s %6s %6lld %12.1f %10.2f %12.1f %14.1f %10.0f\n", p.c_str(),

@@ -97,8 +97,6 @@ Device setup_device(const std::string& device, const std::string& precision) {
   const Device d = parse_device(device);
   LVIT_USER_CHECK(precision == "fp32" || precision == "tf32" || precision == "bf16",
                   "--precision: '{}' is not fp32, tf32 or bf16", precision);
-  LVIT_USER_CHECK(precision != "bf16",
-                  "--precision bf16: mixed precision is not implemented yet; use tf32 or fp32");
   if (d.is_cpu()) return d;  // the CPU computes tf32 as fp32
 #ifdef LVIT_WITH_CUDA
   LVIT_USER_CHECK(cuda::available(), "--device {}: no CUDA device is visible", device);
@@ -110,6 +108,10 @@ Device setup_device(const std::string& device, const std::string& precision) {
   throw UserError(fmt::format("--device {}: lvit was built without CUDA", device));
 #endif
   return d;
+}
+
+DType autocast_dtype_for(Device d, const std::string& precision) {
+  return d.is_cuda() && precision == "bf16" ? DType::bf16 : DType::f32;
 }
 
 double peak_memory_mb(Device d) {

@@ -34,6 +34,9 @@ double peak_rss_mb();
 // the precision is implemented (UserError naming the flag otherwise) and sets the GEMM math
 // mode of the CUDA backend. Returns the device.
 Device setup_device(const std::string& device, const std::string& precision);
+// The autocast dtype of a --precision: bf16 for "bf16" on a GPU, else f32 (no autocast).
+DType autocast_dtype_for(Device d, const std::string& precision);
+
 // Peak memory for the metrics: the CUDA allocator's peak on a GPU, the peak RSS on the CPU.
 double peak_memory_mb(Device d);
 // Resets the peak that peak_memory_mb reports (GPU only; the RSS peak cannot be reset).

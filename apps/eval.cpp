@@ -30,7 +30,8 @@ int main(int argc, char** argv) {
     cli.add_option("--threads", threads, "Compute threads (0: all cores)");
     cli.add_option("--workers", workers, "Data loader threads");
     cli.add_option("--device", device, "cpu or cuda[:N]");
-    cli.add_option("--precision", precision, "GPU arithmetic: fp32 (default) or tf32");
+    cli.add_option("--precision", precision,
+                   "GPU arithmetic: fp32 (default), tf32, or bf16 (mixed precision)");
     cli.add_option("--dump-logits", dump,
                    "N FILE: write the logits of the first N test images as raw little-endian "
                    "float32 [N, classes]")
@@ -78,6 +79,7 @@ int main(int argc, char** argv) {
       loader.next(b);
       model->eval();
       autograd::NoGradGuard ng;
+      ops::AutocastGuard autocast(app::autocast_dtype_for(dev, precision));
       std::vector<float> logits = model->forward(b.images.to(dev)).to_vector<float>();
       write_file_atomic(dump[1], std::string_view(reinterpret_cast<const char*>(logits.data()),
                                                   logits.size() * sizeof(float)));
@@ -85,6 +87,7 @@ int main(int argc, char** argv) {
                   static_cast<long long>(c.num_classes), dump[1].c_str());
     }
 
+    ops::AutocastGuard autocast(app::autocast_dtype_for(dev, precision));
     app::EvalResult r = app::evaluate(*model, test, norm, batch_size, limit, workers);
     std::printf("%s on %s test (%lld images): loss %.4f  top-1 %.2f%%  top-5 %.2f%%  %.0f img/s\n",
                 c.preset.c_str(), test.name.c_str(), static_cast<long long>(r.images), r.loss,

@@ -43,7 +43,8 @@ int main(int argc, char** argv) {
     cli.add_option("--threads", threads, "Compute threads (0: all cores or $LVIT_THREADS)");
     cli.add_option("--device", o.device, "cpu or cuda[:N]");
     cli.add_option("--precision", o.precision,
-                   "GPU arithmetic: fp32, or tf32 (TF32 tensor-core GEMMs, fp32 elsewhere)");
+                   "GPU arithmetic: fp32, tf32 (TF32 tensor-core GEMMs, fp32 elsewhere), or bf16 "
+                   "(mixed precision: bf16 activations and GEMMs, fp32 weights and loss)");
     cli.add_option("--out", out,
                    "Run directory: metrics.jsonl, model.safetensors, train_state.safetensors");
     cli.add_option(

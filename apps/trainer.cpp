@@ -265,8 +265,12 @@ double Trainer::step() {
   model_->train();
   const double lr = current_lr();
   const Tensor images = b.images.to(device_), labels = b.labels.to(device_);
-  Tensor logits = model_->forward(images);
-  Tensor loss = ops::cross_entropy(logits, labels, opt_.label_smoothing);
+  Tensor logits, loss;
+  {
+    ops::AutocastGuard autocast(autocast_dtype_for(device_, opt_.precision));
+    logits = model_->forward(images);
+    loss = ops::cross_entropy(logits, labels, opt_.label_smoothing);
+  }
   model_->zero_grad();
   loss.backward();
   if (opt_.clip_grad > 0) optim::clip_grad_norm_tensor(model_->parameters(), opt_.clip_grad);
@@ -375,8 +379,11 @@ void Trainer::run(const std::string& out_dir) {
                         {"img_per_s", epoch_seen_ / std::max(train_secs, 1e-9)},
                         {"epoch_time_s", train_secs}};
     if (test_) {
-      EvalResult r =
-          evaluate(*model_, *test_, norm_, opt_.eval_batch_size, opt_.eval_limit, opt_.workers);
+      EvalResult r = [&] {
+        ops::AutocastGuard autocast(autocast_dtype_for(device_, opt_.precision));
+        return evaluate(*model_, *test_, norm_, opt_.eval_batch_size, opt_.eval_limit,
+                        opt_.workers);
+      }();
       m["test_loss"] = r.loss;
       m["test_top1"] = r.top1;
       m["test_top5"] = r.top5;

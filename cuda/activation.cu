@@ -12,23 +12,25 @@ constexpr int kRowsPerBlock = 8;  // softmax: one warp per row
 
 template <typename T>
 __global__ void gelu_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n) {
+  using A = acc_t<T>;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    const T v = x[i];
-    y[i] = T(0.5) * v * (T(1) + erf(v * T(M_SQRT1_2)));
+    const A v = ld(x[i]);
+    y[i] = st<T>(A(0.5) * v * (A(1) + erf(v * A(M_SQRT1_2))));
   }
 }
 
 template <typename T>
 __global__ void gelu_bwd_kernel(const T* __restrict__ g, const T* __restrict__ x,
                                 T* __restrict__ gx, int64_t n) {
+  using A = acc_t<T>;
   // phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
-  const T inv_sqrt_2pi = T(0.3989422804014327);
+  const A inv_sqrt_2pi = A(0.3989422804014327);
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    const T v = x[i];
-    const T cdf = T(0.5) * (T(1) + erf(v * T(M_SQRT1_2)));
-    gx[i] = g[i] * (cdf + v * inv_sqrt_2pi * exp(T(-0.5) * v * v));
+    const A v = ld(x[i]);
+    const A cdf = A(0.5) * (A(1) + erf(v * A(M_SQRT1_2)));
+    gx[i] = st<T>(ld(g[i]) * (cdf + v * inv_sqrt_2pi * exp(A(-0.5) * v * v)));
   }
 }
 
@@ -69,7 +71,7 @@ unsigned row_blocks(int64_t M) {
 
 void gelu_fwd(DType dtype, const void* x, void* y, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  dispatch_float(dtype, "gelu", [&](auto zero) {
+  dispatch_floating(dtype, "gelu", [&](auto zero) {
     using T = decltype(zero);
     gelu_fwd_kernel<T>
         <<<grid_for(n), kThreads, 0, stream>>>(static_cast<const T*>(x), static_cast<T*>(y), n);
@@ -79,7 +81,7 @@ void gelu_fwd(DType dtype, const void* x, void* y, int64_t n, cudaStream_t strea
 
 void gelu_bwd(DType dtype, const void* g, const void* x, void* gx, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  dispatch_float(dtype, "gelu backward", [&](auto zero) {
+  dispatch_floating(dtype, "gelu backward", [&](auto zero) {
     using T = decltype(zero);
     gelu_bwd_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(
         static_cast<const T*>(g), static_cast<const T*>(x), static_cast<T*>(gx), n);

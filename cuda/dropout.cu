@@ -11,7 +11,7 @@ namespace {
 // order of Philox::word), so each block of rounds is computed once.
 template <typename T>
 __global__ void dropout_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n, float p,
-                               T scale, uint64_t seed, uint64_t offset) {
+                               acc_t<T> scale, uint64_t seed, uint64_t offset) {
   const int64_t blocks = (n + 3) / 4;
   for (int64_t t = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; t < blocks;
        t += int64_t{gridDim.x} * blockDim.x) {
@@ -23,7 +23,7 @@ __global__ void dropout_kernel(const T* __restrict__ x, T* __restrict__ y, int64
       const int64_t i = 4 * t + k;
       if (i >= n) break;
       const float u = static_cast<float>(c[k] >> 8) * (1.0f / 16777216.0f);
-      y[i] = u >= p ? x[i] * scale : T(0);
+      y[i] = st<T>(u >= p ? ld(x[i]) * scale : acc_t<T>(0));
     }
   }
 }
@@ -31,11 +31,12 @@ __global__ void dropout_kernel(const T* __restrict__ x, T* __restrict__ y, int64
 // Drop-path: one uniform per sample of `group` elements.
 template <typename T>
 __global__ void drop_path_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n,
-                                 int64_t group, float p, T scale, uint64_t seed, uint64_t offset) {
+                                 int64_t group, float p, acc_t<T> scale, uint64_t seed,
+                                 uint64_t offset) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     const bool keep = Philox::uniform(seed, offset, static_cast<uint64_t>(i / group)) >= p;
-    y[i] = keep ? x[i] * scale : T(0);
+    y[i] = st<T>(keep ? ld(x[i]) * scale : acc_t<T>(0));
   }
 }
 
@@ -44,9 +45,9 @@ __global__ void drop_path_kernel(const T* __restrict__ x, T* __restrict__ y, int
 void apply_mask(DType dtype, const void* x, void* y, int64_t n, double p, uint64_t seed,
                 uint64_t offset, int64_t group, cudaStream_t stream) {
   if (n == 0) return;
-  dispatch_float(dtype, "dropout", [&](auto zero) {
+  dispatch_floating(dtype, "dropout", [&](auto zero) {
     using T = decltype(zero);
-    const T scale = static_cast<T>(1.0 / (1.0 - p));
+    const acc_t<T> scale = static_cast<acc_t<T>>(1.0 / (1.0 - p));
     const auto* px = static_cast<const T*>(x);
     auto* py = static_cast<T*>(y);
     if (group == 1)

@@ -1,6 +1,7 @@
 // Elementwise and reduction kernels with their launchers (declared in cuda/elementwise.cuh).
 #include <cmath>
 #include <cstdint>
+#include <string>
 
 #include "cuda/check.cuh"
 #include "cuda/elementwise.cuh"
@@ -26,18 +27,22 @@ struct BinaryFn {
   }
 };
 
-template <typename T>
-__global__ void binary_flat_kernel(BinaryFn<T> f, const T* __restrict__ a, const T* __restrict__ b,
-                                   T* __restrict__ out, int64_t n) {
+// a, b and out may have different storage types (f32 + bf16 -> f32 for the mixed-precision
+// residual stream); the arithmetic is in out's accumulation type.
+template <typename TA, typename TB, typename TO>
+__global__ void binary_flat_kernel(BinaryFn<acc_t<TO>> f, const TA* __restrict__ a,
+                                   const TB* __restrict__ b, TO* __restrict__ out, int64_t n) {
+  using A = acc_t<TO>;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
-    out[i] = f(a[i], b[i]);
+    out[i] = st<TO>(f(static_cast<A>(ld(a[i])), static_cast<A>(ld(b[i]))));
 }
 
-template <typename T>
-__global__ void binary_strided_kernel(BinaryFn<T> f, const T* __restrict__ a,
-                                      const T* __restrict__ b, T* __restrict__ out,
+template <typename TA, typename TB, typename TO>
+__global__ void binary_strided_kernel(BinaryFn<acc_t<TO>> f, const TA* __restrict__ a,
+                                      const TB* __restrict__ b, TO* __restrict__ out,
                                       BroadcastLayout l, int64_t n) {
+  using A = acc_t<TO>;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     int64_t rem = i, oa = 0, ob = 0;
@@ -47,17 +52,18 @@ __global__ void binary_strided_kernel(BinaryFn<T> f, const T* __restrict__ a,
       oa += idx * l.a_strides[k];
       ob += idx * l.b_strides[k];
     }
-    out[i] = f(a[oa], b[ob]);
+    out[i] = st<TO>(f(static_cast<A>(ld(a[oa])), static_cast<A>(ld(b[ob]))));
   }
 }
 
 template <typename T>
 __global__ void unary_kernel(UnaryOp op, const T* __restrict__ x, T* __restrict__ out, int64_t n,
-                             T s) {
+                             acc_t<T> s) {
+  using A = acc_t<T>;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
-    const T v = x[i];
-    T r;
+    const A v = ld(x[i]);
+    A r;
     switch (op) {
       case UnaryOp::neg:
         r = -v;
@@ -86,10 +92,11 @@ __global__ void unary_kernel(UnaryOp op, const T* __restrict__ x, T* __restrict_
 }
 
 template <typename T>
-__global__ void axpy_kernel(T* __restrict__ dst, const T* __restrict__ src, int64_t n, T alpha) {
+__global__ void axpy_kernel(T* __restrict__ dst, const T* __restrict__ src, int64_t n,
+                            acc_t<T> alpha) {
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x)
-    dst[i] += alpha * src[i];
+    dst[i] = st<T>(ld(dst[i]) + alpha * ld(src[i]));
 }
 
 // x's offset of reduced position r (0 <= r < product of red_shape).
@@ -120,9 +127,9 @@ __global__ void sum_to_thread_kernel(const T* __restrict__ x, T* __restrict__ ou
   for (int64_t j = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; j < n_out;
        j += int64_t{gridDim.x} * blockDim.x) {
     const T* base = x + kept_offset(l, j);
-    T acc = 0;
-    for (int64_t r = 0; r < n_red; ++r) acc += base[reduced_offset(l, r)];
-    out[j] = acc;
+    acc_t<T> acc = 0;
+    for (int64_t r = 0; r < n_red; ++r) acc += ld(base[reduced_offset(l, r)]);
+    out[j] = st<T>(acc);
   }
 }
 
@@ -131,49 +138,61 @@ template <typename T>
 __global__ void sum_to_block_kernel(const T* __restrict__ x, T* __restrict__ out, ReduceLayout l,
                                     int64_t n_red) {
   const T* base = x + kept_offset(l, blockIdx.x);
-  T acc = 0;
-  for (int64_t r = threadIdx.x; r < n_red; r += blockDim.x) acc += base[reduced_offset(l, r)];
+  acc_t<T> acc = 0;
+  for (int64_t r = threadIdx.x; r < n_red; r += blockDim.x) acc += ld(base[reduced_offset(l, r)]);
   acc = block_sum(acc);
-  if (threadIdx.x == 0) out[blockIdx.x] = acc;
+  if (threadIdx.x == 0) out[blockIdx.x] = st<T>(acc);
 }
 
 }  // namespace
 
-void binary(BinaryOp op, DType dtype, const void* a, const void* b, void* out,
-            const BroadcastLayout& l, cudaStream_t stream) {
+void binary(BinaryOp op, DType a_dtype, DType b_dtype, DType out_dtype, const void* a,
+            const void* b, void* out, const BroadcastLayout& l, cudaStream_t stream) {
   int64_t n = 1;
   for (int k = 0; k < l.rank; ++k) n *= l.shape[k];
   if (n == 0) return;
-  dispatch_float(dtype, "binary op", [&](auto zero) {
-    using T = decltype(zero);
-    const BinaryFn<T> f{op};
+  auto run = [&](auto za, auto zb, auto zo) {
+    using TA = decltype(za);
+    using TB = decltype(zb);
+    using TO = decltype(zo);
+    const BinaryFn<acc_t<TO>> f{op};
+    const auto* pa = static_cast<const TA*>(a);
+    const auto* pb = static_cast<const TB*>(b);
+    auto* po = static_cast<TO*>(out);
     if (l.contiguous)
-      binary_flat_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(
-          f, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(out), n);
+      binary_flat_kernel<TA, TB, TO><<<grid_for(n), kThreads, 0, stream>>>(f, pa, pb, po, n);
     else
-      binary_strided_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(
-          f, static_cast<const T*>(a), static_cast<const T*>(b), static_cast<T*>(out), l, n);
-  });
+      binary_strided_kernel<TA, TB, TO><<<grid_for(n), kThreads, 0, stream>>>(f, pa, pb, po, l, n);
+  };
+  if (a_dtype == b_dtype && b_dtype == out_dtype)
+    dispatch_floating(out_dtype, "binary op", [&](auto z) { run(z, z, z); });
+  else if (a_dtype == DType::f32 && b_dtype == DType::bf16 && out_dtype == DType::f32)
+    run(float{}, __nv_bfloat16{}, float{});
+  else if (a_dtype == DType::bf16 && b_dtype == DType::f32 && out_dtype == DType::f32)
+    run(__nv_bfloat16{}, float{}, float{});
+  else
+    fail(std::string("binary op: no CUDA kernel for ") + std::string(dtype_name(a_dtype)) +
+         " and " + std::string(dtype_name(b_dtype)) + " to " + std::string(dtype_name(out_dtype)));
   after_launch("binary", stream);
 }
 
 void unary(UnaryOp op, DType dtype, const void* x, void* out, int64_t n, double s,
            cudaStream_t stream) {
   if (n == 0) return;
-  dispatch_float(dtype, "unary op", [&](auto zero) {
+  dispatch_floating(dtype, "unary op", [&](auto zero) {
     using T = decltype(zero);
     unary_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(op, static_cast<const T*>(x),
-                                                          static_cast<T*>(out), n, T(s));
+                                                          static_cast<T*>(out), n, acc_t<T>(s));
   });
   after_launch("unary", stream);
 }
 
 void axpy(DType dtype, void* dst, const void* src, int64_t n, double alpha, cudaStream_t stream) {
   if (n == 0) return;
-  dispatch_float(dtype, "axpy_", [&](auto zero) {
+  dispatch_floating(dtype, "axpy_", [&](auto zero) {
     using T = decltype(zero);
-    axpy_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(static_cast<T*>(dst),
-                                                         static_cast<const T*>(src), n, T(alpha));
+    axpy_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(
+        static_cast<T*>(dst), static_cast<const T*>(src), n, acc_t<T>(alpha));
   });
   after_launch("axpy", stream);
 }
@@ -183,7 +202,7 @@ void sum_to(DType dtype, const void* x, void* out, const ReduceLayout& l, cudaSt
   for (int k = 0; k < l.kept_rank; ++k) n_out *= l.kept_shape[k];
   for (int k = 0; k < l.red_rank; ++k) n_red *= l.red_shape[k];
   if (n_out == 0) return;
-  dispatch_float(dtype, "sum_to", [&](auto zero) {
+  dispatch_floating(dtype, "sum_to", [&](auto zero) {
     using T = decltype(zero);
     // Enough outputs to fill the GPU with one thread each, or too little work per output to
     // be worth a block: thread per output. Otherwise a block per output.

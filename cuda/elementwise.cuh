@@ -1,6 +1,6 @@
 // Elementwise arithmetic and reductions on the device: the CUDA half of ops/elementwise.cpp and
-// ops/reduce.cpp. Host-only header; raw pointers to device memory of the current device, f32
-// or f64 (`dtype`), launched on `stream`.
+// ops/reduce.cpp. Host-only header; raw pointers to device memory of the current device, f32,
+// f64 or bf16 (`dtype`; bf16 is computed in fp32), launched on `stream`.
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -24,8 +24,10 @@ struct BroadcastLayout {
   int64_t b_strides[kMaxElementwiseRank] = {};
   bool contiguous = false;  // a and b both contiguous over shape: one flat loop
 };
-void binary(BinaryOp op, DType dtype, const void* a, const void* b, void* out,
-            const BroadcastLayout& layout, cudaStream_t stream);
+// Dtypes: all three equal, or f32 with bf16 to f32 (either order): the mixed-precision residual
+// stream adds a bf16 branch output to an f32 stream.
+void binary(BinaryOp op, DType a_dtype, DType b_dtype, DType out_dtype, const void* a,
+            const void* b, void* out, const BroadcastLayout& layout, cudaStream_t stream);
 
 // out[i] = op(x[i]) for contiguous x, out of n elements; `s` is the scalar of add/mul_scalar.
 void unary(UnaryOp op, DType dtype, const void* x, void* out, int64_t n, double s,

@@ -24,12 +24,13 @@ std::atomic<MathMode> g_math_mode{MathMode::tf32};
 // Creating them costs tens of microseconds, more than many of the GEMMs themselves.
 struct PlanKey {
   int device;
-  DType dtype;
+  DType dtype, c_dtype;
   MathMode mode;
   bool ta, tb, bias;
   int64_t M, N, K, lda, ldb, ldc, sa, sb, sc, batch;
   auto tie() const {
-    return std::tie(device, dtype, mode, ta, tb, bias, M, N, K, lda, ldb, ldc, sa, sb, sc, batch);
+    return std::tie(device, dtype, c_dtype, mode, ta, tb, bias, M, N, K, lda, ldb, ldc, sa, sb, sc,
+                    batch);
   }
   bool operator<(const PlanKey& o) const { return tie() < o.tie(); }
 };
@@ -75,7 +76,7 @@ cublasLtMatrixLayout_t make_layout(cudaDataType_t type, int64_t rows, int64_t co
 // its "B" our A, each read as the column-major transpose of how we store it.
 Plan make_plan(const PlanKey& k, Context& ctx) {
   Plan p;
-  const cudaDataType_t type = data_type(k.dtype);
+  const cudaDataType_t type = data_type(k.dtype), c_type = data_type(k.c_dtype);
   cublasComputeType_t compute = CUBLAS_COMPUTE_32F;
   cudaDataType_t scale_type = CUDA_R_32F;
   if (k.dtype == DType::f64) {
@@ -95,7 +96,7 @@ Plan make_plan(const PlanKey& k, Context& ctx) {
     const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
     LVIT_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
-    const cudaDataType_t bias_type = type;
+    const cudaDataType_t bias_type = c_type;
     LVIT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE,
                                                      &bias_type, sizeof(bias_type)));
   }
@@ -103,7 +104,7 @@ Plan make_plan(const PlanKey& k, Context& ctx) {
   // transpose when tb), our A is K x M column-major (or the transpose when ta).
   p.a = make_layout(type, k.tb ? k.K : k.N, k.tb ? k.N : k.K, k.ldb, k.batch, k.sb);
   p.b = make_layout(type, k.ta ? k.M : k.K, k.ta ? k.K : k.M, k.lda, k.batch, k.sa);
-  p.c = make_layout(type, k.N, k.M, k.ldc, k.batch, k.sc);
+  p.c = make_layout(c_type, k.N, k.M, k.ldc, k.batch, k.sc);
 
   cublasLtMatmulPreference_t pref = nullptr;
   LVIT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref));
@@ -152,7 +153,7 @@ __global__ void column_final_kernel(const Acc* __restrict__ part, int64_t chunks
   if (col >= N) return;
   Acc s = 0;
   for (int64_t c = 0; c < chunks; ++c) s += part[c * N + col];
-  out[col] = static_cast<T>(s);
+  out[col] = st<T>(s);
 }
 
 }  // namespace
@@ -160,9 +161,13 @@ __global__ void column_final_kernel(const Acc* __restrict__ part, int64_t chunks
 void set_math_mode(MathMode mode) { g_math_mode.store(mode); }
 MathMode math_mode() { return g_math_mode.load(); }
 
-void gemm(DType dtype, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const void* A,
-          int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, void* C,
-          int64_t ldc, int64_t stride_c, int64_t batch, const void* bias, float beta) {
+void gemm(DType dtype, DType c_dtype, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+          const void* A, int64_t lda, int64_t stride_a, const void* B, int64_t ldb,
+          int64_t stride_b, void* C, int64_t ldc, int64_t stride_c, int64_t batch, const void* bias,
+          float beta) {
+  if (c_dtype != dtype && !(dtype == DType::bf16 && c_dtype == DType::f32))
+    fail("gemm: " + std::string(dtype_name(dtype)) + " operands with a " +
+         std::string(dtype_name(c_dtype)) + " result");
   if (M == 0 || N == 0 || batch == 0) return;
   int device = 0;
   LVIT_CUDA_CHECK(cudaGetDevice(&device));
@@ -170,13 +175,14 @@ void gemm(DType dtype, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const 
   if (K == 0) {  // empty sum: C = beta C (+ bias); rare, so through the general path below
     if (beta != 0.0f || bias) fail("gemm: K = 0 with beta or bias is not supported");
     for (int64_t i = 0; i < batch; ++i)
-      LVIT_CUDA_CHECK(cudaMemset2DAsync(static_cast<char*>(C) + i * stride_c * dtype_size(dtype),
-                                        ldc * dtype_size(dtype), 0, N * dtype_size(dtype), M,
+      LVIT_CUDA_CHECK(cudaMemset2DAsync(static_cast<char*>(C) + i * stride_c * dtype_size(c_dtype),
+                                        ldc * dtype_size(c_dtype), 0, N * dtype_size(c_dtype), M,
                                         ctx.stream));
     return;
   }
   const PlanKey key{device,
                     dtype,
+                    c_dtype,
                     math_mode(),
                     ta,
                     tb,
@@ -209,7 +215,8 @@ void gemm(DType dtype, bool ta, bool tb, int64_t M, int64_t N, int64_t K, const 
                                    ctx.workspace_bytes, ctx.stream));
 }
 
-void column_sums(DType dtype, const void* x, int64_t M, int64_t N, void* out, cudaStream_t stream) {
+void column_sums(DType dtype, DType out_dtype, const void* x, int64_t M, int64_t N, void* out,
+                 cudaStream_t stream) {
   if (N == 0) return;
   int device = 0;
   LVIT_CUDA_CHECK(cudaGetDevice(&device));
@@ -218,9 +225,10 @@ void column_sums(DType dtype, const void* x, int64_t M, int64_t N, void* out, cu
   int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((M + 63) / 64, 1024 / col_blocks + 1));
   const int64_t rows_per = (M + chunks - 1) / std::max<int64_t>(chunks, 1);
   chunks = M == 0 ? 1 : (M + rows_per - 1) / rows_per;
-  auto run = [&](auto t_zero, auto acc_zero) {
+  auto run = [&](auto t_zero, auto acc_zero, auto out_zero) {
     using T = decltype(t_zero);
     using Acc = decltype(acc_zero);
+    using TO = decltype(out_zero);
     Allocator* alloc = caching_allocator(device);
     const size_t bytes = static_cast<size_t>(chunks * N) * sizeof(Acc);
     Acc* part = static_cast<Acc*>(alloc->allocate(bytes));
@@ -232,24 +240,22 @@ void column_sums(DType dtype, const void* x, int64_t M, int64_t N, void* out, cu
              stream>>>(static_cast<const T*>(x), M, N, rows_per, part);
       after_launch("column_partial", stream);
     }
-    column_final_kernel<T, Acc>
-        <<<grid_for(N), kThreads, 0, stream>>>(part, chunks, N, static_cast<T*>(out));
+    column_final_kernel<TO, Acc>
+        <<<grid_for(N), kThreads, 0, stream>>>(part, chunks, N, static_cast<TO*>(out));
     after_launch("column_final", stream);
     alloc->deallocate(part, bytes);  // stream-ordered reuse: see cuda/allocator.cuh
   };
-  switch (dtype) {
-    case DType::f32:
-      run(float{}, float{});
-      break;
-    case DType::f64:
-      run(double{}, double{});
-      break;
-    case DType::bf16:
-      run(__nv_bfloat16{}, float{});
-      break;
-    default:
-      unsupported_dtype("column_sums", dtype);
-  }
+  if (dtype == DType::f32 && out_dtype == DType::f32)
+    run(float{}, float{}, float{});
+  else if (dtype == DType::f64 && out_dtype == DType::f64)
+    run(double{}, double{}, double{});
+  else if (dtype == DType::bf16 && out_dtype == DType::f32)
+    run(__nv_bfloat16{}, float{}, float{});
+  else if (dtype == DType::bf16 && out_dtype == DType::bf16)
+    run(__nv_bfloat16{}, float{}, __nv_bfloat16{});
+  else
+    fail("column_sums: " + std::string(dtype_name(dtype)) + " to " +
+         std::string(dtype_name(out_dtype)));
 }
 
 }  // namespace lvit::cuda

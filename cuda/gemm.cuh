@@ -18,16 +18,19 @@ MathMode math_mode();
 // Row-major, batched: for i < batch,
 //   C_i[M, N] = op(A_i) op(B_i) (+ bias[N] on every row when bias is not null) + beta C_i
 // op(A) = A ([M, K], row stride lda) or A^T (A stored [K, M]); likewise B ([K, N] or [N, K]).
-// Matrices of one batch are stride_* elements apart (0 shares the operand). dtype f32, f64 or
-// bf16 (bf16 operands and result, fp32 accumulation; the bias has the same dtype). Runs on the
-// current device's context stream, with the context's workspace.
-void gemm(DType dtype, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const void* A,
-          int64_t lda, int64_t stride_a, const void* B, int64_t ldb, int64_t stride_b, void* C,
-          int64_t ldc, int64_t stride_c, int64_t batch, const void* bias = nullptr,
-          float beta = 0.0f);
+// Matrices of one batch are stride_* elements apart (0 shares the operand). Operands of
+// `ab_dtype` (f32, f64 or bf16), result and bias of `c_dtype`: the same, or f32 for bf16
+// operands (fp32 accumulation either way; the weight gradient of a bf16 layer comes out f32).
+// Runs on the current device's context stream, with the context's workspace.
+void gemm(DType ab_dtype, DType c_dtype, bool trans_a, bool trans_b, int64_t M, int64_t N,
+          int64_t K, const void* A, int64_t lda, int64_t stride_a, const void* B, int64_t ldb,
+          int64_t stride_b, void* C, int64_t ldc, int64_t stride_c, int64_t batch,
+          const void* bias = nullptr, float beta = 0.0f);
 
 // out[j] = sum_i x[i, j] for a contiguous row-major x [M, N] (the bias gradient of a linear
-// layer), accumulated in fp32 (f64 for f64) in a fixed order: deterministic.
-void column_sums(DType dtype, const void* x, int64_t M, int64_t N, void* out, cudaStream_t stream);
+// layer), accumulated in fp32 (f64 for f64) in a fixed order: deterministic. out is of x's
+// dtype, or f32 for bf16 x.
+void column_sums(DType dtype, DType out_dtype, const void* x, int64_t M, int64_t N, void* out,
+                 cudaStream_t stream);
 
 }  // namespace lvit::cuda

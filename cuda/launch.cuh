@@ -1,9 +1,11 @@
 // Shared by the kernel files (cuda/*.cu only, never by plain C++): launch geometry and the warp
 // and block reductions the kernels build on.
 #pragma once
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/check.cuh"
 
@@ -28,6 +30,40 @@ void dispatch_float(DType dtype, const char* what, Fn&& fn) {
     fn(double{});
   else
     unsupported_dtype(what, dtype);
+}
+
+// Calls fn(float{}), fn(double{}) or fn(__nv_bfloat16{}) by dtype.
+template <typename Fn>
+void dispatch_floating(DType dtype, const char* what, Fn&& fn) {
+  if (dtype == DType::bf16)
+    fn(__nv_bfloat16{});
+  else
+    dispatch_float(dtype, what, fn);
+}
+
+// The arithmetic type of a storage type: bf16 values are computed in fp32.
+template <typename T>
+struct AccOf {
+  using type = T;
+};
+template <>
+struct AccOf<__nv_bfloat16> {
+  using type = float;
+};
+template <typename T>
+using acc_t = typename AccOf<T>::type;
+
+// Storage -> arithmetic and back (round to nearest even for bf16).
+template <typename T>
+__device__ __forceinline__ acc_t<T> ld(T v) {
+  return static_cast<acc_t<T>>(v);
+}
+template <typename T, typename A>
+__device__ __forceinline__ T st(A v) {
+  if constexpr (std::is_same_v<T, __nv_bfloat16>)
+    return __float2bfloat16_rn(static_cast<float>(v));
+  else
+    return static_cast<T>(v);
 }
 
 template <typename T>

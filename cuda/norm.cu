@@ -2,6 +2,8 @@
 // row-wise parts; the weight/bias gradients are column sums over rows, done in row chunks
 // (partial sums in a scratch buffer, then a fixed-order final sum: deterministic).
 #include <algorithm>
+#include <string>
+#include <type_traits>
 
 #include "core/storage.h"
 #include "cuda/allocator.cuh"
@@ -23,10 +25,11 @@ __device__ __forceinline__ float rsqrt_t<float>(float v) {
   return rsqrtf(v);
 }
 
-template <typename T>
+// x, w, b, mean, rstd of T (f32 or f64); y of TY (T, or bf16 under mixed precision).
+template <typename T, typename TY>
 __global__ void layernorm_fwd_kernel(const T* __restrict__ x, const T* __restrict__ w,
                                      const T* __restrict__ b, T eps, int64_t M, int64_t D,
-                                     T* __restrict__ y, T* __restrict__ mean,
+                                     TY* __restrict__ y, T* __restrict__ mean,
                                      T* __restrict__ rstd) {
   const int64_t row = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.y;
   if (row >= M) return;
@@ -41,8 +44,8 @@ __global__ void layernorm_fwd_kernel(const T* __restrict__ x, const T* __restric
     v += c * c;
   }
   const T rs = rsqrt_t(warp_sum(v) / static_cast<T>(D) + eps);
-  T* yr = y + row * D;
-  for (int64_t j = lane; j < D; j += 32) yr[j] = (xr[j] - mu) * rs * w[j] + b[j];
+  TY* yr = y + row * D;
+  for (int64_t j = lane; j < D; j += 32) yr[j] = st<TY>((xr[j] - mu) * rs * w[j] + b[j]);
   if (lane == 0) {
     mean[row] = mu;
     rstd[row] = rs;
@@ -50,31 +53,33 @@ __global__ void layernorm_fwd_kernel(const T* __restrict__ x, const T* __restric
 }
 
 // gx_j = rstd (g_j w_j - a - xhat_j c), a = mean_j(g w), c = mean_j(g w xhat).
-template <typename T>
-__global__ void layernorm_bwd_gx_kernel(const T* __restrict__ g, const T* __restrict__ x,
+template <typename T, typename TY>
+__global__ void layernorm_bwd_gx_kernel(const TY* __restrict__ g, const T* __restrict__ x,
                                         const T* __restrict__ w, const T* __restrict__ mean,
                                         const T* __restrict__ rstd, int64_t M, int64_t D,
                                         T* __restrict__ gx) {
   const int64_t row = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.y;
   if (row >= M) return;
   const int lane = threadIdx.x;
-  const T *gr = g + row * D, *xr = x + row * D;
+  const TY* gr = g + row * D;
+  const T* xr = x + row * D;
   const T mu = mean[row], rs = rstd[row];
   T sgw = 0, sgwx = 0;
   for (int64_t j = lane; j < D; j += 32) {
-    const T gw = gr[j] * w[j];
+    const T gw = static_cast<T>(ld(gr[j])) * w[j];
     sgw += gw;
     sgwx += gw * (xr[j] - mu) * rs;
   }
   const T a = warp_sum(sgw) / static_cast<T>(D), c = warp_sum(sgwx) / static_cast<T>(D);
   T* o = gx + row * D;
-  for (int64_t j = lane; j < D; j += 32) o[j] = rs * (gr[j] * w[j] - a - (xr[j] - mu) * rs * c);
+  for (int64_t j = lane; j < D; j += 32)
+    o[j] = rs * (static_cast<T>(ld(gr[j])) * w[j] - a - (xr[j] - mu) * rs * c);
 }
 
 // Block (bx, by): columns [32 bx, 32 bx + 32), rows [by rows_per, ...), 32 x 8 threads.
 // part_w[by, col] = sum g xhat, part_b[by, col] = sum g.
-template <typename T>
-__global__ void layernorm_bwd_wb_partial_kernel(const T* __restrict__ g, const T* __restrict__ x,
+template <typename T, typename TY>
+__global__ void layernorm_bwd_wb_partial_kernel(const TY* __restrict__ g, const T* __restrict__ x,
                                                 const T* __restrict__ mean,
                                                 const T* __restrict__ rstd, int64_t M, int64_t D,
                                                 int64_t rows_per, T* __restrict__ part_w,
@@ -85,7 +90,7 @@ __global__ void layernorm_bwd_wb_partial_kernel(const T* __restrict__ g, const T
   T aw = 0, ab = 0;
   if (col < D)
     for (int64_t r = r0 + threadIdx.y; r < r1; r += 8) {
-      const T gv = g[r * D + col];
+      const T gv = static_cast<T>(ld(g[r * D + col]));
       aw += gv * (x[r * D + col] - mean[r]) * rstd[r];
       ab += gv;
     }
@@ -118,59 +123,78 @@ __global__ void layernorm_bwd_wb_final_kernel(const T* __restrict__ part_w,
   if (gb) gb[col] = sb;
 }
 
+// Calls fn with a value of the output type: T itself, or bf16 (mixed precision, f32 input).
+template <typename T, typename Fn>
+void with_y_type(DType y_dtype, Fn&& fn) {
+  if (y_dtype == DType::bf16 && std::is_same_v<T, float>)
+    fn(__nv_bfloat16{});
+  else if (y_dtype == dtype_of<T>::value)
+    fn(T{});
+  else
+    fail("layer_norm: no CUDA kernel for output dtype " + std::string(dtype_name(y_dtype)));
+}
+
 unsigned row_blocks(int64_t M) {
   return static_cast<unsigned>(std::max<int64_t>(1, (M + kRowsPerBlock - 1) / kRowsPerBlock));
 }
 
 }  // namespace
 
-void layernorm_fwd(DType dtype, const void* x, const void* w, const void* b, double eps, int64_t M,
-                   int64_t D, void* y, void* mean, void* rstd, cudaStream_t stream) {
+void layernorm_fwd(DType dtype, DType y_dtype, const void* x, const void* w, const void* b,
+                   double eps, int64_t M, int64_t D, void* y, void* mean, void* rstd,
+                   cudaStream_t stream) {
   if (M == 0) return;
   dispatch_float(dtype, "layer_norm", [&](auto zero) {
     using T = decltype(zero);
-    layernorm_fwd_kernel<T><<<row_blocks(M), dim3(32, kRowsPerBlock), 0, stream>>>(
-        static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), T(eps), M, D,
-        static_cast<T*>(y), static_cast<T*>(mean), static_cast<T*>(rstd));
+    with_y_type<T>(y_dtype, [&](auto yzero) {
+      using TY = decltype(yzero);
+      layernorm_fwd_kernel<T, TY><<<row_blocks(M), dim3(32, kRowsPerBlock), 0, stream>>>(
+          static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), T(eps), M,
+          D, static_cast<TY*>(y), static_cast<T*>(mean), static_cast<T*>(rstd));
+    });
   });
   after_launch("layernorm_fwd", stream);
 }
 
-void layernorm_bwd(DType dtype, const void* g, const void* x, const void* w, const void* mean,
-                   const void* rstd, int64_t M, int64_t D, void* gx, void* gw, void* gb,
-                   cudaStream_t stream) {
+void layernorm_bwd(DType dtype, DType g_dtype, const void* g, const void* x, const void* w,
+                   const void* mean, const void* rstd, int64_t M, int64_t D, void* gx, void* gw,
+                   void* gb, cudaStream_t stream) {
   dispatch_float(dtype, "layer_norm backward", [&](auto zero) {
     using T = decltype(zero);
-    const T *pg = static_cast<const T*>(g), *px = static_cast<const T*>(x);
-    const T *pm = static_cast<const T*>(mean), *pr = static_cast<const T*>(rstd);
-    if (gx && M > 0) {
-      layernorm_bwd_gx_kernel<T><<<row_blocks(M), dim3(32, kRowsPerBlock), 0, stream>>>(
-          pg, px, static_cast<const T*>(w), pm, pr, M, D, static_cast<T*>(gx));
-      after_launch("layernorm_bwd_gx", stream);
-    }
-    if (!gw && !gb) return;
-    // Row chunks so that (column blocks x chunks) fills the GPU; at least 64 rows each.
-    const int64_t col_blocks = (D + 31) / 32;
-    const int64_t want = std::max<int64_t>(1, 1024 / col_blocks);
-    const int64_t rows_per = std::max<int64_t>(64, (M + want - 1) / want);
-    const int64_t chunks = std::max<int64_t>(1, (M + rows_per - 1) / rows_per);
-    int device = 0;
-    LVIT_CUDA_CHECK(cudaGetDevice(&device));
-    Allocator* alloc = caching_allocator(device);
-    const size_t bytes = static_cast<size_t>(2 * chunks * D) * sizeof(T);
-    T* part = static_cast<T*>(alloc->allocate(bytes));
-    if (M == 0)
-      LVIT_CUDA_CHECK(cudaMemsetAsync(part, 0, bytes, stream));
-    else {
-      layernorm_bwd_wb_partial_kernel<T>
-          <<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(chunks)), dim3(32, 8), 0,
-             stream>>>(pg, px, pm, pr, M, D, rows_per, part, part + chunks * D);
-      after_launch("layernorm_bwd_wb_partial", stream);
-    }
-    layernorm_bwd_wb_final_kernel<T><<<grid_for(D), kThreads, 0, stream>>>(
-        part, part + chunks * D, chunks, D, static_cast<T*>(gw), static_cast<T*>(gb));
-    after_launch("layernorm_bwd_wb_final", stream);
-    alloc->deallocate(part, bytes);  // stream-ordered reuse: see cuda/allocator.cuh
+    with_y_type<T>(g_dtype, [&](auto yzero) {
+      using TY = decltype(yzero);
+      const TY* pg = static_cast<const TY*>(g);
+      const T* px = static_cast<const T*>(x);
+      const T *pm = static_cast<const T*>(mean), *pr = static_cast<const T*>(rstd);
+      if (gx && M > 0) {
+        layernorm_bwd_gx_kernel<T, TY><<<row_blocks(M), dim3(32, kRowsPerBlock), 0, stream>>>(
+            pg, px, static_cast<const T*>(w), pm, pr, M, D, static_cast<T*>(gx));
+        after_launch("layernorm_bwd_gx", stream);
+      }
+      if (!gw && !gb) return;
+      // Row chunks so that (column blocks x chunks) fills the GPU; at least 64 rows each.
+      const int64_t col_blocks = (D + 31) / 32;
+      const int64_t want = std::max<int64_t>(1, 1024 / col_blocks);
+      const int64_t rows_per = std::max<int64_t>(64, (M + want - 1) / want);
+      const int64_t chunks = std::max<int64_t>(1, (M + rows_per - 1) / rows_per);
+      int device = 0;
+      LVIT_CUDA_CHECK(cudaGetDevice(&device));
+      Allocator* alloc = caching_allocator(device);
+      const size_t bytes = static_cast<size_t>(2 * chunks * D) * sizeof(T);
+      T* part = static_cast<T*>(alloc->allocate(bytes));
+      if (M == 0)
+        LVIT_CUDA_CHECK(cudaMemsetAsync(part, 0, bytes, stream));
+      else {
+        layernorm_bwd_wb_partial_kernel<T, TY>
+            <<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(chunks)), dim3(32, 8),
+               0, stream>>>(pg, px, pm, pr, M, D, rows_per, part, part + chunks * D);
+        after_launch("layernorm_bwd_wb_partial", stream);
+      }
+      layernorm_bwd_wb_final_kernel<T><<<grid_for(D), kThreads, 0, stream>>>(
+          part, part + chunks * D, chunks, D, static_cast<T*>(gw), static_cast<T*>(gb));
+      after_launch("layernorm_bwd_wb_final", stream);
+      alloc->deallocate(part, bytes);  // stream-ordered reuse: see cuda/allocator.cuh
+    });
   });
 }
 

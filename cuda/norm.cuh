@@ -1,5 +1,7 @@
 // LayerNorm over the last dimension on the device (the CUDA half of ops/norm.cpp). Host-only
-// header; device pointers of the current device, f32 or f64 throughout.
+// header; device pointers of the current device. x, w, b, mean, rstd and the gradients of x, w
+// and b are f32 or f64 (`dtype`); y and its gradient g are of `dtype` too, or bf16 for an f32
+// input (mixed precision: the f32 residual stream normalised straight into a bf16 GEMM operand).
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -11,12 +13,13 @@ namespace lvit::cuda {
 
 // x, y [M, D]; w, b [D]; mean, rstd [M] saved for the backward. y = (x - mean) rstd w + b with
 // rstd = 1 / sqrt(var + eps), var the biased variance (two passes: mean, then centred squares).
-void layernorm_fwd(DType dtype, const void* x, const void* w, const void* b, double eps, int64_t M,
-                   int64_t D, void* y, void* mean, void* rstd, cudaStream_t stream);
+void layernorm_fwd(DType dtype, DType y_dtype, const void* x, const void* w, const void* b,
+                   double eps, int64_t M, int64_t D, void* y, void* mean, void* rstd,
+                   cudaStream_t stream);
 
 // g, x [M, D]: gx [M, D] (may be null), gw and gb [D] (each may be null).
-void layernorm_bwd(DType dtype, const void* g, const void* x, const void* w, const void* mean,
-                   const void* rstd, int64_t M, int64_t D, void* gx, void* gw, void* gb,
-                   cudaStream_t stream);
+void layernorm_bwd(DType dtype, DType g_dtype, const void* g, const void* x, const void* w,
+                   const void* mean, const void* rstd, int64_t M, int64_t D, void* gx, void* gw,
+                   void* gb, cudaStream_t stream);
 
 }  // namespace lvit::cuda

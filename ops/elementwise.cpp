@@ -54,17 +54,32 @@ cuda::BroadcastLayout broadcast_layout(const Tensor& a, const Tensor& b) {
 }
 #endif
 
+// The result dtype: a's, or f32 for f32 with bf16 (mixed precision: a bf16 branch added to the
+// f32 residual stream). Other mixes are errors.
+DType result_dtype(const Tensor& a, const Tensor& b) {
+  if (a.dtype() == b.dtype()) return a.dtype();
+  const bool mixed = (a.dtype() == DType::f32 && b.dtype() == DType::bf16) ||
+                     (a.dtype() == DType::bf16 && b.dtype() == DType::f32);
+  LVIT_CHECK(mixed, "binary op: dtypes {} and {} (only f32 with bf16 mix)", dtype_name(a.dtype()),
+             dtype_name(b.dtype()));
+  return DType::f32;
+}
+
 Tensor binary_op(cpu::BinaryOp op, const Tensor& a, const Tensor& b) {
-  check_same("binary op", {a, b});
+  LVIT_CHECK(a.device() == b.device(), "binary op: tensors on {} and {}", a.device().str(),
+             b.device().str());
+  const DType dt = result_dtype(a, b);
   Shape shape = broadcast_shapes(a.shape(), b.shape());
-  Tensor out = Tensor::empty(shape, a.dtype(), a.device());
+  Tensor out = Tensor::empty(shape, dt, a.device());
   Tensor ea = expand_view(a, shape), eb = expand_view(b, shape);
   if (on_cuda("binary op", {a, b})) {
 #ifdef LVIT_WITH_CUDA
-    cuda::binary(static_cast<cuda::BinaryOp>(op), out.dtype(), ea.raw_data(), eb.raw_data(),
-                 out.raw_data(), broadcast_layout(ea, eb), cuda_stream(out));
+    cuda::binary(static_cast<cuda::BinaryOp>(op), a.dtype(), b.dtype(), dt, ea.raw_data(),
+                 eb.raw_data(), out.raw_data(), broadcast_layout(ea, eb), cuda_stream(out));
 #endif
   } else {
+    LVIT_CHECK(a.dtype() == b.dtype(), "binary op: mixed dtypes {} and {} on the CPU",
+               dtype_name(a.dtype()), dtype_name(b.dtype()));
     cpu::binary(op, ea, eb, out);
   }
   return out;
@@ -85,8 +100,11 @@ Tensor unary_op(cpu::UnaryOp op, const Tensor& x_in, double s) {
   return out;
 }
 
-Tensor reduce_like(const Tensor& g, const Shape& shape) {
-  return g.shape() == shape ? g : sum_to(g, shape);
+// The gradient of an input of `shape` and `dtype` from the output gradient g: summed over the
+// broadcast dimensions, then cast when the op promoted the input (bf16 -> f32).
+Tensor reduce_like(const Tensor& g, const Shape& shape, DType dtype) {
+  Tensor r = g.shape() == shape ? g : sum_to(g, shape);
+  return r.dtype() == dtype ? r : r.to(dtype);
 }
 
 }  // namespace
@@ -94,10 +112,11 @@ Tensor reduce_like(const Tensor& g, const Shape& shape) {
 Tensor add(const Tensor& a, const Tensor& b) {
   Tensor y = binary_op(cpu::BinaryOp::add, a, b);
   autograd::record(y, {a, b}, "AddBackward",
-                   [sa = a.shape(), sb = b.shape()](const Tensor& g, const autograd::Node& n) {
+                   [sa = a.shape(), sb = b.shape(), da = a.dtype(), db = b.dtype()](
+                       const Tensor& g, const autograd::Node& n) {
                      return std::vector<Tensor>{
-                         n.needs_input_grad(0) ? reduce_like(g, sa) : Tensor(),
-                         n.needs_input_grad(1) ? reduce_like(g, sb) : Tensor()};
+                         n.needs_input_grad(0) ? reduce_like(g, sa, da) : Tensor(),
+                         n.needs_input_grad(1) ? reduce_like(g, sb, db) : Tensor()};
                    });
   return y;
 }
@@ -105,22 +124,24 @@ Tensor add(const Tensor& a, const Tensor& b) {
 Tensor sub(const Tensor& a, const Tensor& b) {
   Tensor y = binary_op(cpu::BinaryOp::sub, a, b);
   autograd::record(y, {a, b}, "SubBackward",
-                   [sa = a.shape(), sb = b.shape()](const Tensor& g, const autograd::Node& n) {
+                   [sa = a.shape(), sb = b.shape(), da = a.dtype(), db = b.dtype()](
+                       const Tensor& g, const autograd::Node& n) {
                      return std::vector<Tensor>{
-                         n.needs_input_grad(0) ? reduce_like(g, sa) : Tensor(),
-                         n.needs_input_grad(1) ? reduce_like(neg(g), sb) : Tensor()};
+                         n.needs_input_grad(0) ? reduce_like(g, sa, da) : Tensor(),
+                         n.needs_input_grad(1) ? reduce_like(neg(g), sb, db) : Tensor()};
                    });
   return y;
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
   Tensor y = binary_op(cpu::BinaryOp::mul, a, b);
-  autograd::record(y, {a, b}, "MulBackward",
-                   [a = a.detach(), b = b.detach()](const Tensor& g, const autograd::Node& n) {
-                     return std::vector<Tensor>{
-                         n.needs_input_grad(0) ? reduce_like(mul(g, b), a.shape()) : Tensor(),
-                         n.needs_input_grad(1) ? reduce_like(mul(g, a), b.shape()) : Tensor()};
-                   });
+  autograd::record(
+      y, {a, b}, "MulBackward",
+      [a = a.detach(), b = b.detach()](const Tensor& g, const autograd::Node& n) {
+        return std::vector<Tensor>{
+            n.needs_input_grad(0) ? reduce_like(mul(g, b), a.shape(), a.dtype()) : Tensor(),
+            n.needs_input_grad(1) ? reduce_like(mul(g, a), b.shape(), b.dtype()) : Tensor()};
+      });
   return y;
 }
 
@@ -129,10 +150,10 @@ Tensor div(const Tensor& a, const Tensor& b) {
   autograd::record(y, {a, b}, "DivBackward",
                    [a = a.detach(), b = b.detach()](const Tensor& g, const autograd::Node& n) {
                      Tensor ga, gb;
-                     if (n.needs_input_grad(0)) ga = reduce_like(div(g, b), a.shape());
+                     if (n.needs_input_grad(0)) ga = reduce_like(div(g, b), a.shape(), a.dtype());
                      // d(a/b)/db = -a / b^2
                      if (n.needs_input_grad(1))
-                       gb = reduce_like(neg(div(mul(g, a), square(b))), b.shape());
+                       gb = reduce_like(neg(div(mul(g, a), square(b))), b.shape(), b.dtype());
                      return std::vector<Tensor>{ga, gb};
                    });
   return y;
@@ -191,6 +212,18 @@ Tensor square(const Tensor& x) {
   autograd::record(y, {x}, "SquareBackward",
                    [x = x.detach()](const Tensor& g, const autograd::Node&) {
                      return std::vector<Tensor>{mul(g, mul_scalar(x, 2.0))};
+                   });
+  return y;
+}
+
+Tensor cast(const Tensor& x, DType dtype) {
+  if (x.dtype() == dtype) return x;
+  LVIT_CHECK(is_floating(x.dtype()) && is_floating(dtype), "cast: {} to {}", dtype_name(x.dtype()),
+             dtype_name(dtype));
+  Tensor y = x.to(dtype);
+  autograd::record(y, {x}, "CastBackward",
+                   [dt = x.dtype()](const Tensor& g, const autograd::Node&) {
+                     return std::vector<Tensor>{g.to(dt)};
                    });
   return y;
 }

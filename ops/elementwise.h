@@ -1,4 +1,5 @@
-// Elementwise arithmetic with NumPy broadcasting, and scalar/unary ops.
+// Elementwise arithmetic with NumPy broadcasting, and scalar/unary ops. Binary ops take equal
+// dtypes, or f32 with bf16 (on the GPU), which gives f32: the mixed-precision residual add.
 #pragma once
 #include "core/tensor.h"
 
@@ -16,6 +17,10 @@ Tensor exp(const Tensor& x);
 Tensor log(const Tensor& x);
 Tensor sqrt(const Tensor& x);
 Tensor square(const Tensor& x);
+
+// x converted to `dtype` (floating dtypes; bf16 rounds to nearest even); the gradient is cast
+// back. Returns x itself when the dtype already matches.
+Tensor cast(const Tensor& x, DType dtype);
 
 // The broadcast shape of a and b (throws if incompatible).
 Shape broadcast_shapes(const Shape& a, const Shape& b);

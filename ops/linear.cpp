@@ -13,19 +13,21 @@ namespace lvit::ops {
 
 #ifdef LVIT_WITH_CUDA
 namespace {
-// g [M, N], x [M, K], w [N, K] contiguous: gx [M, K] = g w, gw [N, K] = g^T x, gb [N] = column
-// sums of g (undefined outputs skipped).
+// g [M, N], x [M, K], w [N, K] contiguous, all of one dtype (w is the bf16 copy of an f32
+// weight under mixed precision): gx [M, K] = g w, gw [N, K] = g^T x, gb [N] = column sums of g
+// (undefined outputs skipped), each in its own tensor's dtype.
 void linear_bwd_cuda(const Tensor& g, const Tensor& x, const Tensor& w, Tensor& gx, Tensor& gw,
                      Tensor& gb) {
   cudaStream_t stream = cuda_stream(g);
   const int64_t M = g.shape()[0], N = w.shape()[0], K = w.shape()[1];
   if (gx.defined())
-    cuda::gemm(g.dtype(), false, false, M, K, N, g.raw_data(), N, 0, w.raw_data(), K, 0,
+    cuda::gemm(g.dtype(), gx.dtype(), false, false, M, K, N, g.raw_data(), N, 0, w.raw_data(), K, 0,
                gx.raw_data(), K, 0, 1);
   if (gw.defined())
-    cuda::gemm(g.dtype(), true, false, N, K, M, g.raw_data(), N, 0, x.raw_data(), K, 0,
+    cuda::gemm(g.dtype(), gw.dtype(), true, false, N, K, M, g.raw_data(), N, 0, x.raw_data(), K, 0,
                gw.raw_data(), K, 0, 1);
-  if (gb.defined()) cuda::column_sums(g.dtype(), g.raw_data(), M, N, gb.raw_data(), stream);
+  if (gb.defined())
+    cuda::column_sums(g.dtype(), gb.dtype(), g.raw_data(), M, N, gb.raw_data(), stream);
 }
 }  // namespace
 #endif
@@ -62,8 +64,8 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
   if (on_cuda("matmul", {a, b})) {
 #ifdef LVIT_WITH_CUDA
     cuda_stream(a);  // makes a's device current for the GEMM
-    cuda::gemm(a.dtype(), ta, tb, M, N, K, a.raw_data(), ac, ar * ac, b.raw_data(), bc, br * bc,
-               y.raw_data(), N, M * N, batch);
+    cuda::gemm(a.dtype(), a.dtype(), ta, tb, M, N, K, a.raw_data(), ac, ar * ac, b.raw_data(), bc,
+               br * bc, y.raw_data(), N, M * N, batch);
 #endif
   } else {
     LVIT_DISPATCH_FLOAT(a.dtype(), "matmul", [&] {
@@ -84,7 +86,14 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
 }
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
-  check_same("linear", {x, w, b});
+  LVIT_CHECK(x.device() == w.device() && (!b.defined() || b.device() == w.device()),
+             "linear: tensors on different devices");
+  // Equal dtypes, or bf16 activations with f32 parameters (mixed precision, GPU).
+  LVIT_CHECK((x.dtype() == w.dtype() ||
+              (x.dtype() == DType::bf16 && w.dtype() == DType::f32 && x.device().is_cuda())) &&
+                 (!b.defined() || b.dtype() == w.dtype()),
+             "linear: input {} with weight {}{}", dtype_name(x.dtype()), dtype_name(w.dtype()),
+             b.defined() ? fmt::format(" and bias {}", dtype_name(b.dtype())) : "");
   LVIT_CHECK(w.dim() == 2 && x.dim() >= 1 && x.shape().back() == w.shape()[1],
              "linear: input {} with weight {}", shape_str(x.shape()), shape_str(w.shape()));
   LVIT_CHECK(!b.defined() || (b.dim() == 1 && b.shape()[0] == w.shape()[0]),
@@ -95,28 +104,33 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   Shape out_shape = x.shape();
   out_shape.back() = out;
   Tensor y = Tensor::empty({x2.shape()[0], out}, x.dtype(), x.device());
+  const DType param_dtype = w.dtype();
   if (on_cuda("linear", {x, w, b})) {
 #ifdef LVIT_WITH_CUDA
     cuda_stream(x);  // makes x's device current for the GEMM
-    Tensor bc = b.defined() ? b.contiguous() : Tensor();
-    cuda::gemm(x.dtype(), false, true, x2.shape()[0], out, in, x2.raw_data(), in, 0, wc.raw_data(),
-               in, 0, y.raw_data(), out, 0, 1, bc.defined() ? bc.raw_data() : nullptr);
+    // Mixed precision: bf16 activations with f32 parameters multiply bf16 copies of the
+    // parameters (fp32 accumulation); the parameter gradients come back f32.
+    wc = wc.to(x.dtype());
+    Tensor bc = b.defined() ? b.contiguous().to(x.dtype()) : Tensor();
+    cuda::gemm(x.dtype(), x.dtype(), false, true, x2.shape()[0], out, in, x2.raw_data(), in, 0,
+               wc.raw_data(), in, 0, y.raw_data(), out, 0, 1,
+               bc.defined() ? bc.raw_data() : nullptr);
 #endif
   } else {
     cpu::linear_fwd(x2, wc, b.defined() ? b.contiguous() : Tensor(), y);
   }
   y = y.view(out_shape);
   autograd::record(y, {x, w, b}, "LinearBackward",
-                   [x2 = x2.detach(), w = wc.detach(), xs = x.shape()](const Tensor& g,
-                                                                       const autograd::Node& n) {
+                   [x2 = x2.detach(), w = wc.detach(), xs = x.shape(), param_dtype](
+                       const Tensor& g, const autograd::Node& n) {
                      Tensor g2 = g.contiguous().view({-1, w.shape()[0]});
                      Tensor gx, gw, gb;
                      if (n.needs_input_grad(0))
                        gx = Tensor::empty(x2.shape(), g.dtype(), g.device());
                      if (n.needs_input_grad(1))
-                       gw = Tensor::empty(w.shape(), g.dtype(), g.device());
+                       gw = Tensor::empty(w.shape(), param_dtype, g.device());
                      if (n.needs_input_grad(2))
-                       gb = Tensor::empty({w.shape()[0]}, g.dtype(), g.device());
+                       gb = Tensor::empty({w.shape()[0]}, param_dtype, g.device());
                      if (on_cuda("linear backward", {g2})) {
 #ifdef LVIT_WITH_CUDA
                        linear_bwd_cuda(g2, x2, w, gx, gw, gb);

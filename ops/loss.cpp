@@ -3,6 +3,7 @@
 #include "autograd/engine.h"
 #include "ops/cpu/loss.h"
 #include "ops/dispatch.h"
+#include "ops/elementwise.h"
 
 #ifdef LVIT_WITH_CUDA
 #include "cuda/loss.cuh"
@@ -87,12 +88,15 @@ Tensor cross_entropy_impl(const Tensor& logits_in, const Tensor& labels_in,
 
 }  // namespace
 
+// bf16 logits (mixed precision) are cast to f32 first: the loss is always computed in fp32.
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels, double label_smoothing) {
-  return cross_entropy_impl(logits, labels, Tensor(), label_smoothing);
+  return cross_entropy_impl(logits.dtype() == DType::bf16 ? cast(logits, DType::f32) : logits,
+                            labels, Tensor(), label_smoothing);
 }
 
 Tensor cross_entropy_soft(const Tensor& logits, const Tensor& targets) {
-  return cross_entropy_impl(logits, Tensor(), targets, 0.0);
+  return cross_entropy_impl(logits.dtype() == DType::bf16 ? cast(logits, DType::f32) : logits,
+                            Tensor(), targets, 0.0);
 }
 
 }  // namespace lvit::ops

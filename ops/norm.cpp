@@ -10,7 +10,9 @@
 
 namespace lvit::ops {
 
-Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                  std::optional<DType> out_dtype) {
+  const DType ydt = out_dtype.value_or(x.dtype());
   check_same("layer_norm", {x, weight, bias});
   const int64_t D = x.shape().back();
   LVIT_CHECK(weight.shape() == Shape{D} && bias.shape() == Shape{D},
@@ -18,43 +20,45 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
              shape_str(weight.shape()), shape_str(bias.shape()));
   Tensor x2 = x.contiguous().view({-1, D});
   const int64_t M = x2.shape()[0];
-  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  Tensor y = Tensor::empty(x.shape(), ydt, x.device());
   Tensor mean = Tensor::empty({M}, x.dtype(), x.device());
   Tensor rstd = Tensor::empty({M}, x.dtype(), x.device());
   Tensor y2 = y.view({M, D});
   Tensor w = weight.contiguous(), b = bias.contiguous();
   if (on_cuda("layer_norm", {x, weight, bias})) {
 #ifdef LVIT_WITH_CUDA
-    cuda::layernorm_fwd(x.dtype(), x2.raw_data(), w.raw_data(), b.raw_data(), eps, M, D,
+    cuda::layernorm_fwd(x.dtype(), ydt, x2.raw_data(), w.raw_data(), b.raw_data(), eps, M, D,
                         y2.raw_data(), mean.raw_data(), rstd.raw_data(), cuda_stream(x));
 #endif
   } else {
+    LVIT_CHECK(ydt == x.dtype(), "layer_norm: output dtype {} for {} input on the CPU",
+               dtype_name(ydt), dtype_name(x.dtype()));
     cpu::layernorm_fwd(x2, w, b, eps, y2, mean, rstd);
   }
-  autograd::record(y, {x, weight, bias}, "LayerNormBackward",
-                   [x2 = x2.detach(), w = w.detach(), mean, rstd, xs = x.shape()](
-                       const Tensor& g, const autograd::Node& n) {
-                     const int64_t D = w.shape()[0];
-                     Tensor g2 = g.contiguous().view({-1, D});
-                     Tensor gx, gw, gb;
-                     if (n.needs_input_grad(0)) gx = Tensor::empty(xs, g.dtype(), g.device());
-                     if (n.needs_input_grad(1)) gw = Tensor::empty({D}, g.dtype(), g.device());
-                     if (n.needs_input_grad(2)) gb = Tensor::empty({D}, g.dtype(), g.device());
-                     Tensor gx2 = gx.defined() ? gx.view({-1, D}) : Tensor();
-                     if (on_cuda("layer_norm backward", {g2})) {
+  autograd::record(
+      y, {x, weight, bias}, "LayerNormBackward",
+      [x2 = x2.detach(), w = w.detach(), mean, rstd, xs = x.shape()](const Tensor& g,
+                                                                     const autograd::Node& n) {
+        const int64_t D = w.shape()[0];
+        Tensor g2 = g.contiguous().view({-1, D});
+        Tensor gx, gw, gb;
+        const DType dt = x2.dtype();  // g may be bf16; the gradients are x's dtype
+        if (n.needs_input_grad(0)) gx = Tensor::empty(xs, dt, g.device());
+        if (n.needs_input_grad(1)) gw = Tensor::empty({D}, dt, g.device());
+        if (n.needs_input_grad(2)) gb = Tensor::empty({D}, dt, g.device());
+        Tensor gx2 = gx.defined() ? gx.view({-1, D}) : Tensor();
+        if (on_cuda("layer_norm backward", {g2})) {
 #ifdef LVIT_WITH_CUDA
-                       auto ptr = [](const Tensor& t) {
-                         return t.defined() ? t.raw_data() : nullptr;
-                       };
-                       cuda::layernorm_bwd(g2.dtype(), g2.raw_data(), x2.raw_data(), w.raw_data(),
-                                           mean.raw_data(), rstd.raw_data(), g2.shape()[0], D,
-                                           ptr(gx2), ptr(gw), ptr(gb), cuda_stream(g2));
+          auto ptr = [](const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; };
+          cuda::layernorm_bwd(x2.dtype(), g2.dtype(), g2.raw_data(), x2.raw_data(), w.raw_data(),
+                              mean.raw_data(), rstd.raw_data(), g2.shape()[0], D, ptr(gx2), ptr(gw),
+                              ptr(gb), cuda_stream(g2));
 #endif
-                     } else {
-                       cpu::layernorm_bwd(g2, x2, w, mean, rstd, gx2, gw, gb);
-                     }
-                     return std::vector<Tensor>{gx, gw, gb};
-                   });
+        } else {
+          cpu::layernorm_bwd(g2, x2, w, mean, rstd, gx2, gw, gb);
+        }
+        return std::vector<Tensor>{gx, gw, gb};
+      });
   return y;
 }
 

@@ -2,6 +2,7 @@
 #pragma once
 #include "ops/activation.h"
 #include "ops/attention.h"
+#include "ops/autocast.h"
 #include "ops/dropout.h"
 #include "ops/elementwise.h"
 #include "ops/hydra.h"

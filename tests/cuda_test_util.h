@@ -14,11 +14,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "core/rng.h"
 #include "core/tensor.h"
+#include "ops/ops.h"
 
 #ifdef LVIT_WITH_CUDA
 #include "cuda/allocator.cuh"
@@ -102,6 +104,44 @@ inline void expect_close(const Tensor& want_in, const Tensor& got_in, Arith arit
                         << (want.empty() ? 0 : want[worst_i]) << ", |err| " << worst
                         << ", tolerance " << tol << " (scale " << scale << ", K " << K << ")");
   CHECK(bad == 0);
+}
+
+using OpFn = std::function<Tensor(const std::vector<Tensor>&)>;
+
+// Runs f on CPU copies and on GPU copies of `inputs` (all requiring grad unless listed in
+// `no_grad`), backpropagates the same random upstream gradient through both, and compares the
+// output and each input gradient. K: the longest reduction behind an output element (forward)
+// and behind a gradient element (backward).
+inline void compare_op(const std::string& name, const OpFn& f, const std::vector<Tensor>& inputs,
+                       Arith arith, int64_t k_fwd, int64_t k_bwd, std::vector<size_t> no_grad = {},
+                       double c = 8.0) {
+  auto needs_grad = [&](size_t i) {
+    return is_floating(inputs[i].dtype()) &&
+           std::find(no_grad.begin(), no_grad.end(), i) == no_grad.end();
+  };
+  std::vector<Tensor> cpu_in, gpu_in;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    cpu_in.push_back(inputs[i].clone());
+    gpu_in.push_back(to_gpu(inputs[i]));
+    if (needs_grad(i)) {
+      cpu_in.back().set_requires_grad(true);
+      gpu_in.back().set_requires_grad(true);
+    }
+  }
+  Tensor y_cpu = f(cpu_in), y_gpu = f(gpu_in);
+  REQUIRE(y_gpu.device().is_cuda());
+  expect_close(y_cpu, y_gpu, arith, k_fwd, name + ": forward", c);
+  if (!y_cpu.requires_grad()) return;
+  Tensor g = randn(y_cpu.shape(), 977, 1.0, y_cpu.dtype());
+  y_cpu.backward(g);
+  y_gpu.backward(to_gpu(g));
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    if (!needs_grad(i)) continue;
+    REQUIRE(gpu_in[i].grad().defined());
+    CHECK(gpu_in[i].grad().device().is_cuda());
+    expect_close(cpu_in[i].grad(), gpu_in[i].grad(), arith, k_bwd,
+                 fmt::format("{}: gradient of input {}", name, i), c);
+  }
 }
 
 }  // namespace lvit::cudatest

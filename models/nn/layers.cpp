@@ -12,14 +12,20 @@ Linear::Linear(int64_t in, int64_t out, bool has_bias, Generator& init) {
   if (has_bias) bias = register_parameter("bias", Tensor::zeros({out}));
 }
 
-Tensor Linear::forward(const Tensor& x) const { return ops::linear(x, weight, bias); }
+Tensor Linear::forward(const Tensor& x) const {
+  return ops::linear(ops::autocast(x), weight, bias);
+}
 
 LayerNorm::LayerNorm(int64_t dim, double eps_) : eps(eps_) {
   weight = register_parameter("weight", Tensor::ones({dim}));
   bias = register_parameter("bias", Tensor::zeros({dim}));
 }
 
-Tensor LayerNorm::forward(const Tensor& x) const { return ops::layer_norm(x, weight, bias, eps); }
+Tensor LayerNorm::forward(const Tensor& x) const {
+  // Under mixed precision the f32 input is normalised straight into a bf16 output.
+  return ops::layer_norm(x, weight, bias, eps,
+                         ops::autocast_applies(x) ? std::optional(DType::bf16) : std::nullopt);
+}
 
 Tensor Dropout::forward(const Tensor& x) const { return ops::dropout(x, p, is_training(), *gen_); }
 
@@ -57,8 +63,8 @@ PatchEmbed::PatchEmbed(int64_t in_chans, int64_t dim, int64_t patch_, Generator&
 
 Tensor PatchEmbed::forward(const Tensor& images) const {
   const Tensor& w = proj_->weight;
-  return ops::linear(ops::patchify(images, patch), ops::reshape(w, {w.shape()[0], -1}),
-                     proj_->bias);
+  return ops::linear(ops::autocast(ops::patchify(images, patch)),
+                     ops::reshape(w, {w.shape()[0], -1}), proj_->bias);
 }
 
 }  // namespace lvit::nn

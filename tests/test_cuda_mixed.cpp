@@ -1,0 +1,142 @@
+// Mixed precision on the GPU (bf16 activations and GEMM operands, fp32 parameters, statistics,
+// residual stream and loss) against the CPU in f32 on the same values rounded to bf16 where the
+// GPU rounds them. Tolerances use the bf16 unit roundoff (2^-8). Skips cleanly without a GPU.
+#include <doctest/doctest.h>
+
+#include <cmath>
+
+#include "models/vit.h"
+#include "ops/ops.h"
+#include "tests/cuda_test_util.h"
+
+using namespace lvit;
+using cudatest::Arith;
+using cudatest::compare_op;
+using cudatest::randn;
+using cudatest::to_gpu;
+
+namespace {
+
+// Rounds to bf16 and back, differentiably (the gradient passes through): on the CPU this stands
+// for the GPU's bf16 storage of a value.
+Tensor round_bf16(const Tensor& t) { return ops::cast(ops::cast(t, DType::bf16), DType::f32); }
+
+bool gpu(const std::vector<Tensor>& v) { return v[0].device().is_cuda(); }
+
+}  // namespace
+
+TEST_CASE("bf16 linear with f32 parameters") {
+  LVIT_SKIP_WITHOUT_GPU();
+  for (auto [M, K, N] : {std::tuple{37, 50, 23}, std::tuple{130, 384, 96}}) {
+    Tensor x = randn({M, K}, 1), w = randn({N, K}, 2, 0.1), b = randn({N}, 3);
+    compare_op(
+        fmt::format("linear bf16 {}x{}x{}", M, K, N),
+        [](auto& v) {
+          if (gpu(v))
+            return ops::cast(ops::linear(ops::cast(v[0], DType::bf16), v[1], v[2]), DType::f32);
+          return round_bf16(ops::linear(round_bf16(v[0]), round_bf16(v[1]), round_bf16(v[2])));
+        },
+        {x, w, b}, Arith::bf16, K, std::max(M, N));
+  }
+}
+
+TEST_CASE("bf16 layer_norm output, gelu, dropout, residual add, loss") {
+  LVIT_SKIP_WITHOUT_GPU();
+  const int64_t M = 37, D = 384;
+  Tensor x = randn({M, D}, 4, 2.0), w = randn({D}, 5), b = randn({D}, 6);
+  compare_op(
+      "layer_norm f32 -> bf16",
+      [](auto& v) {
+        if (gpu(v))
+          return ops::cast(ops::layer_norm(v[0], v[1], v[2], 1e-6, DType::bf16), DType::f32);
+        return round_bf16(ops::layer_norm(v[0], v[1], v[2], 1e-6));
+      },
+      {x, w, b}, Arith::bf16, D, std::max(M, D));
+  compare_op(
+      "gelu bf16",
+      [](auto& v) {
+        if (gpu(v)) return ops::cast(ops::gelu(ops::cast(v[0], DType::bf16)), DType::f32);
+        return round_bf16(ops::gelu(round_bf16(v[0])));
+      },
+      {x}, Arith::bf16, 1, 1);
+  compare_op(
+      "dropout bf16",
+      [](auto& v) {
+        Generator g(7);
+        g.next_offset();
+        if (gpu(v))
+          return ops::cast(ops::dropout(ops::cast(v[0], DType::bf16), 0.25, true, g), DType::f32);
+        return round_bf16(ops::dropout(round_bf16(v[0]), 0.25, true, g));
+      },
+      {x}, Arith::bf16, 1, 1);
+  Tensor y = randn({M, D}, 8);
+  compare_op(
+      "f32 + bf16 residual add",
+      [](auto& v) {
+        if (gpu(v)) return ops::add(v[0], ops::cast(v[1], DType::bf16));
+        return ops::add(v[0], round_bf16(v[1]));
+      },
+      {x, y}, Arith::bf16, 1, 1);
+  // The mixed add broadcasts too (a bf16 bias-like operand).
+  compare_op(
+      "f32 + bf16 broadcast add",
+      [](auto& v) {
+        if (gpu(v)) return ops::add(v[0], ops::cast(v[1], DType::bf16));
+        return ops::add(v[0], round_bf16(v[1]));
+      },
+      {x, randn({D}, 9)}, Arith::bf16, 1, M);
+  std::vector<int64_t> labels(M);
+  for (int64_t i = 0; i < M; ++i) labels[i] = (i * 7) % D;
+  compare_op(
+      "cross_entropy of bf16 logits",
+      [](auto& v) {
+        if (gpu(v)) return ops::cross_entropy(ops::cast(v[0], DType::bf16), v[1], 0.1);
+        return ops::cross_entropy(round_bf16(v[0]), v[1], 0.1);
+      },
+      {x, Tensor::from_vector(labels, {M})}, Arith::bf16, M * D, D);
+}
+
+TEST_CASE("a ViT step under bf16 autocast tracks the f32 CPU step") {
+  LVIT_SKIP_WITHOUT_GPU();
+  for (const char* preset : {"vit-micro", "ripple-micro", "hydra-micro"}) {
+    ViTConfig c = preset_config(preset);
+    c.depth = 2;
+    c.dropout = 0;
+    ViT cpu_model(c, 11), gpu_model(c, 11);
+    gpu_model.to(Device::cuda(0));
+    Tensor images = randn({8, c.in_chans, c.image_size, c.image_size}, 12);
+    std::vector<int64_t> y(8);
+    for (int i = 0; i < 8; ++i) y[i] = (i * 13) % c.num_classes;
+    Tensor labels = Tensor::from_vector(y, {8});
+    Tensor loss_cpu = ops::cross_entropy(cpu_model.forward(images), labels, 0.1);
+    Tensor loss_gpu;
+    {
+      ops::AutocastGuard autocast(DType::bf16);
+      loss_gpu = ops::cross_entropy(gpu_model.forward(to_gpu(images)), to_gpu(labels), 0.1);
+    }
+    CHECK(loss_gpu.dtype() == DType::f32);
+    INFO(preset);
+    // A few bf16 roundings per layer, each 2^-8 relative: the loss agrees to ~1%.
+    CHECK(std::abs(loss_gpu.item() - loss_cpu.item()) < 0.01 * std::abs(loss_cpu.item()));
+    loss_cpu.backward();
+    loss_gpu.backward();
+    // Every parameter gradient points the same way: cosine similarity near 1 (bf16 noise of
+    // relative size 2^-8 per element costs ~1e-4 of cosine).
+    auto gp = gpu_model.named_parameters();
+    auto cp = cpu_model.named_parameters();
+    for (size_t i = 0; i < cp.size(); ++i) {
+      std::vector<double> a = cp[i].second.grad().to_vector<double>();
+      std::vector<double> b = gp[i].second.grad().to_vector<double>();
+      double ab = 0, aa = 0, bb = 0;
+      for (size_t k = 0; k < a.size(); ++k) {
+        ab += a[k] * b[k];
+        aa += a[k] * a[k];
+        bb += b[k] * b[k];
+      }
+      if (aa < 1e-20) continue;  // e.g. the softmax key bias: exactly zero in theory
+      INFO(cp[i].first);
+      CHECK(gp[i].second.grad().dtype() == DType::f32);
+      CHECK(ab / std::sqrt(aa * bb) > 0.99);
+    }
+  }
+}
