@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "apps/common.h"
+#include "apps/graph_step.h"
 #include "autograd/engine.h"
 #include "core/thread_pool.h"
 #include "models/flops.h"
@@ -33,7 +34,7 @@ struct BenchResult {
 // Times `steps` training steps (forward, loss, backward, clip, AdamW) after `warmup` untimed
 // ones, then inference, on `device`: GPU time from CUDA events on the device's stream.
 BenchResult bench_one(const ViTConfig& cfg, int64_t batch, int warmup, int steps, Device device,
-                      DType autocast_dtype) {
+                      DType autocast_dtype, bool graphs) {
   ViT model(cfg, 0);
   model.to(device);
   Generator g(123);
@@ -44,16 +45,31 @@ BenchResult bench_one(const ViTConfig& cfg, int64_t batch, int warmup, int steps
   Tensor labels = Tensor::from_vector(y, {batch}).to(device);
   x = x.to(device);
   optim::AdamW opt(optim::make_param_refs(model.named_parameters()), {});
-  auto train_step = [&] {
+  auto body = [&](const std::vector<Tensor>& in) {
     Tensor loss;
     {
       ops::AutocastGuard autocast(autocast_dtype);
-      loss = ops::cross_entropy(model.forward(x), labels, 0.1);
+      loss = ops::cross_entropy(model.forward(in[0]), in[1], 0.1);
     }
     model.zero_grad();
     loss.backward();
     optim::clip_grad_norm_tensor(model.parameters(), 1.0);
-    opt.step(1e-4);
+    opt.apply();
+    return std::vector<Tensor>{loss};
+  };
+  std::unique_ptr<app::GraphStep> graph;
+  int eager = 0;
+  // As lvit-train: one eager step, then (GPU, graphs on) capture and replay.
+  auto train_step = [&] {
+    if (graphs && device.is_cuda() && eager >= 1) {
+      if (!graph) graph = std::make_unique<app::GraphStep>(device, model.dropout_generator());
+      graph->run(
+          {x, labels}, [&] { opt.prepare(1e-4); }, body);
+    } else {
+      opt.prepare(1e-4);
+      body({x, labels});
+      ++eager;
+    }
   };
   BenchResult r;
   model.train();
@@ -90,7 +106,7 @@ int main(int argc, char** argv) {
     std::string presets = "vit-micro,vit-cifar", device = "cpu", json_path, batches = "64",
                 precisions = "fp32";
     int warmup = 2, steps = 5, threads = 0;
-    bool flops = false;
+    bool flops = false, graphs = true;
     cli.add_option("--presets", presets, "Comma-separated presets");
     cli.add_option("--batch-size", batches, "Batch size(s), comma-separated");
     cli.add_option(
@@ -101,6 +117,7 @@ int main(int argc, char** argv) {
     cli.add_option("--steps", steps, "Timed steps");
     cli.add_option("--threads", threads, "Compute threads (0: all cores)");
     cli.add_option("--device", device, "cpu or cuda[:N]");
+    cli.add_flag("!--no-cuda-graphs", graphs, "GPU: eager steps instead of a replayed CUDA graph");
     cli.add_option("--json", json_path, "Also append one JSON line per result to this file");
     cli.add_flag("--flops", flops,
                  "Print parameter counts and analytical forward FLOPs instead of timing");
@@ -168,8 +185,8 @@ int main(int argc, char** argv) {
       for (int64_t batch : batch_list)
         for (const std::string& p : split_list(presets)) {
           ViTConfig c = preset_config(p);
-          BenchResult r =
-              bench_one(c, batch, warmup, steps, dev, app::autocast_dtype_for(dev, precision));
+          BenchResult r = bench_one(c, batch, warmup, steps, dev,
+                                    app::autocast_dtype_for(dev, precision), graphs);
           // A training step costs ~3x the forward FLOPs (backward: two products per GEMM).
           const double gflops = 3.0 * r.gflops_per_img * r.train_img_s;
           std::printf("%-14s %6s %6lld %12.1f %10.2f %12.1f %14.1f %10.0f\n", p.c_str(),
@@ -185,7 +202,8 @@ int main(int argc, char** argv) {
                               {"train_step_ms", r.train_step_ms},
                               {"infer_img_per_s", r.infer_img_s},
                               {"train_gflop_per_s", gflops},
-                              {"peak_mem_mb", r.peak_mb}};
+                              {"peak_mem_mb", r.peak_mb},
+                              {"cuda_graphs", graphs && dev.is_cuda()}};
           std::printf("%s\n", j.dump().c_str());  // one machine-readable line per result
           if (json.is_open()) json << j.dump() << "\n";
         }

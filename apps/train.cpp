@@ -42,6 +42,8 @@ int main(int argc, char** argv) {
                    "Write the step loss to RUN_DIR/steps.jsonl every N steps (0: off)");
     cli.add_option("--threads", threads, "Compute threads (0: all cores or $LVIT_THREADS)");
     cli.add_option("--device", o.device, "cpu or cuda[:N]");
+    cli.add_flag("!--no-cuda-graphs", o.cuda_graphs,
+                 "GPU: run every step eagerly instead of replaying a captured CUDA graph");
     cli.add_option("--precision", o.precision,
                    "GPU arithmetic: fp32, tf32 (TF32 tensor-core GEMMs, fp32 elsewhere), or bf16 "
                    "(mixed precision: bf16 activations and GEMMs, fp32 weights and loss)");

@@ -1,6 +1,7 @@
 #include "apps/trainer.h"
 
 #include "apps/common.h"
+#include "apps/graph_step.h"
 
 #include <unistd.h>
 
@@ -196,6 +197,8 @@ Trainer::Trainer(const ViTConfig& cfg, const TrainOptions& opt, const data::Imag
                  const data::ImageDataset* test)
     : Trainer(std::make_unique<ViT>(cfg, opt.seed), opt, train, test) {}
 
+Trainer::~Trainer() = default;
+
 std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir, const TrainOptions& overrides,
                                          const data::ImageDataset& train,
                                          const data::ImageDataset* test) {
@@ -217,6 +220,7 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir, const Train
   o.progress = overrides.progress;
   o.device = overrides.device;
   o.precision = overrides.precision;
+  o.cuda_graphs = overrides.cuda_graphs;
   std::unique_ptr<ViT> model = load_model(model_path);
   std::unique_ptr<Trainer> t(new Trainer(std::move(model), o, train, test));
   t->progress_ = load_train_state(state_path, *t->optimizer_);
@@ -264,17 +268,36 @@ double Trainer::step() {
              progress_.epoch);
   model_->train();
   const double lr = current_lr();
-  const Tensor images = b.images.to(device_), labels = b.labels.to(device_);
-  Tensor logits, loss;
-  {
-    ops::AutocastGuard autocast(autocast_dtype_for(device_, opt_.precision));
-    logits = model_->forward(images);
-    loss = ops::cross_entropy(logits, labels, opt_.label_smoothing);
+  const DType autocast_dtype = autocast_dtype_for(device_, opt_.precision);
+  // The step on device tensors: forward, loss, backward, clip, optimizer update.
+  auto body = [&](const std::vector<Tensor>& in) {
+    Tensor logits, loss;
+    {
+      ops::AutocastGuard autocast(autocast_dtype);
+      logits = model_->forward(in[0]);
+      loss = ops::cross_entropy(logits, in[1], opt_.label_smoothing);
+    }
+    model_->zero_grad();
+    loss.backward();
+    if (opt_.clip_grad > 0) optim::clip_grad_norm_tensor(model_->parameters(), opt_.clip_grad);
+    optimizer_->apply();
+    return std::vector<Tensor>{loss, logits};
+  };
+  std::vector<Tensor> out;
+  // One eager step first (it creates the cuBLASLt plans and fills the allocator's cache), then
+  // the step is captured as a CUDA graph and replayed.
+  if (device_.is_cuda() && opt_.cuda_graphs && eager_steps_ >= 1) {
+    if (!graph_step_)
+      graph_step_ = std::make_unique<GraphStep>(device_, model_->dropout_generator());
+    out = graph_step_->run(
+        {b.images, b.labels}, [&] { optimizer_->prepare(lr); }, body);
+  } else {
+    optimizer_->prepare(lr);
+    out = body({b.images.to(device_), b.labels.to(device_)});
+    ++eager_steps_;
   }
-  model_->zero_grad();
-  loss.backward();
-  if (opt_.clip_grad > 0) optim::clip_grad_norm_tensor(model_->parameters(), opt_.clip_grad);
-  optimizer_->step(lr);
+  const Tensor& loss = out[0];
+  const Tensor& logits = out[1];
   ++progress_.global_step;
   ++progress_.batch_in_epoch;
   progress_.dropout_offset = model_->dropout_generator().offset();

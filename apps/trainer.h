@@ -37,6 +37,7 @@ struct TrainOptions {
   bool progress = true;
   std::string device = "cpu";      // cpu | cuda[:N]
   std::string precision = "tf32";  // fp32 | tf32 (GEMMs on the GPU; the CPU computes fp32)
+  bool cuda_graphs = true;         // GPU: capture the step once, replay it (apps/graph_step.h)
 
   nlohmann::json to_json() const;  // identity fields only
   static TrainOptions from_json(const nlohmann::json& j);
@@ -55,6 +56,8 @@ struct EvalResult {
 EvalResult evaluate(ViT& model, const data::ImageDataset& ds, const data::Normalization& norm,
                     int64_t batch_size, int64_t limit = -1, int workers = 2);
 
+class GraphStep;
+
 class Trainer {
  public:
   // A fresh run. `test` may be null (no evaluation).
@@ -62,6 +65,7 @@ class Trainer {
           const data::ImageDataset* test);
   // Continues the run saved in run_dir (model.safetensors + train_state.safetensors); the saved
   // model config and options win, except epochs, workers, logging.
+  ~Trainer();
   static std::unique_ptr<Trainer> resume(const std::string& run_dir, const TrainOptions& overrides,
                                          const data::ImageDataset& train,
                                          const data::ImageDataset* test);
@@ -89,6 +93,8 @@ class Trainer {
   const data::ImageDataset* test_;
   data::Normalization norm_;
   Device device_ = Device::cpu();
+  std::unique_ptr<GraphStep> graph_step_;
+  int64_t eager_steps_ = 0;
   std::unique_ptr<ViT> model_;
   std::unique_ptr<optim::Optimizer> optimizer_;
   std::unique_ptr<data::Loader> loader_;

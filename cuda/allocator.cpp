@@ -6,6 +6,7 @@
 #include <limits>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "core/error.h"
@@ -49,8 +50,13 @@ class CachingAllocator final : public Allocator {
     const size_t size = round_allocation(nbytes);
     std::lock_guard<std::mutex> lock(mutex_);
     void* p = nullptr;
+    auto pit = pool_active_ ? pool_free_.find(size) : pool_free_.end();
     auto it = free_.find(size);
-    if (it != free_.end() && !it->second.empty()) {
+    if (pit != pool_free_.end() && !pit->second.empty()) {
+      p = pit->second.back();
+      pit->second.pop_back();
+      ++stats_.cache_hits;
+    } else if (it != free_.end() && !it->second.empty()) {
       p = it->second.back();
       it->second.pop_back();
       stats_.cached_bytes -= size;
@@ -64,6 +70,7 @@ class CachingAllocator final : public Allocator {
       DeviceGuard guard(device_);
       LVIT_CUDA_CHECK(cudaMemsetAsync(p, 0xFF, size, stream(device_)));
     }
+    if (pool_active_) pool_blocks_.insert(p);
     live_.emplace(p, size);
     ++stats_.allocs;
     stats_.current_bytes += size;
@@ -80,8 +87,12 @@ class CachingAllocator final : public Allocator {
     const size_t size = it->second;
     live_.erase(it);
     stats_.current_bytes -= size;
-    stats_.cached_bytes += size;
     // No synchronisation: see the stream-safety note in allocator.cuh.
+    if (pool_blocks_.count(p)) {
+      pool_free_[size].push_back(p);  // reserved for the graph that captured it
+      return;
+    }
+    stats_.cached_bytes += size;
     free_[size].push_back(p);
   }
 
@@ -93,6 +104,22 @@ class CachingAllocator final : public Allocator {
   void reset_peak() {
     std::lock_guard<std::mutex> lock(mutex_);
     stats_.peak_bytes = stats_.current_bytes;
+  }
+
+  void set_pool_active(bool on) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    pool_active_ = on;
+  }
+
+  void release_pool() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& [size, blocks] : pool_free_)
+      for (void* p : blocks) {
+        free_[size].push_back(p);
+        stats_.cached_bytes += size;
+      }
+    pool_free_.clear();
+    pool_blocks_.clear();
   }
 
   void empty_cache() {
@@ -149,6 +176,12 @@ class CachingAllocator final : public Allocator {
   std::unordered_map<size_t, std::vector<void*>> free_;  // bucket size -> free blocks
   std::unordered_map<void*, size_t> live_;               // block -> bucket size
   AllocatorStats stats_;
+  // The graph pool: blocks first handed out during a CUDA graph capture belong to the graph
+  // for good (its replays write them), so when freed they go to pool_free_, which only later
+  // captures draw on, never to free_.
+  bool pool_active_ = false;
+  std::unordered_set<void*> pool_blocks_;
+  std::unordered_map<size_t, std::vector<void*>> pool_free_;
 };
 
 // Never destroyed: storages freed during static destruction must still find their allocator
@@ -185,6 +218,10 @@ Allocator* caching_allocator(int device_index) { return &get(device_index); }
 AllocatorStats allocator_stats(int device) { return get(device).stats(); }
 
 void reset_peak(int device) { get(device).reset_peak(); }
+
+void set_graph_pool_active(int device, bool on) { get(device).set_pool_active(on); }
+
+void release_graph_pool(int device) { get(device).release_pool(); }
 
 void set_poison(bool on) { g_poison.store(on ? 1 : 0, std::memory_order_relaxed); }
 

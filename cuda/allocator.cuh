@@ -40,6 +40,13 @@ void reset_peak(int device);
 // cudaFree of every cached block of the device (e.g. before handing memory to another library).
 void empty_cache(int device);
 
+// The CUDA graph pool. While active (during a capture, see cuda/graph.cuh), every block handed
+// out joins the graph's pool: a graph replays its kernels on the very addresses it captured, so
+// those blocks must never serve a tensor outside the graph. Freed pool blocks are kept for later
+// captures only; release_graph_pool (when the graph is destroyed) returns them to the cache.
+void set_graph_pool_active(int device, bool on);
+void release_graph_pool(int device);
+
 // Poisoning: while on, every block handed out (new or from the cache) is first filled with
 // 0xFF bytes (NaN for floating dtypes), so that an op which leaves part of its output unwritten
 // fails its test. Off by default; LVIT_CUDA_POISON=1 turns it on at start-up.

@@ -47,6 +47,8 @@ Context* create_context(int device) {
   c->workspace_bytes = kWorkspaceBytes;
   LVIT_CUDA_CHECK(cudaMalloc(&c->workspace, c->workspace_bytes));
   LVIT_CUBLAS_CHECK(cublasSetWorkspace(c->cublas, c->workspace, c->workspace_bytes));
+  LVIT_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&c->philox_shift), sizeof(uint64_t)));
+  LVIT_CUDA_CHECK(cudaMemset(c->philox_shift, 0, sizeof(uint64_t)));
   return c;
 }
 

@@ -26,6 +26,10 @@ struct Context {
   cublasLtHandle_t cublaslt = nullptr;
   void* workspace = nullptr;
   size_t workspace_bytes = 0;
+  // Added to the Philox offset of every dropout mask drawn on this device (0 unless a CUDA
+  // graph is replayed): a captured step bakes its offsets into the graph, and each replay moves
+  // them on by setting this one device word (see cuda/graph.cuh).
+  uint64_t* philox_shift = nullptr;
 };
 
 inline constexpr size_t kWorkspaceBytes = size_t{32}

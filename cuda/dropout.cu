@@ -1,6 +1,7 @@
 // Dropout / drop-path mask kernel and launcher (declared in cuda/dropout.cuh).
 #include "core/rng.h"
 #include "cuda/check.cuh"
+#include "cuda/context.cuh"
 #include "cuda/dropout.cuh"
 #include "cuda/launch.cuh"
 
@@ -11,7 +12,9 @@ namespace {
 // order of Philox::word), so each block of rounds is computed once.
 template <typename T>
 __global__ void dropout_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n, float p,
-                               acc_t<T> scale, uint64_t seed, uint64_t offset) {
+                               acc_t<T> scale, uint64_t seed, uint64_t offset,
+                               const uint64_t* __restrict__ shift) {
+  offset += *shift;
   const int64_t blocks = (n + 3) / 4;
   for (int64_t t = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; t < blocks;
        t += int64_t{gridDim.x} * blockDim.x) {
@@ -32,7 +35,8 @@ __global__ void dropout_kernel(const T* __restrict__ x, T* __restrict__ y, int64
 template <typename T>
 __global__ void drop_path_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n,
                                  int64_t group, float p, acc_t<T> scale, uint64_t seed,
-                                 uint64_t offset) {
+                                 uint64_t offset, const uint64_t* __restrict__ shift) {
+  offset += *shift;
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     const bool keep = Philox::uniform(seed, offset, static_cast<uint64_t>(i / group)) >= p;
@@ -45,6 +49,9 @@ __global__ void drop_path_kernel(const T* __restrict__ x, T* __restrict__ y, int
 void apply_mask(DType dtype, const void* x, void* y, int64_t n, double p, uint64_t seed,
                 uint64_t offset, int64_t group, cudaStream_t stream) {
   if (n == 0) return;
+  int device = 0;
+  LVIT_CUDA_CHECK(cudaGetDevice(&device));
+  const uint64_t* shift = context(device).philox_shift;
   dispatch_floating(dtype, "dropout", [&](auto zero) {
     using T = decltype(zero);
     const acc_t<T> scale = static_cast<acc_t<T>>(1.0 / (1.0 - p));
@@ -52,10 +59,10 @@ void apply_mask(DType dtype, const void* x, void* y, int64_t n, double p, uint64
     auto* py = static_cast<T*>(y);
     if (group == 1)
       dropout_kernel<T><<<grid_for((n + 3) / 4), kThreads, 0, stream>>>(
-          px, py, n, static_cast<float>(p), scale, seed, offset);
+          px, py, n, static_cast<float>(p), scale, seed, offset, shift);
     else
       drop_path_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(
-          px, py, n, group, static_cast<float>(p), scale, seed, offset);
+          px, py, n, group, static_cast<float>(p), scale, seed, offset, shift);
   });
   after_launch("dropout", stream);
 }

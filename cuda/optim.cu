@@ -63,11 +63,12 @@ struct AdamWTable {
   float* m[kTensorsPerLaunch];
   float* v[kTensorsPerLaunch];
   int64_t n[kTensorsPerLaunch];
-  float decay[kTensorsPerLaunch];
+  bool decay[kTensorsPerLaunch];
 };
 
-__global__ void adamw_kernel(Launch<AdamWTable> l, float b1, float b2, float step_size,
-                             float inv_sqrt_bc2, float eps) {
+__global__ void adamw_kernel(Launch<AdamWTable> l, float b1, float b2, float eps,
+                             const AdamWScalars* __restrict__ scalars) {
+  const float step_size = scalars->step_size, inv_sqrt_bc2 = scalars->inv_sqrt_bc2;
   const int t = l.map.tensor[blockIdx.x];
   const int64_t begin = l.map.chunk[blockIdx.x] * kChunk;
   const int64_t end = min(l.table.n[t], begin + kChunk);
@@ -75,7 +76,7 @@ __global__ void adamw_kernel(Launch<AdamWTable> l, float b1, float b2, float ste
   const float* __restrict__ g = l.table.g[t];
   float* __restrict__ m = l.table.m[t];
   float* __restrict__ v = l.table.v[t];
-  const float decay = l.table.decay[t];
+  const float decay = l.table.decay[t] ? scalars->decay : 1.0f;
   for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
     const float gj = g[j];
     const float mj = b1 * m[j] + (1.0f - b1) * gj;
@@ -94,7 +95,9 @@ struct SGDTable {
   float wd[kTensorsPerLaunch];
 };
 
-__global__ void sgd_kernel(Launch<SGDTable> l, float lr, float mom, bool nesterov, bool first) {
+__global__ void sgd_kernel(Launch<SGDTable> l, const float* __restrict__ lr_ptr, float mom,
+                           bool nesterov, bool first) {
+  const float lr = *lr_ptr;
   const int t = l.map.tensor[blockIdx.x];
   const int64_t begin = l.map.chunk[blockIdx.x] * kChunk;
   const int64_t end = min(l.table.n[t], begin + kChunk);
@@ -155,8 +158,8 @@ __global__ void scale_kernel(Launch<GradTable> l, const float* __restrict__ coef
 
 }  // namespace
 
-void adamw_step(const std::vector<AdamWParam>& params, float beta1, float beta2, float step_size,
-                float inv_sqrt_bc2, float eps, cudaStream_t stream) {
+void adamw_step(const std::vector<AdamWParam>& params, float beta1, float beta2, float eps,
+                const AdamWScalars* scalars, cudaStream_t stream) {
   for_each_launch<AdamWTable>(
       static_cast<int>(params.size()), [&](int i) { return params[i].numel; },
       [&](AdamWTable& t, int slot, int i) {
@@ -169,13 +172,12 @@ void adamw_step(const std::vector<AdamWParam>& params, float beta1, float beta2,
         t.decay[slot] = q.decay;
       },
       [&](const Launch<AdamWTable>& l, int blocks, int64_t) {
-        adamw_kernel<<<blocks, kThreads, 0, stream>>>(l, beta1, beta2, step_size, inv_sqrt_bc2,
-                                                      eps);
+        adamw_kernel<<<blocks, kThreads, 0, stream>>>(l, beta1, beta2, eps, scalars);
         after_launch("adamw", stream);
       });
 }
 
-void sgd_step(const std::vector<SGDParam>& params, float lr, float momentum, bool nesterov,
+void sgd_step(const std::vector<SGDParam>& params, const float* lr, float momentum, bool nesterov,
               bool first_step, cudaStream_t stream) {
   for_each_launch<SGDTable>(
       static_cast<int>(params.size()), [&](int i) { return params[i].numel; },

@@ -20,13 +20,20 @@ struct AdamWParam {
   float* exp_avg;
   float* exp_avg_sq;
   int64_t numel;
-  float decay;  // multiplier of the parameter before the update: 1 - lr * wd, or 1
+  bool decay;  // weight decay applies
 };
 
-// torch.optim.AdamW per element: p *= decay; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-// p -= step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps), step_size = lr / (1 - b1^t).
-void adamw_step(const std::vector<AdamWParam>& params, float beta1, float beta2, float step_size,
-                float inv_sqrt_bc2, float eps, cudaStream_t stream);
+// The per-step scalars, read from device memory so that a captured step replays with new ones.
+struct AdamWScalars {
+  float step_size;     // lr / (1 - b1^t)
+  float inv_sqrt_bc2;  // 1 / sqrt(1 - b2^t)
+  float decay;         // 1 - lr * weight_decay: the multiplier of decayed parameters
+};
+
+// torch.optim.AdamW per element: p *= decay (decayed tensors); m = b1 m + (1-b1) g;
+// v = b2 v + (1-b2) g^2; p -= step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps).
+void adamw_step(const std::vector<AdamWParam>& params, float beta1, float beta2, float eps,
+                const AdamWScalars* scalars, cudaStream_t stream);
 
 struct SGDParam {
   float* param;
@@ -37,8 +44,8 @@ struct SGDParam {
 };
 
 // torch.optim.SGD (no dampening): g += wd p; buf = first ? g : mom buf + g;
-// p -= lr (nesterov ? g + mom buf : buf).
-void sgd_step(const std::vector<SGDParam>& params, float lr, float momentum, bool nesterov,
+// p -= lr (nesterov ? g + mom buf : buf), lr read from the device scalar `lr`.
+void sgd_step(const std::vector<SGDParam>& params, const float* lr, float momentum, bool nesterov,
               bool first_step, cudaStream_t stream);
 
 // Global L2 norm of the gradients, and the clip: every gradient is scaled by

@@ -48,15 +48,34 @@ AdamW::AdamW(std::vector<ParamRef> params, AdamWOptions opt)
     m_.push_back(Tensor::zeros(p.param.shape(), DType::f32, p.param.device()));
     v_.push_back(Tensor::zeros(p.param.shape(), DType::f32, p.param.device()));
   }
+  if (!params_.empty() && params_[0].param.device().is_cuda())
+    scalars_ = Tensor::zeros({3}, DType::f32, params_[0].param.device());
 }
 
-void AdamW::step(double lr) {
+namespace {
+// The step's scalars of torch.optim.AdamW, rounded to f32 once (both devices use these).
+struct AdamWStepScalars {
+  float step_size, inv_sqrt_bc2, decay;
+};
+AdamWStepScalars adamw_scalars(const AdamWOptions& o, int64_t step, double lr) {
+  const double bc1 = 1.0 - std::pow(o.beta1, static_cast<double>(step));
+  const double bc2 = 1.0 - std::pow(o.beta2, static_cast<double>(step));
+  return {static_cast<float>(lr / bc1), static_cast<float>(1.0 / std::sqrt(bc2)),
+          static_cast<float>(1.0 - lr * o.weight_decay)};
+}
+}  // namespace
+
+void AdamW::prepare(double lr) {
   ++step_;
-  const double bc1 = 1.0 - std::pow(opt_.beta1, static_cast<double>(step_));
-  const double bc2 = 1.0 - std::pow(opt_.beta2, static_cast<double>(step_));
+  lr_ = lr;
+  if (scalars_.defined()) {
+    const AdamWStepScalars s = adamw_scalars(opt_, step_, lr);
+    scalars_.copy_(Tensor::from_vector<float>({s.step_size, s.inv_sqrt_bc2, s.decay}, {3}));
+  }
+}
+
+void AdamW::apply() {
   const float b1 = static_cast<float>(opt_.beta1), b2 = static_cast<float>(opt_.beta2);
-  const float step_size = static_cast<float>(lr / bc1);
-  const float inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
   const float eps = static_cast<float>(opt_.eps);
   if (!params_.empty() && ops::on_cuda("AdamW", {params_[0].param})) {
 #ifdef LVIT_WITH_CUDA
@@ -68,16 +87,16 @@ void AdamW::step(double lr) {
       LVIT_CHECK(p.dtype() == DType::f32 && p.is_contiguous() && g.dtype() == DType::f32 &&
                      g.is_contiguous() && p.device() == params_[0].param.device(),
                  "AdamW on CUDA: parameters and gradients must be contiguous f32 on one device");
-      const float decay =
-          params_[i].decay ? static_cast<float>(1.0 - lr * opt_.weight_decay) : 1.0f;
       list.push_back({p.data<float>(), g.data<float>(), m_[i].data<float>(), v_[i].data<float>(),
-                      p.numel(), decay});
+                      p.numel(), params_[i].decay});
     }
-    cuda::adamw_step(list, b1, b2, step_size, inv_sqrt_bc2, eps,
+    cuda::adamw_step(list, b1, b2, eps,
+                     reinterpret_cast<const cuda::AdamWScalars*>(scalars_.data<float>()),
                      ops::cuda_stream(params_[0].param));
 #endif
     return;
   }
+  const AdamWStepScalars sc = adamw_scalars(opt_, step_, lr_);
   for (size_t i = 0; i < params_.size(); ++i) {
     Tensor& p = params_[i].param;
     Tensor g = p.grad();
@@ -86,7 +105,8 @@ void AdamW::step(double lr) {
     LVIT_CHECK(p.dtype() == DType::f32 && p.is_contiguous(),
                "AdamW: parameters must be contiguous f32");
     g = g.contiguous();
-    const float decay = params_[i].decay ? static_cast<float>(1.0 - lr * opt_.weight_decay) : 1.0f;
+    const float decay = params_[i].decay ? sc.decay : 1.0f;
+    const float step_size = sc.step_size, inv_sqrt_bc2 = sc.inv_sqrt_bc2;
     float* pp = p.data<float>();
     const float* pg = g.data<float>();
     float* pm = m_[i].data<float>();
@@ -122,11 +142,18 @@ void AdamW::load_state(const std::map<std::string, Tensor>& state, int64_t step,
 SGD::SGD(std::vector<ParamRef> params, SGDOptions opt) : Optimizer(std::move(params)), opt_(opt) {
   for (auto& p : params_)
     buf_.push_back(Tensor::zeros(p.param.shape(), DType::f32, p.param.device()));
+  if (!params_.empty() && params_[0].param.device().is_cuda())
+    scalars_ = Tensor::zeros({1}, DType::f32, params_[0].param.device());
 }
 
-void SGD::step(double lr) {
+void SGD::prepare(double lr) {
   ++step_;
-  const float mom = static_cast<float>(opt_.momentum), lrf = static_cast<float>(lr);
+  lr_ = lr;
+  if (scalars_.defined()) scalars_.copy_(Tensor::from_vector<float>({static_cast<float>(lr)}, {1}));
+}
+
+void SGD::apply() {
+  const float mom = static_cast<float>(opt_.momentum), lrf = static_cast<float>(lr_);
   const bool first = step_ == 1;
   if (!params_.empty() && ops::on_cuda("SGD", {params_[0].param})) {
 #ifdef LVIT_WITH_CUDA
@@ -141,7 +168,8 @@ void SGD::step(double lr) {
       list.push_back({p.data<float>(), g.data<float>(), buf_[i].data<float>(), p.numel(),
                       params_[i].decay ? static_cast<float>(opt_.weight_decay) : 0.0f});
     }
-    cuda::sgd_step(list, lrf, mom, opt_.nesterov, first, ops::cuda_stream(params_[0].param));
+    cuda::sgd_step(list, scalars_.data<float>(), mom, opt_.nesterov, first,
+                   ops::cuda_stream(params_[0].param));
 #endif
     return;
   }

@@ -25,7 +25,17 @@ class Optimizer {
  public:
   explicit Optimizer(std::vector<ParamRef> params) : params_(std::move(params)) {}
   virtual ~Optimizer() = default;
-  virtual void step(double lr) = 0;
+  // One update with learning rate lr: prepare(lr), then apply().
+  void step(double lr) {
+    prepare(lr);
+    apply();
+  }
+  // The two halves of a step, apart for CUDA graphs: prepare counts the step and puts the
+  // step's scalars (learning rate, bias corrections) where apply reads them (device memory on
+  // a GPU); apply launches the update, reading nothing else from the host, so that a captured
+  // apply replays correctly after each new prepare.
+  virtual void prepare(double lr) = 0;
+  virtual void apply() = 0;
   int64_t steps() const { return step_; }
   // Named state tensors (e.g. "exp_avg.<param>") and the step count, for checkpoints.
   virtual std::vector<std::pair<std::string, Tensor>> state() const = 0;
@@ -48,7 +58,8 @@ struct AdamWOptions {
 class AdamW final : public Optimizer {
  public:
   AdamW(std::vector<ParamRef> params, AdamWOptions opt);
-  void step(double lr) override;
+  void prepare(double lr) override;
+  void apply() override;
   std::vector<std::pair<std::string, Tensor>> state() const override;
   void load_state(const std::map<std::string, Tensor>& state, int64_t step,
                   const std::string& source) override;
@@ -56,6 +67,8 @@ class AdamW final : public Optimizer {
  private:
   AdamWOptions opt_;
   std::vector<Tensor> m_, v_;
+  double lr_ = 0;
+  Tensor scalars_;  // on a GPU: f32 [step_size, 1/sqrt(bias correction 2), lr * wd]
 };
 
 struct SGDOptions {
@@ -68,7 +81,8 @@ struct SGDOptions {
 class SGD final : public Optimizer {
  public:
   SGD(std::vector<ParamRef> params, SGDOptions opt);
-  void step(double lr) override;
+  void prepare(double lr) override;
+  void apply() override;
   std::vector<std::pair<std::string, Tensor>> state() const override;
   void load_state(const std::map<std::string, Tensor>& state, int64_t step,
                   const std::string& source) override;
@@ -76,6 +90,8 @@ class SGD final : public Optimizer {
  private:
   SGDOptions opt_;
   std::vector<Tensor> buf_;
+  double lr_ = 0;
+  Tensor scalars_;  // on a GPU: f32 [lr]
 };
 
 // Linear warmup from lr/warmup_steps to lr over warmup_steps, then cosine decay to min_lr at

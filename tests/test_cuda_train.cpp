@@ -1,0 +1,122 @@
+// Whole training steps on the GPU: one step of every preset against the CPU in f32 (loss and
+// every parameter gradient), and the trainer with CUDA graphs against the trainer without
+// them (bit for bit: a replay runs the captured kernels on the same data). Skips cleanly
+// without a GPU.
+#include <doctest/doctest.h>
+
+#include <cstring>
+
+#include "apps/trainer.h"
+#include "models/vit.h"
+#include "ops/ops.h"
+#include "tests/cuda_test_util.h"
+
+#ifdef LVIT_WITH_CUDA
+#include "cuda/gemm.cuh"
+#endif
+
+using namespace lvit;
+using cudatest::Arith;
+using cudatest::expect_close;
+using cudatest::randn;
+using cudatest::to_gpu;
+
+namespace {
+
+// 64 random 16x16 RGB images in 10 classes, posing as CIFAR-100 (for its normalisation).
+data::ImageDataset synthetic_dataset() {
+  data::ImageDataset ds;
+  ds.name = "cifar100";
+  ds.size = 64;
+  ds.height = ds.width = 16;
+  ds.num_classes = 10;
+  ds.images.resize(ds.size * ds.image_numel());
+  for (size_t i = 0; i < ds.images.size(); ++i)
+    ds.images[i] = static_cast<uint8_t>(Philox::word(5, 0, i));
+  for (int64_t i = 0; i < ds.size; ++i) ds.labels.push_back(static_cast<int32_t>(i % 10));
+  for (int k = 0; k < 10; ++k) ds.class_names.push_back(std::to_string(k));
+  return ds;
+}
+
+}  // namespace
+
+TEST_CASE("one training step of every preset: GPU (fp32 GEMMs) against the CPU") {
+  LVIT_SKIP_WITHOUT_GPU();
+#ifdef LVIT_WITH_CUDA
+  const cuda::MathMode saved = cuda::math_mode();
+  cuda::set_math_mode(cuda::MathMode::fp32);
+  for (const char* preset :
+       {"vit-micro", "ripple-micro", "hydra-micro", "vit-cifar", "ripple-cifar", "hydra-cifar",
+        "vit-tiny", "ripple-tiny", "hydra-tiny"}) {
+    INFO(preset);
+    ViTConfig c = preset_config(preset);
+    c.drop_path = 0.1;  // the presets' dropout 0.1 stays on: both devices draw the same masks
+    ViT cpu_model(c, 3), gpu_model(c, 3);
+    gpu_model.to(Device::cuda(0));
+    cpu_model.train();
+    gpu_model.train();
+    const int64_t B = 2;
+    Tensor images = randn({B, c.in_chans, c.image_size, c.image_size}, 4);
+    std::vector<int64_t> y = {1, c.num_classes - 1};
+    Tensor labels = Tensor::from_vector(y, {B});
+    Tensor lc = ops::cross_entropy(cpu_model.forward(images), labels, 0.1);
+    Tensor lg = ops::cross_entropy(gpu_model.forward(to_gpu(images)), to_gpu(labels), 0.1);
+    // The deepest reduction behind the loss: D-long dot products through every block.
+    const int64_t K = c.dim * c.depth;
+    expect_close(lc, lg, Arith::f32, K, "loss", 64.0);
+    lc.backward();
+    lg.backward();
+    auto cp = cpu_model.named_parameters(), gp = gpu_model.named_parameters();
+    REQUIRE(cp.size() == gp.size());
+    for (size_t i = 0; i < cp.size(); ++i)
+      expect_close(cp[i].second.grad(), gp[i].second.grad(), Arith::f32, K,
+                   std::string(preset) + " gradient of " + cp[i].first, 64.0);
+  }
+  cuda::set_math_mode(saved);
+#endif
+}
+
+TEST_CASE("the trainer with CUDA graphs reproduces the eager trainer bit for bit") {
+  LVIT_SKIP_WITHOUT_GPU();
+  data::ImageDataset ds = synthetic_dataset();
+  for (const char* attention : {"softmax", "ripple", "hydra"}) {
+    for (const char* precision : {"tf32", "bf16"}) {
+      INFO(attention << " " << precision);
+      ViTConfig c = preset_config("vit-micro");
+      c.attention_type = attention;
+      c.image_size = 16;
+      c.dim = 32;
+      c.depth = 2;
+      c.num_heads = 4;
+      c.num_classes = 10;
+      c.dropout = 0.1;
+      c.drop_path = 0.1;
+      app::TrainOptions o;
+      o.batch_size = 16;
+      o.epochs = 2;
+      o.workers = 0;
+      o.progress = false;
+      o.log_every = 0;
+      o.warmup_epochs = 0.5;
+      o.device = "cuda";
+      o.precision = precision;
+      auto run = [&](bool graphs) {
+        app::TrainOptions og = o;
+        og.cuda_graphs = graphs;
+        app::Trainer t(c, og, ds, nullptr);
+        std::vector<double> losses;
+        for (int s = 0; s < 7; ++s) losses.push_back(t.step());
+        std::vector<std::vector<float>> params;
+        for (auto& [n, p] : t.model().named_parameters()) params.push_back(p.to_vector<float>());
+        return std::make_pair(losses, params);
+      };
+      auto [eager_loss, eager_params] = run(false);
+      auto [graph_loss, graph_params] = run(true);
+      for (size_t s = 0; s < eager_loss.size(); ++s) CHECK(graph_loss[s] == eager_loss[s]);
+      REQUIRE(eager_params.size() == graph_params.size());
+      for (size_t i = 0; i < eager_params.size(); ++i)
+        CHECK(std::memcmp(eager_params[i].data(), graph_params[i].data(),
+                          eager_params[i].size() * sizeof(float)) == 0);
+    }
+  }
+}
