@@ -35,7 +35,10 @@ using attn::kLn2;
 using attn::kLog2e;
 using bf16 = __nv_bfloat16;
 
-constexpr int kMaxThreads = 256;  // 8 warps (attn::row_tiling never picks more)
+// 8 warps (attn::row_tiling never picks more). The kernels declare __launch_bounds__(256, 1):
+// with the minimum-blocks hint ptxas may use up to 255 registers (without it, it aimed lower
+// and spilled the score fragments).
+constexpr int kMaxThreads = 256;
 
 // ---- PTX wrappers ----------------------------------------------------------------------------
 
@@ -214,7 +217,7 @@ size_t fwd_smem(int warps) {
 }
 
 template <int D>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kMaxThreads, 1)
     attn_fwd_mma(const bf16* __restrict__ qkv, bf16* __restrict__ out, float* __restrict__ lse,
                  int N, int H, int tiles, float scale_log2) {
   constexpr int kLd = D + 8, kBK = kFwdKeys, kSN = kBK / 8;
@@ -260,12 +263,16 @@ __global__ void __launch_bounds__(kMaxThreads)
 #pragma unroll
         for (int kd = 0; kd < D / 16; ++kd) load_a(qa[kd], Qs, kLd, warp * 16, kd * 16, lane);
       }
+      // 16-key blocks of this tile that hold a key < N; the products skip the others (whose
+      // probabilities are 0), e.g. three of the four blocks of N = 65's second tile.
+      const int k0 = kt * kBK, live = min(kBK / 16, (N - k0 + 15) / 16);
       float s[kSN][4];
       zero(s);
 #pragma unroll
       for (int kd = 0; kd < D / 16; ++kd)
 #pragma unroll
         for (int np = 0; np < kBK / 16; ++np) {
+          if (np >= live) continue;  // uniform: the block holds no live column
           uint32_t kb[4];
           load_b_nk(kb, ks, kLd, np * 16, kd * 16, lane);
           mma(s[2 * np], qa[kd], kb[0], kb[1]);
@@ -273,7 +280,6 @@ __global__ void __launch_bounds__(kMaxThreads)
         }
       // Key of element (n, e): kt*64 + 8n + 2t + (e & 1); its row is g + 8 * (e >> 1). Every
       // tile holds key kt*64 < N (in lane t = 0's column 0), so each row max below is finite.
-      const int k0 = kt * kBK;
       float mx[2] = {m[0], m[1]};
 #pragma unroll
       for (int n = 0; n < kSN; ++n)
@@ -307,6 +313,7 @@ __global__ void __launch_bounds__(kMaxThreads)
       }
 #pragma unroll
       for (int kc = 0; kc < kBK / 16; ++kc) {
+        if (kc >= live) continue;  // uniform: the block holds no live column
         uint32_t pa[4];
         acc_to_a(pa, s[2 * kc], s[2 * kc + 1]);
 #pragma unroll
@@ -351,7 +358,7 @@ size_t dq_smem(int warps) {
 }
 
 template <int D>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kMaxThreads, 1)
     attn_bwd_dq_mma(const bf16* __restrict__ qkv, const bf16* __restrict__ gout,
                     const float* __restrict__ lse, const float* __restrict__ delta,
                     bf16* __restrict__ gqkv, int N, int H, int tiles, float scale_log2,
@@ -400,6 +407,7 @@ __global__ void __launch_bounds__(kMaxThreads)
     if (active) {
       const bf16* ks = Ks + buf * kBK * kLd;
       const bf16* vs = Vs + buf * kBK * kLd;
+      const int k0 = kt * kBK, live = min(kBK / 16, (N - k0 + 15) / 16);  // as in the forward
       float s[kSN][4], dp[kSN][4];
       zero(s);
       zero(dp);
@@ -410,6 +418,7 @@ __global__ void __launch_bounds__(kMaxThreads)
         load_a(da, dOs, kLd, warp * 16, kd * 16, lane);
 #pragma unroll
         for (int np = 0; np < kBK / 16; ++np) {
+          if (np >= live) continue;  // uniform: the block holds no live column
           uint32_t kb[4], vb[4];
           load_b_nk(kb, ks, kLd, np * 16, kd * 16, lane);
           load_b_nk(vb, vs, kLd, np * 16, kd * 16, lane);
@@ -419,7 +428,6 @@ __global__ void __launch_bounds__(kMaxThreads)
           mma(dp[2 * np + 1], da, vb[2], vb[3]);
         }
       }
-      const int k0 = kt * kBK;
 #pragma unroll
       for (int n = 0; n < kSN; ++n)
 #pragma unroll
@@ -430,6 +438,7 @@ __global__ void __launch_bounds__(kMaxThreads)
         }
 #pragma unroll
       for (int kc = 0; kc < kBK / 16; ++kc) {
+        if (kc >= live) continue;  // uniform: the block holds no live column
         uint32_t sa[4];
         acc_to_a(sa, s[2 * kc], s[2 * kc + 1]);
 #pragma unroll
@@ -466,7 +475,7 @@ size_t dkdv_smem(int warps) {
 }
 
 template <int D>
-__global__ void __launch_bounds__(kMaxThreads)
+__global__ void __launch_bounds__(kMaxThreads, 1)
     attn_bwd_dkdv_mma(const bf16* __restrict__ qkv, const bf16* __restrict__ gout,
                       const float* __restrict__ lse, const float* __restrict__ delta,
                       bf16* __restrict__ gqkv, int N, int H, int tiles, float scale_log2,
@@ -526,6 +535,8 @@ __global__ void __launch_bounds__(kMaxThreads)
       const bf16* dos = dOs + buf * kBQ * kLd;
       const float* ls = Ls + buf * kBQ;
       const float* dls = Dl + buf * kBQ;
+      // 16-query blocks of this tile that hold a query < N; the others are skipped.
+      const int qbase = qt * kBQ, live = min(kBQ / 16, (N - qbase + 15) / 16);
       float st[kSN][4], dpt[kSN][4];
       zero(st);
       zero(dpt);
@@ -536,6 +547,7 @@ __global__ void __launch_bounds__(kMaxThreads)
         load_a(va, Vs, kLd, warp * 16, kd * 16, lane);
 #pragma unroll
         for (int np = 0; np < kBQ / 16; ++np) {
+          if (np >= live) continue;  // uniform: the block holds no live column
           uint32_t qb[4], ob[4];
           load_b_nk(qb, qs, kLd, np * 16, kd * 16, lane);
           load_b_nk(ob, dos, kLd, np * 16, kd * 16, lane);
@@ -545,7 +557,6 @@ __global__ void __launch_bounds__(kMaxThreads)
           mma(dpt[2 * np + 1], va, ob[2], ob[3]);
         }
       }
-      const int qbase = qt * kBQ;
 #pragma unroll
       for (int n = 0; n < kSN; ++n)
 #pragma unroll
@@ -557,6 +568,7 @@ __global__ void __launch_bounds__(kMaxThreads)
         }
 #pragma unroll
       for (int kc = 0; kc < kBQ / 16; ++kc) {
+        if (kc >= live) continue;  // uniform: the block holds no live column
         uint32_t pa[4], sa[4];
         acc_to_a(pa, st[2 * kc], st[2 * kc + 1]);
         acc_to_a(sa, dpt[2 * kc], dpt[2 * kc + 1]);
