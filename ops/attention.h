@@ -7,7 +7,9 @@
 namespace lvit::ops {
 
 // Softmax attention: o_i = sum_j softmax_j(q_i . k_j / sqrt(d)) v_j, per head. Fused forward
-// and backward; saves the attention probabilities [B, H, N, N].
+// and backward. On the CPU (f32, f64) it saves the attention probabilities [B, H, N, N]; on CUDA
+// (f32, bf16; head dim 8, 16, 32, 64 or 128) flash-style kernels save only the per-row
+// logsumexp [B, H, N] (cuda/attention.cuh).
 Tensor softmax_attention(const Tensor& qkv, int64_t heads);
 
 }  // namespace lvit::ops

@@ -1,0 +1,100 @@
+// Attention kernel microbenchmark (CUDA): the fused softmax attention launchers of
+// cuda/attention.cuh on the ViT shapes, forward and forward + backward, per dtype and kernel
+// family. Prints milliseconds per call (CUDA events, median of 20 after 3 warm-up calls) and the
+// attention FLOP rate: forward 4 B H N^2 d (QK^T and PV), backward 2.5x that as
+// FlashAttention-2 counts it (our no-atomics backward recomputes QK^T and dO V^T once more).
+// Build: the `lvit-attention-bench` target (CUDA builds only).
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <vector>
+
+#include "core/tensor.h"
+#include "cuda/attention.cuh"
+#include "cuda/check.cuh"
+#include "cuda/context.cuh"
+
+using namespace lvit;
+
+namespace {
+
+struct Case {
+  int64_t B, N, H, d;
+  const char* what;
+};
+
+template <typename Fn>
+double median_ms(cudaStream_t stream, Fn&& fn) {
+  for (int i = 0; i < 3; ++i) fn();
+  cudaEvent_t a, b;
+  LVIT_CUDA_CHECK(cudaEventCreate(&a));
+  LVIT_CUDA_CHECK(cudaEventCreate(&b));
+  std::vector<float> ms;
+  for (int i = 0; i < 20; ++i) {
+    LVIT_CUDA_CHECK(cudaEventRecord(a, stream));
+    fn();
+    LVIT_CUDA_CHECK(cudaEventRecord(b, stream));
+    LVIT_CUDA_CHECK(cudaEventSynchronize(b));
+    float t = 0;
+    LVIT_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
+    ms.push_back(t);
+  }
+  LVIT_CUDA_CHECK(cudaEventDestroy(a));
+  LVIT_CUDA_CHECK(cudaEventDestroy(b));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
+}  // namespace
+
+int main() {
+  if (!cuda::available()) {
+    std::printf("no CUDA device\n");
+    return 0;
+  }
+  std::printf("%s\n", cuda::device_name(0).c_str());
+  const Case cases[] = {{256, 65, 6, 64, "vit-cifar"},
+                        {128, 257, 6, 64, "vit-tiny"},
+                        {512, 65, 6, 64, "vit-cifar b512"},
+                        {256, 65, 4, 32, "vit-micro"}};
+  struct Variant {
+    DType dtype;
+    cuda::AttentionKernel kernel;
+    const char* name;
+  };
+  const Variant variants[] = {{DType::f32, cuda::AttentionKernel::simt, "f32 simt"},
+                              {DType::bf16, cuda::AttentionKernel::simt, "bf16 simt"},
+                              {DType::bf16, cuda::AttentionKernel::mma, "bf16 mma"}};
+  const Device dev = Device::cuda(0);
+  const cudaStream_t stream = cuda::stream(0);
+  for (const Case& c : cases) {
+    const cuda::AttentionDims dims{c.B, c.N, c.H, c.d};
+    const double flop = 4.0 * c.B * c.H * c.N * c.N * c.d;
+    for (const Variant& v : variants) {
+      Tensor qkv = Tensor::full({c.B, c.N, 3 * c.H * c.d}, 0.01, v.dtype, dev);
+      Tensor out = Tensor::empty({c.B, c.N, c.H * c.d}, v.dtype, dev);
+      Tensor gout = Tensor::full(out.shape(), 0.01, v.dtype, dev);
+      Tensor gqkv = Tensor::empty(qkv.shape(), v.dtype, dev);
+      Tensor lse = Tensor::empty({c.B, c.H, c.N}, DType::f32, dev);
+      Tensor delta = Tensor::empty(lse.shape(), DType::f32, dev);
+      auto fwd = [&] {
+        cuda::attention_fwd(v.dtype, qkv.raw_data(), out.raw_data(), lse.data<float>(), dims,
+                            stream, v.kernel);
+      };
+      auto bwd = [&] {
+        cuda::attention_bwd(v.dtype, gout.raw_data(), qkv.raw_data(), out.raw_data(),
+                            lse.data<float>(), delta.data<float>(), gqkv.raw_data(), dims, stream,
+                            v.kernel);
+      };
+      const double f = median_ms(stream, fwd);
+      const double b = median_ms(stream, bwd);
+      std::printf(
+          "%-15s B %4ld N %4ld H %ld d %3ld  %-9s  fwd %7.3f ms (%5.1f TFLOP/s)  "
+          "bwd %7.3f ms (%5.1f TFLOP/s)\n",
+          c.what, static_cast<long>(c.B), static_cast<long>(c.N), static_cast<long>(c.H),
+          static_cast<long>(c.d), v.name, f, flop / f / 1e9, b, 2.5 * flop / b / 1e9);
+    }
+  }
+  return 0;
+}
