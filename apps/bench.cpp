@@ -75,6 +75,7 @@ BenchResult bench_one(const ViTConfig& cfg, int64_t batch, int warmup, int steps
   model.train();
   app::reset_peak_memory(device);
   for (int i = 0; i < warmup; ++i) train_step();
+  (void)app::device_profile_report();  // the profile covers the timed steps only
   app::DeviceTimer timer(device);
   app::synchronize(device);
   timer.start();
@@ -82,6 +83,8 @@ BenchResult bench_one(const ViTConfig& cfg, int64_t batch, int warmup, int steps
   double secs = timer.stop_ms() / 1e3;
   r.train_step_ms = 1e3 * secs / steps;
   r.train_img_s = batch * steps / secs;
+  const std::string profile = app::device_profile_report();
+  if (!profile.empty()) std::printf("GPU time of %d training steps by kernel:\n%s", steps, profile.c_str());
   r.peak_mb = app::peak_memory_mb(device);
   model.eval();
   {

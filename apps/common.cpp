@@ -134,6 +134,13 @@ void synchronize(Device d) {
 #endif
 }
 
+std::string device_profile_report() {
+#ifdef LVIT_WITH_CUDA
+  if (cuda::profiling()) return cuda::profile_report();
+#endif
+  return "";
+}
+
 std::string device_description(Device d) {
 #ifdef LVIT_WITH_CUDA
   if (d.is_cuda()) return cuda::device_name(d.index);

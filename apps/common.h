@@ -43,6 +43,10 @@ double peak_memory_mb(Device d);
 void reset_peak_memory(Device d);
 // Waits for the device's queued work (no-op on the CPU).
 void synchronize(Device d);
+// With LVIT_CUDA_PROFILE=1: the GPU time per kernel name since the last call (see
+// cuda/check.cuh), as a table; else empty.
+std::string device_profile_report();
+
 // "NVIDIA H100 80GB HBM3" or "cpu".
 std::string device_description(Device d);
 

@@ -32,6 +32,14 @@ void after_launch(const char* what, cudaStream_t stream = nullptr);
 // Throws lvit::Error("<what>: no CUDA kernel for dtype <name>").
 [[noreturn]] void unsupported_dtype(const char* what, DType dtype);
 
+// Kernel-time profile (LVIT_CUDA_PROFILE=1): profile_mark records an event on `stream` after
+// the work just queued (after_launch calls it; GEMMs call it themselves) and profile_report
+// returns the time between consecutive marks summed by name, largest first, and clears them.
+// Off, or while the stream is being captured into a graph, profile_mark does nothing.
+bool profiling();
+void profile_mark(const char* what, cudaStream_t stream);
+std::string profile_report();
+
 // Whether LVIT_CUDA_SYNC_DEBUG=1 was set (read once, at the first call).
 bool sync_debug();
 

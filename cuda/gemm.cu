@@ -213,6 +213,12 @@ void gemm(DType dtype, DType c_dtype, bool ta, bool tb, int64_t M, int64_t N, in
   LVIT_CUBLAS_CHECK(cublasLtMatmul(ctx.cublaslt, plan.desc, alpha, B, plan.a, A, plan.b, betap, C,
                                    plan.c, C, plan.c, &plan.algo, ctx.workspace,
                                    ctx.workspace_bytes, ctx.stream));
+  if (profiling())
+    profile_mark((std::string("gemm ") + std::string(dtype_name(dtype)) + " " + std::to_string(M) +
+                  "x" + std::to_string(N) + "x" + std::to_string(K) + (ta ? " T" : " N") +
+                  (tb ? "T" : "N") + (batch > 1 ? " b" + std::to_string(batch) : ""))
+                     .c_str(),
+                 ctx.stream);
 }
 
 void column_sums(DType dtype, DType out_dtype, const void* x, int64_t M, int64_t N, void* out,
