@@ -16,4 +16,11 @@ namespace lvit::cuda {
 void apply_mask(DType dtype, const void* x, void* y, int64_t n, double p, uint64_t seed,
                 uint64_t offset, int64_t group, cudaStream_t stream);
 
+// Fused GELU + dropout (exact GELU, same mask as apply_mask with group 1):
+// y = keep ? gelu(x) / (1 - p) : 0 and gx = keep ? g gelu'(x) / (1 - p) : 0. f32, f64, bf16.
+void gelu_dropout_fwd(DType dtype, const void* x, void* y, int64_t n, double p, uint64_t seed,
+                      uint64_t offset, cudaStream_t stream);
+void gelu_dropout_bwd(DType dtype, const void* g, const void* x, void* gx, int64_t n, double p,
+                      uint64_t seed, uint64_t offset, cudaStream_t stream);
+
 }  // namespace lvit::cuda

@@ -38,6 +38,26 @@ __global__ void binary_flat_kernel(BinaryFn<acc_t<TO>> f, const TA* __restrict__
     out[i] = st<TO>(f(static_cast<A>(ld(a[i])), static_cast<A>(ld(b[i]))));
 }
 
+// 8 elements per thread (every pointer 16-byte aligned, n % 8 == 0).
+template <typename TA, typename TB, typename TO>
+__global__ void binary_vec_kernel(BinaryFn<acc_t<TO>> f, const TA* __restrict__ a,
+                                  const TB* __restrict__ b, TO* __restrict__ out, int64_t n) {
+  using A = acc_t<TO>;
+  const int64_t groups = n / kVec;
+  for (int64_t t = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; t < groups;
+       t += int64_t{gridDim.x} * blockDim.x) {
+    alignas(16) TA va[kVec];
+    alignas(16) TB vb[kVec];
+    alignas(16) TO vo[kVec];
+    load8(a + kVec * t, va);
+    load8(b + kVec * t, vb);
+#pragma unroll
+    for (int k = 0; k < kVec; ++k)
+      vo[k] = st<TO>(f(static_cast<A>(ld(va[k])), static_cast<A>(ld(vb[k]))));
+    store8(out + kVec * t, vo);
+  }
+}
+
 template <typename TA, typename TB, typename TO>
 __global__ void binary_strided_kernel(BinaryFn<acc_t<TO>> f, const TA* __restrict__ a,
                                       const TB* __restrict__ b, TO* __restrict__ out,
@@ -88,6 +108,22 @@ __global__ void unary_kernel(UnaryOp op, const T* __restrict__ x, T* __restrict_
         break;
     }
     out[i] = r;
+  }
+}
+
+template <typename T>
+__global__ void axpy_vec_kernel(T* __restrict__ dst, const T* __restrict__ src, int64_t n,
+                                acc_t<T> alpha) {
+  const int64_t groups = n / kVec;
+  for (int64_t t = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; t < groups;
+       t += int64_t{gridDim.x} * blockDim.x) {
+    alignas(16) T d[kVec];
+    alignas(16) T s[kVec];
+    load8(dst + kVec * t, d);
+    load8(src + kVec * t, s);
+#pragma unroll
+    for (int k = 0; k < kVec; ++k) d[k] = st<T>(ld(d[k]) + alpha * ld(s[k]));
+    store8(dst + kVec * t, d);
   }
 }
 
@@ -159,7 +195,10 @@ void binary(BinaryOp op, DType a_dtype, DType b_dtype, DType out_dtype, const vo
     const auto* pa = static_cast<const TA*>(a);
     const auto* pb = static_cast<const TB*>(b);
     auto* po = static_cast<TO*>(out);
-    if (l.contiguous)
+    if (l.contiguous && vec_ok(n, sizeof(TA), pa) && vec_ok(n, sizeof(TB), pb) &&
+        vec_ok(n, sizeof(TO), po))
+      binary_vec_kernel<TA, TB, TO><<<grid_for(n / kVec), kThreads, 0, stream>>>(f, pa, pb, po, n);
+    else if (l.contiguous)
       binary_flat_kernel<TA, TB, TO><<<grid_for(n), kThreads, 0, stream>>>(f, pa, pb, po, n);
     else
       binary_strided_kernel<TA, TB, TO><<<grid_for(n), kThreads, 0, stream>>>(f, pa, pb, po, l, n);
@@ -191,6 +230,11 @@ void axpy(DType dtype, void* dst, const void* src, int64_t n, double alpha, cuda
   if (n == 0) return;
   dispatch_floating(dtype, "axpy_", [&](auto zero) {
     using T = decltype(zero);
+    if (vec_ok(n, sizeof(T), dst, src)) {
+      axpy_vec_kernel<T><<<grid_for(n / kVec), kThreads, 0, stream>>>(
+          static_cast<T*>(dst), static_cast<const T*>(src), n, acc_t<T>(alpha));
+      return;
+    }
     axpy_kernel<T><<<grid_for(n), kThreads, 0, stream>>>(
         static_cast<T*>(dst), static_cast<const T*>(src), n, acc_t<T>(alpha));
   });

@@ -26,16 +26,20 @@ struct PlanKey {
   int device;
   DType dtype, c_dtype;
   MathMode mode;
-  bool ta, tb, bias;
+  bool ta, tb;
+  int epilogue;  // kNoEpilogue, kBias or kBiasGrad
   int64_t M, N, K, lda, ldb, ldc, sa, sb, sc, batch;
   auto tie() const {
-    return std::tie(device, dtype, c_dtype, mode, ta, tb, bias, M, N, K, lda, ldb, ldc, sa, sb, sc,
-                    batch);
+    return std::tie(device, dtype, c_dtype, mode, ta, tb, epilogue, M, N, K, lda, ldb, ldc, sa, sb,
+                    sc, batch);
   }
   bool operator<(const PlanKey& o) const { return tie() < o.tie(); }
 };
 
+constexpr int kNoEpilogue = 0, kBias = 1, kBiasGrad = 2;
+
 struct Plan {
+  bool supported = true;  // false: cuBLASLt has no algorithm (only asked of kBiasGrad plans)
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
@@ -92,8 +96,11 @@ Plan make_plan(const PlanKey& k, Context& ctx) {
       cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
   LVIT_CUBLAS_CHECK(
       cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
-  if (k.bias) {
-    const cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+  if (k.epilogue != kNoEpilogue) {
+    // BGRADB: the column sums of op(our A) over the reduction dimension, i.e. the bias
+    // gradient of the weight-gradient GEMM gw = g^T x, for free in its epilogue.
+    const cublasLtEpilogue_t epi =
+        k.epilogue == kBias ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_BGRADB;
     LVIT_CUBLAS_CHECK(
         cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof(epi)));
     const cudaDataType_t bias_type = c_type;
@@ -116,6 +123,10 @@ Plan make_plan(const PlanKey& k, Context& ctx) {
   const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.cublaslt, p.desc, p.a, p.b, p.c, p.c,
                                                            pref, 1, &result, &found);
   cublasLtMatmulPreferenceDestroy(pref);
+  if (k.epilogue == kBiasGrad && (st != CUBLAS_STATUS_SUCCESS || found == 0)) {
+    p.supported = false;
+    return p;
+  }
   LVIT_CUBLAS_CHECK(st);
   if (found == 0)
     fail("cuBLASLt has no algorithm for a " + std::string(dtype_name(k.dtype)) + " GEMM " +
@@ -161,24 +172,29 @@ __global__ void column_final_kernel(const Acc* __restrict__ part, int64_t chunks
 void set_math_mode(MathMode mode) { g_math_mode.store(mode); }
 MathMode math_mode() { return g_math_mode.load(); }
 
-void gemm(DType dtype, DType c_dtype, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
-          const void* A, int64_t lda, int64_t stride_a, const void* B, int64_t ldb,
-          int64_t stride_b, void* C, int64_t ldc, int64_t stride_c, int64_t batch, const void* bias,
-          float beta) {
+namespace {
+
+// The GEMM with an optional epilogue vector (bias read, or bias gradient written). Returns false
+// only for a kBiasGrad plan that cuBLASLt cannot run.
+bool gemm_impl(DType dtype, DType c_dtype, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+               const void* A, int64_t lda, int64_t stride_a, const void* B, int64_t ldb,
+               int64_t stride_b, void* C, int64_t ldc, int64_t stride_c, int64_t batch,
+               int epilogue, const void* vec, float beta) {
   if (c_dtype != dtype && !(dtype == DType::bf16 && c_dtype == DType::f32))
     fail("gemm: " + std::string(dtype_name(dtype)) + " operands with a " +
          std::string(dtype_name(c_dtype)) + " result");
-  if (M == 0 || N == 0 || batch == 0) return;
+  if (M == 0 || N == 0 || batch == 0) return epilogue != kBiasGrad;
   int device = 0;
   LVIT_CUDA_CHECK(cudaGetDevice(&device));
   Context& ctx = context(device);
   if (K == 0) {  // empty sum: C = beta C (+ bias); rare, so through the general path below
-    if (beta != 0.0f || bias) fail("gemm: K = 0 with beta or bias is not supported");
+    if (beta != 0.0f || epilogue != kNoEpilogue)
+      fail("gemm: K = 0 with beta or an epilogue is not supported");
     for (int64_t i = 0; i < batch; ++i)
       LVIT_CUDA_CHECK(cudaMemset2DAsync(static_cast<char*>(C) + i * stride_c * dtype_size(c_dtype),
                                         ldc * dtype_size(c_dtype), 0, N * dtype_size(c_dtype), M,
                                         ctx.stream));
-    return;
+    return true;
   }
   const PlanKey key{device,
                     dtype,
@@ -186,7 +202,7 @@ void gemm(DType dtype, DType c_dtype, bool ta, bool tb, int64_t M, int64_t N, in
                     math_mode(),
                     ta,
                     tb,
-                    bias != nullptr,
+                    epilogue,
                     M,
                     N,
                     K,
@@ -207,9 +223,10 @@ void gemm(DType dtype, DType c_dtype, bool ta, bool tb, int64_t M, int64_t N, in
   auto it = g_plans.find(key);
   if (it == g_plans.end()) it = g_plans.emplace(key, make_plan(key, ctx)).first;
   Plan& plan = it->second;
-  if (bias)
+  if (!plan.supported) return false;
+  if (epilogue != kNoEpilogue)
     LVIT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
-                                                     &bias, sizeof(bias)));
+                                                     &vec, sizeof(vec)));
   LVIT_CUBLAS_CHECK(cublasLtMatmul(ctx.cublaslt, plan.desc, alpha, B, plan.a, A, plan.b, betap, C,
                                    plan.c, C, plan.c, &plan.algo, ctx.workspace,
                                    ctx.workspace_bytes, ctx.stream));
@@ -219,6 +236,24 @@ void gemm(DType dtype, DType c_dtype, bool ta, bool tb, int64_t M, int64_t N, in
                   (tb ? "T" : "N") + (batch > 1 ? " b" + std::to_string(batch) : ""))
                      .c_str(),
                  ctx.stream);
+  return true;
+}
+
+}  // namespace
+
+void gemm(DType dtype, DType c_dtype, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+          const void* A, int64_t lda, int64_t stride_a, const void* B, int64_t ldb,
+          int64_t stride_b, void* C, int64_t ldc, int64_t stride_c, int64_t batch, const void* bias,
+          float beta) {
+  gemm_impl(dtype, c_dtype, ta, tb, M, N, K, A, lda, stride_a, B, ldb, stride_b, C, ldc, stride_c,
+            batch, bias ? kBias : kNoEpilogue, bias, beta);
+}
+
+bool gemm_bias_grad(DType dtype, DType c_dtype, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                    const void* A, int64_t lda, const void* B, int64_t ldb, void* C, int64_t ldc,
+                    void* bias_grad) {
+  return gemm_impl(dtype, c_dtype, ta, tb, M, N, K, A, lda, 0, B, ldb, 0, C, ldc, 0, 1, kBiasGrad,
+                   bias_grad, 0.0f);
 }
 
 void column_sums(DType dtype, DType out_dtype, const void* x, int64_t M, int64_t N, void* out,

@@ -27,6 +27,15 @@ void gemm(DType ab_dtype, DType c_dtype, bool trans_a, bool trans_b, int64_t M, 
           int64_t stride_b, void* C, int64_t ldc, int64_t stride_c, int64_t batch,
           const void* bias = nullptr, float beta = 0.0f);
 
+// The weight gradient of a linear layer with its bias gradient from the same GEMM's epilogue
+// (cuBLASLt BGRADB): C = op(A) op(B) as gemm, and bias_grad[M] (of c_dtype) = the sums of op(A)
+// over the reduction dimension K, i.e. for gw = g^T x (trans_a) the column sums of g. Returns
+// false, doing nothing, when cuBLASLt has no such algorithm for the problem (the caller then
+// computes the sums itself).
+bool gemm_bias_grad(DType ab_dtype, DType c_dtype, bool trans_a, bool trans_b, int64_t M, int64_t N,
+                    int64_t K, const void* A, int64_t lda, const void* B, int64_t ldb, void* C,
+                    int64_t ldc, void* bias_grad);
+
 // out[j] = sum_i x[i, j] for a contiguous row-major x [M, N] (the bias gradient of a linear
 // layer), accumulated in fp32 (f64 for f64) in a fixed order: deterministic. out is of x's
 // dtype, or f32 for bf16 x.

@@ -66,6 +66,36 @@ __device__ __forceinline__ T st(A v) {
     return static_cast<T>(v);
 }
 
+// ---- vectorised access: 8 elements per thread through 16-byte loads and stores ----
+
+inline constexpr int kVec = 8;
+
+// Whether a contiguous run of n elements at p (and at q, r when given) can be read 8 at a time
+// with 16-byte accesses: n a multiple of 8, every pointer 16-byte aligned, elements >= 2 bytes.
+template <typename... P>
+inline bool vec_ok(int64_t n, size_t elem_size, const P*... ptrs) {
+  if (n % kVec != 0 || (kVec * elem_size) % 16 != 0) return false;
+  return ((reinterpret_cast<uintptr_t>(ptrs) % 16 == 0) && ...);
+}
+
+// out[0..8) = p[0..8) (p 16-byte aligned; 8 * sizeof(T) a multiple of 16).
+template <typename T>
+__device__ __forceinline__ void load8(const T* __restrict__ p, T (&out)[kVec]) {
+  constexpr int chunks = kVec * sizeof(T) / 16;
+  const uint4* src = reinterpret_cast<const uint4*>(p);
+  uint4* dst = reinterpret_cast<uint4*>(out);
+#pragma unroll
+  for (int c = 0; c < chunks; ++c) dst[c] = src[c];
+}
+template <typename T>
+__device__ __forceinline__ void store8(T* __restrict__ p, const T (&in)[kVec]) {
+  constexpr int chunks = kVec * sizeof(T) / 16;
+  const uint4* src = reinterpret_cast<const uint4*>(in);
+  uint4* dst = reinterpret_cast<uint4*>(p);
+#pragma unroll
+  for (int c = 0; c < chunks; ++c) dst[c] = src[c];
+}
+
 template <typename T>
 __device__ __forceinline__ T warp_sum(T v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

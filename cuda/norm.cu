@@ -108,6 +108,130 @@ __global__ void layernorm_bwd_wb_partial_kernel(const TY* __restrict__ g, const 
   }
 }
 
+// ---- vectorised f32 kernels for D a multiple of 128 up to 1024: a warp holds its row in
+// registers (C float4 per lane, element 4 (lane + 32 c) + k), so x is read once ----
+
+__device__ __forceinline__ void store4(float* p, float a, float b, float c, float d) {
+  *reinterpret_cast<float4*>(p) = make_float4(a, b, c, d);
+}
+__device__ __forceinline__ void store4(__nv_bfloat16* p, float a, float b, float c, float d) {
+  __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, d);
+  uint2 u;
+  u.x = *reinterpret_cast<uint32_t*>(&lo);
+  u.y = *reinterpret_cast<uint32_t*>(&hi);
+  *reinterpret_cast<uint2*>(p) = u;
+}
+__device__ __forceinline__ float4 load4(const float* p) {
+  return *reinterpret_cast<const float4*>(p);
+}
+__device__ __forceinline__ float4 load4(const __nv_bfloat16* p) {
+  const uint2 u = *reinterpret_cast<const uint2*>(p);
+  const float2 lo = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
+  const float2 hi = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
+  return make_float4(lo.x, lo.y, hi.x, hi.y);
+}
+
+template <int C, typename TY>
+__global__ void layernorm_fwd_vec_kernel(const float* __restrict__ x, const float* __restrict__ w,
+                                         const float* __restrict__ b, float eps, int64_t M, int D,
+                                         TY* __restrict__ y, float* __restrict__ mean,
+                                         float* __restrict__ rstd) {
+  const int64_t row = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.y;
+  if (row >= M) return;
+  const int lane = threadIdx.x;
+  float4 v[C];
+  float s = 0;
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    v[c] = load4(x + row * D + 4 * (lane + 32 * c));
+    s += (v[c].x + v[c].y) + (v[c].z + v[c].w);
+  }
+  const float mu = warp_sum(s) / static_cast<float>(D);
+  float q = 0;
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    const float a = v[c].x - mu, bb = v[c].y - mu, cc = v[c].z - mu, d = v[c].w - mu;
+    q += (a * a + bb * bb) + (cc * cc + d * d);
+  }
+  const float rs = rsqrtf(warp_sum(q) / static_cast<float>(D) + eps);
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    const int j = 4 * (lane + 32 * c);
+    const float4 wv = load4(w + j), bv = load4(b + j);
+    store4(y + row * D + j, (v[c].x - mu) * rs * wv.x + bv.x, (v[c].y - mu) * rs * wv.y + bv.y,
+           (v[c].z - mu) * rs * wv.z + bv.z, (v[c].w - mu) * rs * wv.w + bv.w);
+  }
+  if (lane == 0) {
+    mean[row] = mu;
+    rstd[row] = rs;
+  }
+}
+
+template <int C, typename TY>
+__global__ void layernorm_bwd_gx_vec_kernel(const TY* __restrict__ g, const float* __restrict__ x,
+                                            const float* __restrict__ w,
+                                            const float* __restrict__ mean,
+                                            const float* __restrict__ rstd, int64_t M, int D,
+                                            float* __restrict__ gx) {
+  const int64_t row = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.y;
+  if (row >= M) return;
+  const int lane = threadIdx.x;
+  const float mu = mean[row], rs = rstd[row];
+  float4 gw[C], xh[C];  // g * w and xhat
+  float sgw = 0, sgwx = 0;
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    const int j = 4 * (lane + 32 * c);
+    const float4 gv = load4(g + row * D + j), xv = load4(x + row * D + j), wv = load4(w + j);
+    gw[c] = make_float4(gv.x * wv.x, gv.y * wv.y, gv.z * wv.z, gv.w * wv.w);
+    xh[c] = make_float4((xv.x - mu) * rs, (xv.y - mu) * rs, (xv.z - mu) * rs, (xv.w - mu) * rs);
+    sgw += (gw[c].x + gw[c].y) + (gw[c].z + gw[c].w);
+    sgwx += (gw[c].x * xh[c].x + gw[c].y * xh[c].y) + (gw[c].z * xh[c].z + gw[c].w * xh[c].w);
+  }
+  const float a = warp_sum(sgw) / static_cast<float>(D);
+  const float cc = warp_sum(sgwx) / static_cast<float>(D);
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    const int j = 4 * (lane + 32 * c);
+    store4(gx + row * D + j, rs * (gw[c].x - a - xh[c].x * cc), rs * (gw[c].y - a - xh[c].y * cc),
+           rs * (gw[c].z - a - xh[c].z * cc), rs * (gw[c].w - a - xh[c].w * cc));
+  }
+}
+
+// Calls fn(std::integral_constant<int, C>) for C = D / 128 in 1..8; false when D does not fit.
+template <typename Fn>
+bool with_chunks(int64_t D, Fn&& fn) {
+  if (D % 128 != 0 || D < 128 || D > 1024) return false;
+  switch (D / 128) {
+    case 1:
+      fn(std::integral_constant<int, 1>{});
+      return true;
+    case 2:
+      fn(std::integral_constant<int, 2>{});
+      return true;
+    case 3:
+      fn(std::integral_constant<int, 3>{});
+      return true;
+    case 4:
+      fn(std::integral_constant<int, 4>{});
+      return true;
+    case 5:
+      fn(std::integral_constant<int, 5>{});
+      return true;
+    case 6:
+      fn(std::integral_constant<int, 6>{});
+      return true;
+    case 7:
+      fn(std::integral_constant<int, 7>{});
+      return true;
+    default:
+      fn(std::integral_constant<int, 8>{});
+      return true;
+  }
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 template <typename T>
 __global__ void layernorm_bwd_wb_final_kernel(const T* __restrict__ part_w,
                                               const T* __restrict__ part_b, int64_t chunks,
@@ -148,6 +272,17 @@ void layernorm_fwd(DType dtype, DType y_dtype, const void* x, const void* w, con
     using T = decltype(zero);
     with_y_type<T>(y_dtype, [&](auto yzero) {
       using TY = decltype(yzero);
+      if constexpr (std::is_same_v<T, float>) {
+        if (aligned16(x) && aligned16(w) && aligned16(b) && aligned16(y) &&
+            with_chunks(D, [&](auto chunks) {
+              layernorm_fwd_vec_kernel<decltype(chunks)::value, TY>
+                  <<<row_blocks(M), dim3(32, kRowsPerBlock), 0, stream>>>(
+                      static_cast<const float*>(x), static_cast<const float*>(w),
+                      static_cast<const float*>(b), static_cast<float>(eps), M, static_cast<int>(D),
+                      static_cast<TY*>(y), static_cast<float*>(mean), static_cast<float*>(rstd));
+            }))
+          return;
+      }
       layernorm_fwd_kernel<T, TY><<<row_blocks(M), dim3(32, kRowsPerBlock), 0, stream>>>(
           static_cast<const T*>(x), static_cast<const T*>(w), static_cast<const T*>(b), T(eps), M,
           D, static_cast<TY*>(y), static_cast<T*>(mean), static_cast<T*>(rstd));
@@ -167,8 +302,18 @@ void layernorm_bwd(DType dtype, DType g_dtype, const void* g, const void* x, con
       const T* px = static_cast<const T*>(x);
       const T *pm = static_cast<const T*>(mean), *pr = static_cast<const T*>(rstd);
       if (gx && M > 0) {
-        layernorm_bwd_gx_kernel<T, TY><<<row_blocks(M), dim3(32, kRowsPerBlock), 0, stream>>>(
-            pg, px, static_cast<const T*>(w), pm, pr, M, D, static_cast<T*>(gx));
+        bool done = false;
+        if constexpr (std::is_same_v<T, float>)
+          done = aligned16(g) && aligned16(x) && aligned16(w) && aligned16(gx) &&
+                 with_chunks(D, [&](auto chunks) {
+                   layernorm_bwd_gx_vec_kernel<decltype(chunks)::value, TY>
+                       <<<row_blocks(M), dim3(32, kRowsPerBlock), 0, stream>>>(
+                           pg, px, static_cast<const float*>(w), pm, pr, M, static_cast<int>(D),
+                           static_cast<float*>(gx));
+                 });
+        if (!done)
+          layernorm_bwd_gx_kernel<T, TY><<<row_blocks(M), dim3(32, kRowsPerBlock), 0, stream>>>(
+              pg, px, static_cast<const T*>(w), pm, pr, M, D, static_cast<T*>(gx));
         after_launch("layernorm_bwd_gx", stream);
       }
       if (!gw && !gb) return;

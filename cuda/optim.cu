@@ -10,7 +10,7 @@
 namespace lvit::cuda {
 namespace {
 
-constexpr int64_t kChunk = 32768;  // elements per block: 128 per thread at 256 threads
+constexpr int64_t kChunk = 4096;  // elements per block: 16 per thread at 256 threads
 
 // Which (tensor, chunk) each block of one launch works on.
 struct BlockMap {

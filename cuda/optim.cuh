@@ -54,7 +54,7 @@ void sgd_step(const std::vector<SGDParam>& params, const float* lr, float moment
 void clip_grad_norm(const std::vector<float*>& grads, const std::vector<int64_t>& numels,
                     double max_norm, double* norm_out, cudaStream_t stream);
 
-inline constexpr int kTensorsPerLaunch = 24;
-inline constexpr int kBlocksPerLaunch = 240;
+inline constexpr int kTensorsPerLaunch = 64;
+inline constexpr int kBlocksPerLaunch = 1536;
 
 }  // namespace lvit::cuda

@@ -2,6 +2,7 @@
 
 #include "autograd/engine.h"
 #include "core/thread_pool.h"
+#include "ops/activation.h"
 #include "ops/dispatch.h"
 
 #ifdef LVIT_WITH_CUDA
@@ -100,6 +101,30 @@ Tensor masked(const Tensor& x, double p, bool training, Generator& gen, int64_t 
 }
 
 }  // namespace
+
+Tensor gelu_dropout(const Tensor& x_in, double p, bool training, Generator& gen) {
+  LVIT_CHECK(p >= 0 && p < 1, "gelu_dropout: probability {} not in [0, 1)", p);
+  if (!training || p == 0 || !on_cuda("gelu_dropout", {x_in}))
+    return dropout(gelu(x_in), p, training, gen);
+#ifdef LVIT_WITH_CUDA
+  const uint64_t seed = gen.seed(), offset = gen.next_offset();
+  Tensor x = x_in.contiguous();
+  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
+  cuda::gelu_dropout_fwd(x.dtype(), x.raw_data(), y.raw_data(), x.numel(), p, seed, offset,
+                         cuda_stream(x));
+  autograd::record(y, {x_in}, "GeluDropoutBackward",
+                   [x = x.detach(), p, seed, offset](const Tensor& g_in, const autograd::Node&) {
+                     Tensor g = g_in.contiguous();
+                     Tensor gx = Tensor::empty(x.shape(), x.dtype(), x.device());
+                     cuda::gelu_dropout_bwd(x.dtype(), g.raw_data(), x.raw_data(), gx.raw_data(),
+                                            x.numel(), p, seed, offset, cuda_stream(x));
+                     return std::vector<Tensor>{gx};
+                   });
+  return y;
+#else
+  return Tensor();
+#endif
+}
 
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen) {
   return masked(x, p, training, gen, 1, "DropoutBackward");

@@ -10,6 +10,9 @@ namespace lvit::ops {
 // Zeroes each element with probability p and scales the rest by 1/(1-p). Identity when !training
 // or p == 0. Reserves one offset of `gen`.
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
+// dropout(gelu(x), p): the same values, mask and generator offset as the two ops; on the GPU
+// one fused pass each way (the MLP's hidden layer: no intermediate GELU output in memory).
+Tensor gelu_dropout(const Tensor& x, double p, bool training, Generator& gen);
 // Zeroes whole samples (dimension 0) with probability p, scaling kept ones by 1/(1-p).
 Tensor drop_path(const Tensor& x, double p, bool training, Generator& gen);
 

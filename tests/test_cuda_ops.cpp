@@ -243,6 +243,22 @@ TEST_CASE("CUDA dropout and drop_path draw the CPU's masks") {
   }
 }
 
+TEST_CASE("CUDA fused gelu_dropout equals dropout(gelu(x)) on the CPU") {
+  LVIT_SKIP_WITHOUT_GPU();
+  for (const Shape& s : {Shape{5, 17, 33}, Shape{64, 1536}}) {
+    Tensor x = randn(s, 33, 2.0);
+    Generator gc(4321), gg(4321);
+    compare_op(
+        "gelu_dropout " + shape_str(s),
+        [&](auto& v) {
+          Generator& gen = v[0].device().is_cuda() ? gg : gc;
+          return ops::gelu_dropout(v[0], 0.2, true, gen);
+        },
+        {x}, Arith::f32, 1, 1);
+    CHECK(gc.offset() == gg.offset());
+  }
+}
+
 TEST_CASE("CUDA cross-entropy: hard labels with smoothing, soft targets") {
   LVIT_SKIP_WITHOUT_GPU();
   const int64_t B = 37, C = 100;
@@ -268,9 +284,11 @@ TEST_CASE("CUDA cross-entropy: hard labels with smoothing, soft targets") {
 
 TEST_CASE("CUDA AdamW, SGD and grad-norm clipping match the CPU") {
   LVIT_SKIP_WITHOUT_GPU();
-  // Sizes cross the multi-tensor chunk (32768) and table (24 tensors) boundaries.
+  // Sizes cross the multi-tensor chunk (4096), table (64 tensors) and launch (1536 blocks)
+  // boundaries.
   std::vector<Shape> shapes;
-  for (int i = 0; i < 30; ++i) shapes.push_back({i % 3 == 0 ? 70001 : 1 + 97 * i});
+  for (int i = 0; i < 70; ++i)
+    shapes.push_back({i % 23 == 0 ? 3200001 : (i % 3 == 0 ? 70001 : 1 + 97 * i)});
   auto make = [&](Device d, uint64_t seed) {
     std::vector<optim::ParamRef> refs;
     for (size_t i = 0; i < shapes.size(); ++i) {

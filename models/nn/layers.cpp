@@ -29,6 +29,10 @@ Tensor LayerNorm::forward(const Tensor& x) const {
 
 Tensor Dropout::forward(const Tensor& x) const { return ops::dropout(x, p, is_training(), *gen_); }
 
+Tensor Dropout::forward_gelu(const Tensor& x) const {
+  return ops::gelu_dropout(x, p, is_training(), *gen_);
+}
+
 Tensor DropPath::forward(const Tensor& x) const {
   return ops::drop_path(x, p, is_training(), *gen_);
 }
@@ -42,7 +46,7 @@ MLP::MLP(int64_t dim, int64_t hidden, double dropout, Generator& init,
 }
 
 Tensor MLP::forward(const Tensor& x) const {
-  return drop->forward(fc2->forward(drop->forward(ops::gelu(fc1->forward(x)))));
+  return drop->forward(fc2->forward(drop->forward_gelu(fc1->forward(x))));
 }
 
 PatchEmbed::Proj::Proj(Tensor w, Tensor b) {
