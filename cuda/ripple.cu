@@ -167,63 +167,60 @@ __device__ void set_rows(int* tok, const Rows& rows, const Geom& m) {
 }
 
 // dst [T][P] = (phi of) channels 0 .. d-1 of the rows tok[] of src (token t at src + t * ld);
-// padded channels and rows without a token are zero. All loads are issued before any store.
+// padded channels and rows without a token are zero. (Unrolling by 4 keeps loads in flight
+// without spilling at the forward's 80-register budget; explicit batches of 8 spilled.)
 template <class K, bool PHI>
 __device__ void load_tile(float* dst, const float* src, int64_t ld, const int* tok, const Geom& m) {
-  constexpr int NE = K::T * K::DP / kThreads;
-  static_assert(NE <= 32);
-  float v[NE];
-  uint32_t valid = 0;
-#pragma unroll
-  for (int q = 0; q < NE; ++q) {
-    const int e = threadIdx.x + q * kThreads, r = e / K::DP, c = e % K::DP;
+#pragma unroll 4
+  for (int e = threadIdx.x; e < K::T * K::DP; e += kThreads) {
+    const int r = e / K::DP, c = e % K::DP;
     const int t = tok[r];
-    v[q] = 0.f;
+    float v = 0.f;
     if (t >= 0 && c < m.d) {
-      v[q] = src[t * ld + c];
-      valid |= 1u << q;
+      v = src[t * ld + c];
+      if constexpr (PHI) v = phi(v);
     }
-  }
-#pragma unroll
-  for (int q = 0; q < NE; ++q) {
-    const int e = threadIdx.x + q * kThreads, r = e / K::DP, c = e % K::DP;
-    dst[r * K::P + c] = PHI && ((valid >> q) & 1u) ? phi(v[q]) : v[q];
+    dst[r * K::P + c] = v;
   }
 }
 
 // U [T][P] = g_i / (den_i + eps), ud [T] = -(g_i . o_i) / (den_i + eps): d loss / d [num_i,
-// den_i] (ops/cpu/ripple.cpp), for the rows tok[]. Warp w takes rows w, w + 8, ...; all its
-// loads are issued before the first reduction.
+// den_i] (ops/cpu/ripple.cpp), for the rows tok[]. Warp w takes rows w, w + 8, ..., loading
+// up to 4 rows before reducing them.
 template <class K>
 __device__ void load_uu(float* U, float* ud, const float* g, const float* o, const float* den,
                         const int* tok, const Geom& m) {
-  constexpr int RPW = K::T / kWarps, CPL = (K::DP + 31) / 32;
+  constexpr int RPW = K::T / kWarps, G = RPW < 4 ? RPW : 4, CPL = (K::DP + 31) / 32;
+  static_assert(RPW % G == 0);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  float gv[RPW][CPL], ov[RPW][CPL], dv[RPW];
 #pragma unroll
-  for (int j = 0; j < RPW; ++j) {
-    const int64_t t = tok[warp + j * kWarps];
-    dv[j] = t >= 0 ? den[t] : 0.f;
+  for (int j0 = 0; j0 < RPW; j0 += G) {
+    float gv[G][CPL], ov[G][CPL], dv[G];
 #pragma unroll
-    for (int q = 0; q < CPL; ++q) {
-      const int c = lane + 32 * q;
-      const bool valid = t >= 0 && c < m.d;
-      gv[j][q] = valid ? g[t * m.D + c] : 0.f;
-      ov[j][q] = valid ? o[t * m.D + c] : 0.f;
+    for (int j = 0; j < G; ++j) {
+      const int64_t t = tok[warp + (j0 + j) * kWarps];
+      dv[j] = t >= 0 ? den[t] : 0.f;
+#pragma unroll
+      for (int q = 0; q < CPL; ++q) {
+        const int c = lane + 32 * q;
+        const bool valid = t >= 0 && c < m.d;
+        gv[j][q] = valid ? g[t * m.D + c] : 0.f;
+        ov[j][q] = valid ? o[t * m.D + c] : 0.f;
+      }
     }
-  }
 #pragma unroll
-  for (int j = 0; j < RPW; ++j) {
-    const int r = warp + j * kWarps;
-    const float inv = tok[r] >= 0 ? 1.f / (dv[j] + kEps) : 0.f;
-    float dot = 0.f;
+    for (int j = 0; j < G; ++j) {
+      const int r = warp + (j0 + j) * kWarps;
+      const float inv = tok[r] >= 0 ? 1.f / (dv[j] + kEps) : 0.f;
+      float dot = 0.f;
 #pragma unroll
-    for (int q = 0; q < CPL; ++q) {
-      dot = fmaf(gv[j][q], ov[j][q], dot);
-      if (lane + 32 * q < K::DP) U[r * K::P + lane + 32 * q] = gv[j][q] * inv;
+      for (int q = 0; q < CPL; ++q) {
+        dot = fmaf(gv[j][q], ov[j][q], dot);
+        if (lane + 32 * q < K::DP) U[r * K::P + lane + 32 * q] = gv[j][q] * inv;
+      }
+      dot = warp_sum(dot);
+      if (lane == 0) ud[r] = -dot * inv;
     }
-    dot = warp_sum(dot);
-    if (lane == 0) ud[r] = -dot * inv;
   }
 }
 
