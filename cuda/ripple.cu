@@ -26,11 +26,11 @@
 // DP is d rounded up to 16, 32, 64 or 128 (padded channels are zero); T = 64 (16 for DP = 128,
 // to fit shared memory).
 //
-// Cost per (image, head), n = N tokens, forward: 2 n d^2 FMA (KV, then phi(Q) KV) plus
-// n mk d for the local term; reads q once and k, v twice (the second time for the local term,
-// mostly from L2), writes out and den. Backward: 5 n d^2 FMA (KV, GQ, three tile products)
-// plus 4 n mk d local; reads q, k, v, g, out twice, writes gqkv once. Shared memory for
-// d = 64: 71 KB forward (3 CTAs per SM), 107 KB backward (2 CTAs per SM) at S = 3.
+// Cost per (image, head), n = N tokens, m = mk: forward 2 n d^2 FMA (KV, then phi(Q) KV) plus
+// 2 n m d for the local term, reading q once and k, v twice (the second time for the local
+// term, mostly from L2), writing out and den; backward 5 n d^2 FMA (KV, GQ, three tile
+// products) plus 5 n m d, reading q, k, v, g, out twice and writing gqkv once. Shared memory for
+// d = 64 at S = 3: 71 KB forward (3 CTAs per SM), 107 KB backward (2 CTAs per SM).
 #include <algorithm>
 #include <cstdint>
 #include <vector>
