@@ -30,7 +30,7 @@
 // 2 n m d for the local term, reading q once and k, v twice (the second time for the local
 // term, mostly from L2), writing out and den; backward 5 n d^2 FMA (KV, GQ, three tile
 // products) plus 5 n m d, reading q, k, v, g, out twice and writing gqkv once. Shared memory for
-// d = 64 at S = 3: 71 KB forward (3 CTAs per SM), 107 KB backward (2 CTAs per SM).
+// d = 64 at S = 3: 72 KB forward (3 CTAs per SM), 108 KB backward (2 CTAs per SM).
 #include <algorithm>
 #include <cstdint>
 #include <vector>
@@ -61,8 +61,11 @@ struct Rows {
 
 template <int DP_, int T_>
 struct Cfg {
-  static constexpr int DP = DP_;      // padded head width
-  static constexpr int T = T_;        // rows per tile
+  static constexpr int DP = DP_;    // padded head width
+  static constexpr int T = T_;      // rows per tile
+  static constexpr int TR = T + 1;  // rows per staging buffer: phase 1 of the main pass takes
+                                    // the class token with the first T tokens
+  static constexpr int TRU = (TR + 3) / 4 * 4;
   static constexpr int P = DP + 4;    // tile row stride (floats)
   static constexpr int LDM = DP + 1;  // d x d matrix row stride (odd)
   static constexpr int R = DP / 16;   // phase 1: R x R block of a d x d sum per thread
@@ -162,17 +165,17 @@ __device__ void pass_weights(const float* logits, int h, const Geom& m, const Pa
 // after the caller's next barrier: a Morton index is decoded once per row, not per element.
 template <class K>
 __device__ void set_rows(int* tok, const Rows& rows, const Geom& m) {
-  for (int r = threadIdx.x; r < K::T; r += kThreads)
+  for (int r = threadIdx.x; r < K::TR; r += kThreads)
     tok[r] = r < rows.count ? row_token(rows, r, m) : -1;
 }
 
-// dst [T][P] = (phi of) channels 0 .. d-1 of the rows tok[] of src (token t at src + t * ld);
+// dst [TR][P] = (phi of) channels 0 .. d-1 of the rows tok[] of src (token t at src + t * ld);
 // padded channels and rows without a token are zero. (Unrolling by 4 keeps loads in flight
 // without spilling at the forward's 80-register budget; explicit batches of 8 spilled.)
 template <class K, bool PHI>
 __device__ void load_tile(float* dst, const float* src, int64_t ld, const int* tok, const Geom& m) {
 #pragma unroll 4
-  for (int e = threadIdx.x; e < K::T * K::DP; e += kThreads) {
+  for (int e = threadIdx.x; e < K::TR * K::DP; e += kThreads) {
     const int r = e / K::DP, c = e % K::DP;
     const int t = tok[r];
     float v = 0.f;
@@ -184,13 +187,13 @@ __device__ void load_tile(float* dst, const float* src, int64_t ld, const int* t
   }
 }
 
-// U [T][P] = g_i / (den_i + eps), ud [T] = -(g_i . o_i) / (den_i + eps): d loss / d [num_i,
+// U [TR][P] = g_i / (den_i + eps), ud [TR] = -(g_i . o_i) / (den_i + eps): d loss / d [num_i,
 // den_i] (ops/cpu/ripple.cpp), for the rows tok[]. Warp w takes rows w, w + 8, ..., loading
-// up to 4 rows before reducing them.
+// 3 rows before reducing them.
 template <class K>
 __device__ void load_uu(float* U, float* ud, const float* g, const float* o, const float* den,
                         const int* tok, const Geom& m) {
-  constexpr int RPW = K::T / kWarps, G = RPW < 4 ? RPW : 4, CPL = (K::DP + 31) / 32;
+  constexpr int RPW = (K::TR + kWarps - 1) / kWarps, G = 3, CPL = (K::DP + 31) / 32;
   static_assert(RPW % G == 0);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 #pragma unroll
@@ -198,7 +201,8 @@ __device__ void load_uu(float* U, float* ud, const float* g, const float* o, con
     float gv[G][CPL], ov[G][CPL], dv[G];
 #pragma unroll
     for (int j = 0; j < G; ++j) {
-      const int64_t t = tok[warp + (j0 + j) * kWarps];
+      const int r = warp + (j0 + j) * kWarps;  // warp-uniform
+      const int64_t t = r < K::TR ? tok[r] : -1;
       dv[j] = t >= 0 ? den[t] : 0.f;
 #pragma unroll
       for (int q = 0; q < CPL; ++q) {
@@ -211,6 +215,7 @@ __device__ void load_uu(float* U, float* ud, const float* g, const float* o, con
 #pragma unroll
     for (int j = 0; j < G; ++j) {
       const int r = warp + (j0 + j) * kWarps;
+      if (r >= K::TR) continue;
       const float inv = tok[r] >= 0 ? 1.f / (dv[j] + kEps) : 0.f;
       float dot = 0.f;
 #pragma unroll
@@ -282,8 +287,9 @@ __device__ void global_sums(float* M, float* zs, float* red, int* tok, const flo
                             const Geom& m, Load&& load) {
   float acc[K::R][K::R] = {};
   float zp = 0.f;
-  for (int r0 = 0; r0 < count; r0 += K::T) {
-    const Rows rows{first + r0, min(K::T, count - r0), by_cell};
+  for (int r0 = 0, n = 0; r0 < count; r0 += n) {
+    n = min(r0 == 0 && !by_cell ? K::TR : K::T, count - r0);
+    const Rows rows{first + r0, n, by_cell};
     set_rows<K>(tok, rows, m);
     __syncthreads();
     load(tok);
@@ -438,7 +444,7 @@ __device__ void emit_fwd(const float (&acc)[K::RI][K::RC], const float (&dn)[K::
   }
 }
 
-// smem: KV [DP][LDM] | z [DP] | Q, K, V tiles [T][P] | red [256] | WA [T * mk]; static: the
+// smem: KV [DP][LDM] | z [DP] | Q, K, V buffers [TR][P] | red [256] | WA [T * mk]; static: the
 // tile's tokens and the pass weights.
 template <class K>
 __global__ void __launch_bounds__(kThreads, K::kFwdBlocks)
@@ -448,11 +454,11 @@ __global__ void __launch_bounds__(kThreads, K::kFwdBlocks)
   float* KV = reinterpret_cast<float*>(smem4);
   float* zs = KV + K::DP * K::LDM;
   float* Qs = zs + K::DP;
-  float* Ks = Qs + K::T * K::P;
-  float* Vs = Ks + K::T * K::P;
-  float* red = Vs + K::T * K::P;
+  float* Ks = Qs + K::TR * K::P;
+  float* Vs = Ks + K::TR * K::P;
+  float* red = Vs + K::TR * K::P;
   float* WA = red + kThreads;
-  __shared__ int tok[K::T];
+  __shared__ int tok[K::TR];
   __shared__ float s_w[4], s_coef, s_den0;
   const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
   if (tid == 0) pass_weights(logits, h, m, pass, &s_coef, s_w);
@@ -553,7 +559,7 @@ __device__ void emit_grad(const float (&acc)[K::RI][K::RC], const float* X, cons
   }
 }
 
-// smem: KV, GQ [DP][LDM] | z, gz [DP] | Q, K, V, U tiles [T][P] | ud [T] | red [256] |
+// smem: KV, GQ [DP][LDM] | z, gz [DP] | Q, K, V, U buffers [TR][P] | ud [TRU] | red [256] |
 // WA, WG [T * mk]. galpha [B, H, S]: this pass's d loss / d alpha (main: written; extra:
 // added).
 template <class K>
@@ -568,14 +574,14 @@ __global__ void __launch_bounds__(kThreads, K::kBwdBlocks)
   float* zs = GQ + K::DP * K::LDM;
   float* gzs = zs + K::DP;
   float* Qs = gzs + K::DP;
-  float* Ks = Qs + K::T * K::P;
-  float* Vs = Ks + K::T * K::P;
-  float* Us = Vs + K::T * K::P;
-  float* ud = Us + K::T * K::P;
-  float* red = ud + K::T;
+  float* Ks = Qs + K::TR * K::P;
+  float* Vs = Ks + K::TR * K::P;
+  float* Us = Vs + K::TR * K::P;
+  float* ud = Us + K::TR * K::P;
+  float* red = ud + K::TRU;
   float* WA = red + kThreads;
   float* WG = WA + K::T * pass.mk;
-  __shared__ int tok[K::T];
+  __shared__ int tok[K::TR];
   __shared__ float s_w[4], s_coef;
   __shared__ double s_dl[kWarps][5];
   const int h = blockIdx.x, b = blockIdx.y, tid = threadIdx.x;
@@ -720,12 +726,12 @@ void with_cfg(int d, Fn&& fn) {
 
 template <class K>
 size_t fwd_smem(int mk) {
-  return sizeof(float) * (K::DP * K::LDM + K::DP + 3 * K::T * K::P + kThreads + K::T * mk);
+  return sizeof(float) * (K::DP * K::LDM + K::DP + 3 * K::TR * K::P + kThreads + K::T * mk);
 }
 template <class K>
 size_t bwd_smem(int mk) {
   return sizeof(float) *
-         (2 * K::DP * K::LDM + 2 * K::DP + 4 * K::T * K::P + K::T + kThreads + 2 * K::T * mk);
+         (2 * K::DP * K::LDM + 2 * K::DP + 4 * K::TR * K::P + K::TRU + kThreads + 2 * K::T * mk);
 }
 
 }  // namespace
