@@ -10,8 +10,8 @@
 //     contiguous, aligned run of rows: out rows (or gradient rows) = coef * the global term
 //     (a T x d x d product) + the block-local term, computed densely inside each block of
 //     mk cells: W(i, j) phi(q_i).phi(k_j) with W the telescoped weight of the pair's level.
-//     The class token belongs to no block; it gets the global term only (a matrix-vector
-//     product at the end).
+//     The class token belongs to no block; it rides as an extra row on the first tile and
+//     gets the global term only (matrix-vector products).
 // The main pass covers the global term (coefficient alpha_{S-1}) and the levels whose blocks
 // fit in a tile; each larger level (rare: see cuda/ripple.cuh) runs as an extra pass whose
 // "global" sums go over one block at a time, with coefficient alpha_s - alpha_{s+1}, adding
@@ -57,6 +57,7 @@ constexpr float kEps = 1e-6f;  // the denominator's eps (DESIGN.md)
 struct Rows {
   int first, count;
   bool by_cell;
+  bool with_class = false;  // the class token (token 0) as the extra row T
 };
 
 template <int DP_, int T_>
@@ -166,7 +167,7 @@ __device__ void pass_weights(const float* logits, int h, const Geom& m, const Pa
 template <class K>
 __device__ void set_rows(int* tok, const Rows& rows, const Geom& m) {
   for (int r = threadIdx.x; r < K::TR; r += kThreads)
-    tok[r] = r < rows.count ? row_token(rows, r, m) : -1;
+    tok[r] = r < rows.count ? row_token(rows, r, m) : r == K::T && rows.with_class ? 0 : -1;
 }
 
 // dst [TR][P] = (phi of) channels 0 .. d-1 of the rows tok[] of src (token t at src + t * ld);
@@ -486,7 +487,8 @@ __global__ void __launch_bounds__(kThreads, K::kFwdBlocks)
     // phase 2: the pass's cells, a tile at a time
     const int ncells = main_pass ? m.cells : pass.seg_cells;
     for (int c0 = 0; c0 < ncells; c0 += tile) {
-      set_rows<K>(tok, Rows{cell0 + c0, tile, true}, m);
+      const bool with_class = main_pass && c0 == 0;  // the class token rides on the first tile
+      set_rows<K>(tok, Rows{cell0 + c0, tile, true, with_class}, m);
       __syncthreads();
       load_tile<K, true>(Qs, q_src, ld, tok, m);
       if (pass.mk) {
@@ -516,22 +518,21 @@ __global__ void __launch_bounds__(kThreads, K::kFwdBlocks)
       }
       if (pass.mk) local_add<K, false>(acc, WA, Vs, pass.mk, tile);
       emit_fwd<K>(acc, dn, tok, out_bh, den_bh, m, pass);
+      if (with_class) {  // row T: the global term only, finalized (no extra pass touches it)
+        const float* x = Qs + K::T * K::P;
+        const float y = block_matvec<K, false>(x, KV, red);
+        if (tid < 32) {
+          float s = 0.f;
+          for (int a = tid; a < K::DP; a += 32) s = fmaf(x[a], zs[a], s);
+          s = warp_sum(s);
+          if (tid == 0) s_den0 = s * coef;
+        }
+        __syncthreads();
+        if (tid < m.d) out_bh[tid] = coef * y * (1.f / (s_den0 + kEps));
+        if (tid == 0) den_bh[0] = s_den0;
+      }
       __syncthreads();  // the next tile overwrites tok, Q, K, V and WA
     }
-  }
-  if (main_pass) {  // the class token: the global term only; no extra pass touches it
-    if (tid < K::DP) Qs[tid] = tid < m.d ? phi(q_src[tid]) : 0.f;
-    __syncthreads();
-    const float y = block_matvec<K, false>(Qs, KV, red);
-    if (tid < 32) {
-      float s = 0.f;
-      for (int a = tid; a < K::DP; a += 32) s = fmaf(Qs[a], zs[a], s);
-      s = warp_sum(s);
-      if (tid == 0) s_den0 = s * coef;
-    }
-    __syncthreads();
-    if (tid < m.d) out_bh[tid] = coef * y * (1.f / (s_den0 + kEps));
-    if (tid == 0) den_bh[0] = s_den0;
   }
 }
 
@@ -637,7 +638,8 @@ __global__ void __launch_bounds__(kThreads, K::kBwdBlocks)
     // phase 2: d phi(q), d v, d phi(k) of the pass's cells, a tile at a time
     const int ncells = main_pass ? m.cells : pass.seg_cells;
     for (int c0 = 0; c0 < ncells; c0 += tile) {
-      load_rows(Rows{cell0 + c0, tile, true});
+      const bool with_class = main_pass && c0 == 0;  // the class token rides on the first tile
+      load_rows(Rows{cell0 + c0, tile, true, with_class});
       if (pass.mk) {
         local_entries<K, true>(WA, WG, Qs, Ks, Us, Vs, ud, tile, pass.mk, s_w, dl);
         __syncthreads();
@@ -668,18 +670,17 @@ __global__ void __launch_bounds__(kThreads, K::kBwdBlocks)
         for (int rc = 0; rc < K::RC; ++rc) acc[ri][rc] = (acc[ri][rc] + gzs[tx + 16 * rc]) * coef;
       if (pass.mk) local_add<K, true>(acc, WG, Qs, pass.mk, tile);
       emit_grad<K, true>(acc, Ks, tok, gk_bh, m, pass.accumulate);
+      if (with_class) {                      // row T: the global term only
+        const int a = tid, r = K::T * K::P;  // a: the output channel, for tid < DP
+        float y = block_matvec<K, true>(Us + r, KV, red);
+        if (a < m.d) gq_bh[a] = (y + ud[K::T] * zs[a]) * coef * fminf(Qs[r + a], 1.f);
+        y = block_matvec<K, false>(Ks + r, GQ, red);
+        if (a < m.d) gv_bh[a] = y * coef;
+        y = block_matvec<K, true>(Vs + r, GQ, red);
+        if (a < m.d) gk_bh[a] = (y + gzs[a]) * coef * fminf(Ks[r + a], 1.f);
+      }
       __syncthreads();  // the next tile overwrites tok, the tiles, ud, WA and WG
     }
-  }
-  if (main_pass) {  // the class token: the global term only
-    load_rows(Rows{0, 1, false});
-    const int a = tid;  // the output channel, for tid < DP
-    float y = block_matvec<K, true>(Us, KV, red);
-    if (a < m.d) gq_bh[a] = (y + ud[0] * zs[a]) * coef * fminf(Qs[a], 1.f);
-    y = block_matvec<K, false>(Ks, GQ, red);
-    if (a < m.d) gv_bh[a] = y * coef;
-    y = block_matvec<K, true>(Vs, GQ, red);
-    if (a < m.d) gk_bh[a] = (y + gzs[a]) * coef * fminf(Ks[a], 1.f);
   }
 
   // d loss / d alpha of this (image, head): block sums in a fixed order
