@@ -75,7 +75,9 @@ std::vector<double> stick_breaking_grad(const std::vector<double>& galpha,
 // computed on the device (no host synchronisation, so the step stays capturable as a graph).
 Tensor ripple_attention_cuda(const Tensor& qkv_in, const Tensor& logits, int64_t heads,
                              int64_t stages, int64_t grid, RippleImpl impl) {
-  LVIT_USER_CHECK(impl == RippleImpl::linear, "dense ripple is a CPU reference only");
+  LVIT_USER_CHECK(impl == RippleImpl::linear,
+                  "ripple attention: dense ripple is a CPU reference only (CUDA runs the linear "
+                  "form)");
   LVIT_USER_CHECK(qkv_in.dtype() == DType::f32,
                   "ripple attention on CUDA supports f32 only, got {} (keep the attention core "
                   "in f32 under mixed precision)",
