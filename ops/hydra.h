@@ -11,7 +11,8 @@
 namespace lvit::ops {
 
 // qkv [B, N, 3D] (q, then k, then v) -> [B, N, D]. Fused forward and hand-written backward
-// (through the max(norm, eps) clamp); saves qkv and kv [B, D]. f32 and f64, CPU.
+// (through the max(norm, eps) clamp); saves qkv and kv [B, D]. f32 and f64 on the CPU, f32 on
+// CUDA.
 // Throws lvit::UserError when `branches` does not divide D.
 Tensor hydra_attention(const Tensor& qkv, int64_t branches);
 

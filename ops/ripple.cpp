@@ -1,5 +1,6 @@
 // Ripple attention op: checks, the stage logits -> weights (stick-breaking) map and its
-// Jacobian, and the autograd node around the CPU kernels of ops/cpu/ripple.cpp.
+// Jacobian, and the autograd node around the CPU kernels of ops/cpu/ripple.cpp and the CUDA
+// kernels of cuda/ripple.cu (f32 only; they map logits to weights and back on the device).
 #include "ops/ripple.h"
 
 #include <cmath>
@@ -7,6 +8,11 @@
 #include "autograd/engine.h"
 #include "ops/cpu/ripple.h"
 #include "ops/dispatch.h"
+#include "ops/elementwise.h"
+
+#ifdef LVIT_WITH_CUDA
+#include "cuda/ripple.cuh"
+#endif
 
 namespace lvit::ops {
 
@@ -65,6 +71,55 @@ std::vector<double> stick_breaking_grad(const std::vector<double>& galpha,
   return gbeta;
 }
 
+#ifdef LVIT_WITH_CUDA
+// The CUDA path: same contract as the CPU one, with the stage weights and the logits' gradient
+// computed on the device (no host synchronisation, so the step stays capturable as a graph).
+Tensor ripple_attention_cuda(const Tensor& qkv_in, const Tensor& logits, int64_t heads,
+                             int64_t stages, int64_t grid, RippleImpl impl) {
+  LVIT_USER_CHECK(impl == RippleImpl::linear,
+                  "ripple attention: dense ripple is a CPU reference only (CUDA runs the linear "
+                  "form)");
+  LVIT_USER_CHECK(qkv_in.dtype() == DType::f32,
+                  "ripple attention on CUDA supports f32 only, got {} (keep the attention core "
+                  "in f32 under mixed precision)",
+                  dtype_name(qkv_in.dtype()));
+  const int64_t B = qkv_in.shape()[0], N = qkv_in.shape()[1], D = qkv_in.shape()[2] / 3;
+  LVIT_USER_CHECK(D / heads <= cuda::kRippleMaxHeadDim,
+                  "ripple attention on CUDA supports head widths up to {}, got {}",
+                  cuda::kRippleMaxHeadDim, D / heads);
+  Tensor qkv = qkv_in.contiguous();
+  // A packed copy of the logits [heads, stages-1] (undefined for 1 stage): backward recomputes the
+  // stage weights from it, so it must see the values the forward used even if the parameter
+  // changes in between (the CPU path saves them on the host).
+  const Tensor lg = stages > 1 ? logits.detach().clone() : Tensor();
+  const float* lp = lg.defined() ? lg.data<float>() : nullptr;
+  Tensor out = Tensor::empty({B, N, D}, qkv.dtype(), qkv.device());
+  Tensor den = Tensor::empty({B, heads, N}, qkv.dtype(), qkv.device());
+  cuda::ripple_fwd(qkv.data<float>(), lp, B, N, D, heads, stages, grid, out.data<float>(),
+                   den.data<float>(), cuda_stream(qkv));
+  autograd::record(
+      out, {qkv_in, logits}, "RippleAttentionBackward",
+      [qkv = qkv.detach(), lg, out = out.detach(), den, heads, stages, grid](
+          const Tensor& g_in, const autograd::Node& n) {
+        const Tensor g = g_in.contiguous();
+        const int64_t B = qkv.shape()[0], N = qkv.shape()[1], D = qkv.shape()[2] / 3;
+        Tensor gqkv = Tensor::empty(qkv.shape(), DType::f32, qkv.device());
+        Tensor ws = Tensor::empty({cuda::ripple_bwd_workspace_doubles(B, heads, stages)},
+                                  DType::f64, qkv.device());
+        Tensor glogits;
+        if (stages > 1 && n.needs_input_grad(1))
+          glogits = Tensor::empty({heads, stages - 1}, DType::f32, qkv.device());
+        cuda::ripple_bwd(g.data<float>(), qkv.data<float>(),
+                         lg.defined() ? lg.data<float>() : nullptr, out.data<float>(),
+                         den.data<float>(), B, N, D, heads, stages, grid, gqkv.data<float>(),
+                         glogits.defined() ? glogits.data<float>() : nullptr, ws.data<double>(),
+                         cuda_stream(qkv));
+        return std::vector<Tensor>{n.needs_input_grad(0) ? gqkv : Tensor(), glogits};
+      });
+  return out;
+}
+#endif
+
 }  // namespace
 
 void check_ripple_geometry(int64_t stages, int64_t grid_h, int64_t grid_w) {
@@ -92,7 +147,13 @@ Tensor ripple_init_logits(int64_t heads, int64_t stages, DType dtype) {
 Tensor ripple_attention(const Tensor& qkv_in, const Tensor& logits, int64_t heads, int64_t stages,
                         int64_t grid_h, int64_t grid_w, RippleImpl impl) {
   check_ripple_geometry(stages, grid_h, grid_w);
-  require_cpu("ripple_attention", {qkv_in, logits});
+  const bool gpu = on_cuda("ripple_attention", {qkv_in, logits});
+  // Mixed precision: the kernels accumulate in fp32 from f32 operands; bf16 activations are
+  // widened around them.
+  if (gpu && qkv_in.dtype() == DType::bf16)
+    return cast(
+        ripple_attention(cast(qkv_in, DType::f32), logits, heads, stages, grid_h, grid_w, impl),
+        DType::bf16);
   check_same("ripple_attention", {qkv_in, logits});
   LVIT_CHECK(qkv_in.dim() == 3 && qkv_in.shape()[2] % 3 == 0,
              "ripple_attention: qkv {} must be [B, N, 3D]", shape_str(qkv_in.shape()));
@@ -109,6 +170,12 @@ Tensor ripple_attention(const Tensor& qkv_in, const Tensor& logits, int64_t head
                "ripple_attention: logits {} for {} heads and {} stages must be [{}, {}]",
                logits.defined() ? shape_str(logits.shape()) : "undefined", heads, stages, heads,
                stages - 1);
+  }
+
+  if (gpu) {
+#ifdef LVIT_WITH_CUDA
+    return ripple_attention_cuda(qkv_in, logits, heads, stages, grid_h, impl);
+#endif
   }
 
   Tensor qkv = qkv_in.contiguous();

@@ -25,7 +25,8 @@ enum class RippleImpl {
 // qkv [B, N, 3D] (q, then k, then v; head h owns channels h*d .. h*d+d-1 of each, as timm),
 // logits [heads, stages-1] (undefined when stages == 1), N = 1 + grid_h * grid_w -> [B, N, D].
 // Fused forward and hand-written backward for qkv and logits; saves qkv, the output and the
-// denominators [B, H, N]. f32 and f64, CPU.
+// denominators [B, H, N]. f32 and f64 on the CPU; f32 on CUDA (linear form only: dense throws
+// there), with the stage weights and the logits' gradient computed on the device.
 Tensor ripple_attention(const Tensor& qkv, const Tensor& logits, int64_t heads, int64_t stages,
                         int64_t grid_h, int64_t grid_w, RippleImpl impl = RippleImpl::linear);
 

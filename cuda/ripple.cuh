@@ -1,0 +1,47 @@
+// Ripple attention kernels (math in ops/ripple.h, DESIGN.md "Linear-time form" and
+// docs/attention.md), f32. Host-only header.
+//
+// One CTA per (image, head) computes the linear-time telescoped form in shared memory:
+//   num_i = alpha_{S-1} phi(q_i)^T [KV_all, z_all]  +  sum_j W(i, j) (phi(q_i).phi(k_j)) [v_j, 1]
+// where the second sum runs over the cells j of i's level-(S-2) dyadic block, W(i, j) =
+// alpha_{level(i,j)} - alpha_{S-1} (the telescoped level coefficients summed), and out =
+// num[:d] / (num[d] + 1e-6). When that block is larger than a 64-cell tile (S >= 6 on a 16x16
+// grid and up; S >= 5 on 8x8 and up for head widths above 64), the levels beyond the tile run as
+// extra passes of block-local linear attention over the same outputs. The stage weights alpha
+// are computed from the logits on the device, and the logits' gradient is reduced over the
+// batch on the device: no host synchronisation, so a CUDA graph can capture the whole step.
+#pragma once
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace lvit::cuda {
+
+// Largest head width D / heads the kernels support.
+inline constexpr int64_t kRippleMaxHeadDim = 128;
+
+// qkv [B, N, 3D] contiguous (q, then k, then v; head h owns channels h d .. h d + d - 1 of
+// each), logits [heads, stages - 1] (nullptr when stages == 1), N = 1 + grid^2 with grid a power
+// of two -> out [B, N, D] and den [B, heads, N] (the denominators without eps, which backward
+// reads). 1 <= stages <= 32. All pointers are device memory of the current device.
+void ripple_fwd(const float* qkv, const float* logits, int64_t B, int64_t N, int64_t D,
+                int64_t heads, int64_t stages, int64_t grid, float* out, float* den,
+                cudaStream_t stream);
+
+// Doubles of workspace ripple_bwd needs (the stage weights' gradients per image and head).
+int64_t ripple_bwd_workspace_doubles(int64_t B, int64_t heads, int64_t stages);
+
+// gout [B, N, D] and qkv, logits, out, den as in and from ripple_fwd -> gqkv [B, N, 3D] (fully
+// written) and, unless glogits is nullptr (stages > 1 only), glogits [heads, stages - 1] =
+// d loss / d logits summed over the batch.
+void ripple_bwd(const float* gout, const float* qkv, const float* logits, const float* out,
+                const float* den, int64_t B, int64_t N, int64_t D, int64_t heads, int64_t stages,
+                int64_t grid, float* gqkv, float* glogits, double* workspace, cudaStream_t stream);
+
+// glogits [heads, stages - 1] = d loss / d logits from galpha [B, heads, stages], d loss /
+// d alpha per image and head (what ripple_bwd leaves in its workspace): the batch sum, then the
+// stick-breaking Jacobian, in f64. 2 <= stages <= 32. ripple_bwd calls it.
+void ripple_logits_grad(const double* galpha, const float* logits, int64_t B, int64_t heads,
+                        int64_t stages, float* glogits, cudaStream_t stream);
+
+}  // namespace lvit::cuda

@@ -1,0 +1,69 @@
+// The stage logits' gradient of Ripple attention (declared in cuda/ripple.cuh): the batch sum
+// of d loss / d alpha and the stick-breaking Jacobian of ops/ripple.cpp, on the device.
+#include <cstdint>
+#include <string>
+
+#include "cuda/check.cuh"
+#include "cuda/ripple.cuh"
+#include "cuda/smem.cuh"
+
+namespace lvit::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kMaxStages = 32;
+
+// glogits[h] = d loss / d beta_h from galpha summed over the batch (a fixed-order tree, so the
+// result is deterministic), then the stick-breaking Jacobian of ops/ripple.cpp (d alpha_t / d
+// beta_t = rem_t sig_t (1 - sig_t), d alpha_s / d beta_t = -sig_t alpha_s for s > t), in f64. One
+// CTA per head.
+__global__ void __launch_bounds__(kThreads)
+    ripple_logits_grad_kernel(const double* __restrict__ galpha, const float* __restrict__ logits,
+                              int B, int H, int S, float* __restrict__ glogits) {
+  __shared__ double red[kThreads];
+  __shared__ double ga[kMaxStages];
+  const int h = blockIdx.x, tid = threadIdx.x;
+  for (int s = 0; s < S; ++s) {
+    double v = 0.0;
+    for (int b = tid; b < B; b += kThreads) v += galpha[(static_cast<int64_t>(b) * H + h) * S + s];
+    red[tid] = v;
+    __syncthreads();
+    for (int o = kThreads / 2; o > 0; o >>= 1) {
+      if (tid < o) red[tid] += red[tid + o];
+      __syncthreads();
+    }
+    if (tid == 0) ga[s] = red[0];
+    __syncthreads();
+  }
+  if (tid != 0) return;
+  double sig[kMaxStages], alpha[kMaxStages], rem[kMaxStages];
+  rem[0] = 1.0;
+  for (int s = 0; s + 1 < S; ++s) {
+    const double x = logits[h * (S - 1) + s];
+    sig[s] = x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x));
+    alpha[s] = sig[s] * rem[s];
+    rem[s + 1] = rem[s] * (1 - sig[s]);
+  }
+  alpha[S - 1] = rem[S - 1];
+  double tail = ga[S - 1] * alpha[S - 1];  // sum_{s > t} g_alpha_s alpha_s
+  for (int t = S - 2; t >= 0; --t) {
+    glogits[h * (S - 1) + t] =
+        static_cast<float>(ga[t] * rem[t] * sig[t] * (1 - sig[t]) - sig[t] * tail);
+    tail += ga[t] * alpha[t];
+  }
+}
+
+}  // namespace
+
+void ripple_logits_grad(const double* galpha, const float* logits, int64_t B, int64_t heads,
+                        int64_t stages, float* glogits, cudaStream_t stream) {
+  if (B < 0 || heads <= 0 || heads > 65535 || stages < 2 || stages > kMaxStages)
+    fail("ripple_logits_grad: unsupported sizes B " + std::to_string(B) + ", heads " +
+         std::to_string(heads) + ", stages " + std::to_string(stages));
+  ripple_logits_grad_kernel<<<static_cast<unsigned>(heads), kThreads, 0, stream>>>(
+      galpha, logits, static_cast<int>(B), static_cast<int>(heads), static_cast<int>(stages),
+      glogits);
+  after_launch("ripple_logits_grad_kernel", stream);
+}
+
+}  // namespace lvit::cuda

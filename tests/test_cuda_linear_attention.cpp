@@ -1,0 +1,270 @@
+// CUDA Hydra and Ripple attention against the CPU ops: the forward output and, through autograd
+// with the same random upstream gradient, d loss / d qkv and (Ripple) d loss / d logits, on random
+// f32 inputs. Tolerances follow tests/cuda_test_util.h: f32 arithmetic and K = the longest
+// reduction behind an element. Shapes cover batch 1 and 3, every code path of the kernels
+// (Ripple: 1..7 stages, grids 1x1 to 32x32, head widths that are and are not multiples of the
+// kernels' 16-channel padding, the extra passes for blocks larger than a tile; Hydra: 1, 4 and D
+// branches, branch widths below, at and above a warp, token counts that are not multiples of
+// the 32-row chunks, the eps clamp) and the errors for what the kernels do not support. Every
+// case skips itself, and passes, without a GPU.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "core/rng.h"
+#include "cuda_test_util.h"
+#include "ops/hydra.h"
+#include "ops/ripple.h"
+
+#ifdef LVIT_WITH_CUDA
+#include "cuda/ripple_plan.cuh"
+#endif
+
+using namespace lvit;
+using cudatest::Arith;
+using cudatest::expect_close;
+
+namespace {
+
+struct Run {
+  Tensor out, gqkv, glogits;
+};
+
+Tensor place(const Tensor& host, bool gpu) { return gpu ? cudatest::to_gpu(host) : host.clone(); }
+
+// The message of the lvit::Error thrown by fn (fails the test if none is thrown).
+template <typename Fn>
+std::string error_message(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  FAIL("expected lvit::Error");
+  return {};
+}
+
+// ---- Hydra ----
+
+Run run_hydra(const Tensor& qkv_host, int64_t branches, const Tensor& gout_host, bool gpu) {
+  Tensor qkv = place(qkv_host, gpu);
+  qkv.set_requires_grad(true);
+  Tensor y = ops::hydra_attention(qkv, branches);
+  y.backward(place(gout_host, gpu));
+  return {y, qkv.grad(), {}};
+}
+
+struct HydraCase {
+  int64_t B, N, D, branches;
+};
+
+// out_t = phi(q_t) * sum_s phi(k_s) * v_s: a sum over N tokens after norms over C channels, and
+// the gradients chain one more of each; K = N + C bounds both.
+void check_hydra(const HydraCase& c, const Tensor& qkv, uint64_t seed) {
+  CAPTURE(c.B);
+  CAPTURE(c.N);
+  CAPTURE(c.D);
+  CAPTURE(c.branches);
+  const Tensor gout = cudatest::randn({c.B, c.N, c.D}, seed + 1);
+  const Run cpu = run_hydra(qkv, c.branches, gout, false);
+  const Run gpu = run_hydra(qkv, c.branches, gout, true);
+  const int64_t K = c.N + c.D / c.branches;
+  expect_close(cpu.out, gpu.out, Arith::f32, K, "hydra out");
+  expect_close(cpu.gqkv, gpu.gqkv, Arith::f32, K, "hydra gqkv");
+}
+
+// ---- Ripple ----
+
+// Random logits around the initialisation, so that the stage weights differ and the telescoped
+// coefficients alpha_s - alpha_{s+1} take both signs (undefined for one stage).
+Tensor rand_logits(int64_t H, int64_t S, uint64_t seed) {
+  if (S == 1) return Tensor();
+  std::vector<double> v = ops::ripple_init_logits(H, S, DType::f64).to_vector<double>();
+  for (size_t i = 0; i < v.size(); ++i) v[i] += 0.75 * philox_normal(seed, 7, i);
+  return Tensor::from_vector(v, {H, S - 1}).to(DType::f32);
+}
+
+Run run_ripple(const Tensor& qkv_host, const Tensor& logits_host, int64_t H, int64_t S, int64_t g,
+               const Tensor& gout_host, bool gpu, bool logits_grad) {
+  Tensor qkv = place(qkv_host, gpu);
+  qkv.set_requires_grad(true);
+  Tensor logits;
+  if (logits_host.defined()) {
+    logits = place(logits_host, gpu);
+    logits.set_requires_grad(logits_grad);
+  }
+  Tensor y = ops::ripple_attention(qkv, logits, H, S, g, g);
+  y.backward(place(gout_host, gpu));
+  Run r{y, qkv.grad(), {}};
+  if (logits.defined() && logits_grad) r.glogits = logits.grad();
+  return r;
+}
+
+struct RippleCase {
+  int64_t B, H, d, S, g;
+};
+
+void check_ripple(const RippleCase& c, uint64_t seed, bool logits_grad = true) {
+  CAPTURE(c.B);
+  CAPTURE(c.H);
+  CAPTURE(c.d);
+  CAPTURE(c.S);
+  CAPTURE(c.g);
+  const int64_t N = 1 + c.g * c.g, D = c.H * c.d;
+  const Tensor qkv = cudatest::randn({c.B, N, 3 * D}, seed);
+  const Tensor logits = rand_logits(c.H, c.S, seed + 1);
+  const Tensor gout = cudatest::randn({c.B, N, D}, seed + 2);
+  const Run cpu = run_ripple(qkv, logits, c.H, c.S, c.g, gout, false, logits_grad);
+  const Run gpu = run_ripple(qkv, logits, c.H, c.S, c.g, gout, true, logits_grad);
+  // An output element sums over N keys of d-channel products; so do the qkv gradients (over
+  // queries); the logits' gradient sums A_ij G_ij over the batch's B N^2 pairs of d-sums.
+  expect_close(cpu.out, gpu.out, Arith::f32, N * c.d, "ripple out");
+  expect_close(cpu.gqkv, gpu.gqkv, Arith::f32, N * c.d, "ripple gqkv");
+  if (c.S > 1 && logits_grad) {
+    expect_close(cpu.glogits, gpu.glogits, Arith::f32, c.B * N * N * c.d, "ripple glogits");
+  } else {
+    CHECK_FALSE(gpu.glogits.defined());
+  }
+}
+
+}  // namespace
+
+TEST_CASE("cuda hydra: forward and backward match the CPU op") {
+  LVIT_SKIP_WITHOUT_GPU();
+  const std::vector<HydraCase> cases = {
+      {1, 5, 8, 1},       // tiny, one branch
+      {3, 17, 8, 4},      // C = 2: lane per branch
+      {2, 65, 384, 4},    // hydra-cifar: C = 96, warp per branch
+      {2, 257, 384, 1},   // hydra-tiny with one branch: C = 384; 9 chunks, the last short
+      {1, 33, 384, 384},  // branches = D: C = 1 (phi = sign)
+      {3, 65, 128, 4},    // C = 32: the padded rows' bank spread
+      {2, 40, 96, 2},     // C = 48: warp per branch, not a multiple of 32
+      {1, 70, 60, 5},     // C = 12, N not a multiple of 32 or of the 8 warps
+      {2, 1, 16, 4},      // a single token
+      {1, 100, 1200, 1},  // D = 1200: more than 48 KiB of shared memory (opt-in)
+  };
+  uint64_t seed = 100;
+  for (const HydraCase& c : cases) {
+    Tensor qkv = cudatest::randn({c.B, c.N, 3 * c.D}, seed);
+    if (c.D == c.branches) {
+      // One channel per branch: phi(x) = x / |x| = +-1 up to rounding, and the exact gradient
+      // through it is 0; what either side computes is rounding noise times g / |x|. Keeping
+      // |x| >= 0.5 bounds that noise by the tolerance's own scale.
+      std::vector<double> v = qkv.to_vector<double>();
+      for (double& x : v) x = std::copysign(0.5 + std::abs(x), x);
+      qkv = Tensor::from_vector(v, qkv.shape()).to(DType::f32);
+    }
+    check_hydra(c, qkv, seed);
+    seed += 10;
+  }
+}
+
+TEST_CASE("cuda hydra: the eps clamp of all-zero q and k branches") {
+  LVIT_SKIP_WITHOUT_GPU();
+  const HydraCase c{2, 9, 16, 4};
+  std::vector<double> v = cudatest::randn({c.B, c.N, 3 * c.D}, 7).to_vector<double>();
+  // image 0, token 3: q and k of branch 1 (channels 4..7) all zero; image 1, token 0: all of q
+  for (int64_t ch = 4; ch < 8; ++ch) {
+    v[(0 * c.N + 3) * 3 * c.D + ch] = 0;
+    v[(0 * c.N + 3) * 3 * c.D + c.D + ch] = 0;
+  }
+  for (int64_t ch = 0; ch < c.D; ++ch) v[(1 * c.N + 0) * 3 * c.D + ch] = 0;
+  check_hydra(c, Tensor::from_vector(v, {c.B, c.N, 3 * c.D}).to(DType::f32), 7);
+}
+
+TEST_CASE("cuda ripple: forward and backward match the CPU op") {
+  LVIT_SKIP_WITHOUT_GPU();
+  const std::vector<RippleCase> cases = {
+      {1, 1, 8, 1, 4},    // S = 1: plain linear attention, no logits
+      {3, 2, 8, 2, 4},    // S = 2: the diagonal (level 0) only
+      {2, 3, 32, 3, 8},   // micro-like: d = 32, 8x8
+      {2, 6, 64, 3, 8},   // ripple-cifar: d = 64, S = 3, 65 tokens
+      {1, 2, 64, 3, 16},  // ripple-tiny: 257 tokens, 4 tiles
+      {3, 1, 32, 4, 16},  // S = 4: 16-cell blocks
+      {2, 2, 8, 4, 8},    // d = 8 (padded to 16)
+      {2, 2, 24, 3, 8},   // d = 24 (padded to 32)
+      {1, 2, 64, 5, 8},   // S = 5: the local term spans the whole 64-cell tile
+      {1, 2, 40, 2, 16},  // d = 40 (padded to 64)
+      {1, 1, 16, 6, 16},  // S = 6 on 16x16: an extra pass over the whole grid (level 4)
+      {1, 1, 8, 7, 32},   // S = 7 on 32x32: extra passes over 256-cell blocks and the grid
+      {2, 1, 8, 6, 4},    // S beyond log2(grid) + 2: the grid-sized levels merge
+      {1, 1, 128, 3, 8},  // d = 128: 16-row tiles
+      {1, 2, 100, 5, 8},  // d = 100 (padded to 128), S = 5: an extra pass over 64-cell blocks
+      {2, 1, 8, 3, 2},    // 2x2 grid: 5 tokens
+      {1, 1, 8, 2, 1},    // 1x1 grid: 2 tokens
+  };
+  uint64_t seed = 1000;
+  for (const RippleCase& c : cases) {
+    check_ripple(c, seed);
+    seed += 10;
+  }
+}
+
+TEST_CASE("cuda ripple: logits that need no gradient") {
+  LVIT_SKIP_WITHOUT_GPU();
+  check_ripple({2, 2, 16, 3, 8}, 77, /*logits_grad=*/false);
+}
+
+#ifdef LVIT_WITH_CUDA
+// The passes the Ripple launchers plan (host code: runs without a GPU too).
+TEST_CASE("cuda ripple: the pass plan") {
+  using namespace cuda::ripple_detail;
+  auto plan = [](int64_t S, int64_t g, int tile) {
+    return make_plan(make_geom(2, 1 + g * g, 64, 2, S, g), tile);
+  };
+  auto same = [](const Pass& p, Pass want) {
+    return p.seg_cells == want.seg_cells && p.mk == want.mk && p.s_plus == want.s_plus &&
+           p.s_minus == want.s_minus && p.accumulate == want.accumulate &&
+           p.finalize == want.finalize;
+  };
+  // {seg_cells, mk, s_plus, s_minus, accumulate, finalize}
+  Plan p = plan(1, 8, 64);  // linear attention: the global term only
+  CHECK(same(p.main, {0, 0, 0, -1, false, true}));
+  CHECK(p.extra.empty());
+  p = plan(3, 8, 64);  // ripple-cifar: 4-cell blocks, w = alpha_l - alpha_2 locally
+  CHECK(same(p.main, {0, 4, 2, 2, false, true}));
+  CHECK(p.extra.empty());
+  p = plan(5, 8, 64);  // 64-cell blocks: the whole tile
+  CHECK(same(p.main, {0, 64, 4, 4, false, true}));
+  CHECK(p.extra.empty());
+  p = plan(6, 4, 64);  // levels 2..4 all cover the 4x4 grid: local, alpha_l - alpha_5
+  CHECK(same(p.main, {0, 16, 5, 5, false, true}));
+  CHECK(p.extra.empty());
+  p = plan(6, 16, 64);  // level 4 (the 16x16 grid) beyond the 64-cell tile
+  CHECK(same(p.main, {0, 64, 5, 4, false, false}));
+  REQUIRE(p.extra.size() == 1);
+  CHECK(same(p.extra[0], {256, 0, 4, 5, true, true}));
+  p = plan(10, 32, 64);  // level 4: 256-cell blocks; levels 5..8: the grid, merged
+  CHECK(same(p.main, {0, 64, 9, 4, false, false}));
+  REQUIRE(p.extra.size() == 2);
+  CHECK(same(p.extra[0], {256, 0, 4, 5, true, false}));
+  CHECK(same(p.extra[1], {1024, 0, 5, 9, true, true}));
+  p = plan(5, 8, 16);  // 16-row tiles (head width 128): level 3 beyond the tile
+  CHECK(same(p.main, {0, 16, 4, 3, false, false}));
+  REQUIRE(p.extra.size() == 1);
+  CHECK(same(p.extra[0], {64, 0, 3, 4, true, true}));
+}
+#endif
+
+TEST_CASE("cuda hydra and ripple: unsupported dtypes and the dense form throw") {
+  LVIT_SKIP_WITHOUT_GPU();
+  const int64_t g = 4, N = 1 + g * g, H = 2, d = 8, D = H * d, S = 3;
+  const Tensor qkv = cudatest::randn({1, N, 3 * D}, 5);
+  for (DType dt : {DType::bf16, DType::f64}) {
+    CAPTURE(dtype_name(dt));
+    const Tensor x = cudatest::to_gpu(qkv.to(dt));
+    const std::string hm = error_message([&] { (void)ops::hydra_attention(x, 2); });
+    CHECK(hm.find("hydra attention on CUDA supports f32 only") != std::string::npos);
+    const Tensor logits = cudatest::to_gpu(ops::ripple_init_logits(H, S, dt));
+    const std::string rm =
+        error_message([&] { (void)ops::ripple_attention(x, logits, H, S, g, g); });
+    CHECK(rm.find("ripple attention on CUDA supports f32 only") != std::string::npos);
+  }
+  const Tensor x = cudatest::to_gpu(qkv);
+  const Tensor logits = cudatest::to_gpu(ops::ripple_init_logits(H, S));
+  const std::string msg = error_message(
+      [&] { (void)ops::ripple_attention(x, logits, H, S, g, g, ops::RippleImpl::dense); });
+  CHECK(msg.find("dense ripple is a CPU reference only") != std::string::npos);
+}
