@@ -19,7 +19,10 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "data/augment.h"
 #include "data/cifar.h"
+#include "data/mix.h"
+#include "data/randaugment.h"
 
 namespace lvit::data {
 
@@ -27,9 +30,16 @@ struct LoaderConfig {
   int64_t batch_size = 128;
   bool shuffle = true;
   bool drop_last = true;  // drop the final partial batch (else it is delivered, smaller)
-  bool augment = true;    // random crop + flip; false: normalise only (evaluation)
+  bool augment = true;    // random crop + flip (+ the ones below); false: normalise only
   int crop_padding = 4;
   bool hflip = true;
+  // The strong-recipe augmentations, each off by default. Per sample: crop + flip, then
+  // RandAugment/TrivialAugment on uint8, normalise, random erasing on f32; per batch: mixup or
+  // CutMix, which also makes Batch::targets. Off, the crop+flip path is unchanged (bitwise).
+  RandAugmentConfig randaugment;
+  double reprob = 0.0;  // random-erasing probability
+  EraseMode erase_mode = EraseMode::pixel;
+  MixConfig mix;  // mix.num_classes must be set when mix.enabled()
   Normalization norm{{0.f, 0.f, 0.f}, {1.f, 1.f, 1.f}};
   uint64_t seed = 0;
   int workers = 2;   // 0: build batches inline in next()
@@ -37,9 +47,10 @@ struct LoaderConfig {
 };
 
 struct Batch {
-  lvit::Tensor images;  // f32 [B, C, H, W], normalised, CPU
-  lvit::Tensor labels;  // i64 [B]
-  int64_t index = 0;    // batch index within the epoch
+  lvit::Tensor images;   // f32 [B, C, H, W], normalised, CPU
+  lvit::Tensor labels;   // i64 [B]
+  lvit::Tensor targets;  // f32 [B, classes] mixed soft targets when mixing is on, else undefined
+  int64_t index = 0;     // batch index within the epoch
 };
 
 // The sample order of `epoch`: a permutation of [0, n), Fisher-Yates driven by Philox words on a
