@@ -287,26 +287,24 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir, const Train
   std::unique_ptr<Trainer> t(new Trainer(std::move(model), o, train, test));
   t->progress_ = load_train_state(state_path, *t->optimizer_);
   t->progress_.options = o.to_json();
-  // The model file records the step it was saved at; a crash between the two writes would leave
+  // Each model file records the step it was saved at; a crash between the writes would leave
   // them out of step, which must not resume silently.
-  SafetensorsFile mf = load_safetensors(model_path);
-  auto gs = mf.metadata.find("global_step");
-  LVIT_USER_CHECK(
-      gs != mf.metadata.end() && std::stoll(gs->second) == t->progress_.global_step,
-      "--resume {}: model.safetensors and train_state.safetensors are from different steps",
-      run_dir);
+  auto load_at_step = [&](const char* file) {
+    SafetensorsFile f = load_safetensors((fs::path(run_dir) / file).string());
+    auto gs = f.metadata.find("global_step");
+    LVIT_USER_CHECK(gs != f.metadata.end() && std::stoll(gs->second) == t->progress_.global_step,
+                    "--resume {}: {} and train_state.safetensors are from different steps", run_dir,
+                    file);
+    return f;
+  };
+  load_at_step("model.safetensors");
   t->model_->dropout_generator().set_state(t->progress_.dropout_seed, t->progress_.dropout_offset);
   if (t->ema_) {
-    const std::string ema_path = (fs::path(run_dir) / "model_ema.safetensors").string();
-    LVIT_USER_CHECK(fs::exists(ema_path), "--resume {}: --ema-decay is on but there is no {}",
-                    run_dir, "model_ema.safetensors");
-    SafetensorsFile ef = load_safetensors(ema_path);
-    auto es = ef.metadata.find("global_step");
-    LVIT_USER_CHECK(
-        es != ef.metadata.end() && std::stoll(es->second) == t->progress_.global_step,
-        "--resume {}: model_ema.safetensors and train_state.safetensors are from different steps",
-        run_dir);
-    t->ema_->load_state_dict(ef.tensors, ema_path);
+    LVIT_USER_CHECK(fs::exists(fs::path(run_dir) / "model_ema.safetensors"),
+                    "--resume {}: --ema-decay is on but there is no model_ema.safetensors",
+                    run_dir);
+    t->ema_->load_state_dict(load_at_step("model_ema.safetensors").tensors,
+                             (fs::path(run_dir) / "model_ema.safetensors").string());
   }
   return t;
 }

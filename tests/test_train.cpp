@@ -70,18 +70,23 @@ std::vector<std::vector<float>> snapshot(ViT& m) {
   return v;
 }
 
-}  // namespace
+void check_same_weights(ViT& x, ViT& y) {
+  auto a = snapshot(x), b = snapshot(y);
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    CHECK(std::memcmp(a[i].data(), b[i].data(), a[i].size() * 4) == 0);
+}
 
-TEST_CASE("resume: 2 steps + save + resume + 2 steps == 4 steps, bitwise") {
-  data::ImageDataset ds = synthetic_dataset();
-  app::Trainer straight(tiny_config(), tiny_options(), ds, nullptr);
-  std::vector<double> losses_a;
-  for (int i = 0; i < 4; ++i) losses_a.push_back(straight.step());
-
-  fs::path dir = temp_dir("resume");
-  std::vector<double> losses_b;
+// 4 straight steps vs 2 steps + save + resume (with tiny_options() as the overrides: the saved
+// options must win) + 2 steps: the same losses and weights, bitwise. Returns both trainers and
+// leaves the checkpoint in `dir`.
+std::pair<std::unique_ptr<app::Trainer>, std::unique_ptr<app::Trainer>> check_resume_bitwise(
+    const data::ImageDataset& ds, const app::TrainOptions& o, const fs::path& dir) {
+  auto straight = std::make_unique<app::Trainer>(tiny_config(), o, ds, nullptr);
+  std::vector<double> losses_a, losses_b;
+  for (int i = 0; i < 4; ++i) losses_a.push_back(straight->step());
   {
-    app::Trainer first(tiny_config(), tiny_options(), ds, nullptr);
+    app::Trainer first(tiny_config(), o, ds, nullptr);
     for (int i = 0; i < 2; ++i) losses_b.push_back(first.step());
     first.save_checkpoint(dir.string());
   }
@@ -90,10 +95,16 @@ TEST_CASE("resume: 2 steps + save + resume + 2 steps == 4 steps, bitwise") {
   for (int i = 0; i < 2; ++i) losses_b.push_back(resumed->step());
   CHECK(resumed->progress().epoch == 1);  // crossed into the second epoch
   for (int i = 0; i < 4; ++i) CHECK(losses_a[i] == losses_b[i]);
-  auto a = snapshot(straight.model()), b = snapshot(resumed->model());
-  REQUIRE(a.size() == b.size());
-  for (size_t i = 0; i < a.size(); ++i)
-    CHECK(std::memcmp(a[i].data(), b[i].data(), a[i].size() * 4) == 0);
+  check_same_weights(straight->model(), resumed->model());
+  return {std::move(straight), std::move(resumed)};
+}
+
+}  // namespace
+
+TEST_CASE("resume: 2 steps + save + resume + 2 steps == 4 steps, bitwise") {
+  data::ImageDataset ds = synthetic_dataset();
+  fs::path dir = temp_dir("resume");
+  check_resume_bitwise(ds, tiny_options(), dir);
   fs::remove_all(dir);
 }
 
@@ -105,33 +116,14 @@ TEST_CASE("resume with the strong augmentations and EMA on == an uninterrupted r
   o.mixup = 0.8;
   o.cutmix = 1.0;
   o.ema_decay = 0.9;
-  app::Trainer straight(tiny_config(), o, ds, nullptr);
-  std::vector<double> losses_a;
-  for (int i = 0; i < 4; ++i) losses_a.push_back(straight.step());
-
   fs::path dir = temp_dir("resume_strong");
-  std::vector<double> losses_b;
-  {
-    app::Trainer first(tiny_config(), o, ds, nullptr);
-    for (int i = 0; i < 2; ++i) losses_b.push_back(first.step());
-    first.save_checkpoint(dir.string());
-  }
+  auto [straight, resumed] = check_resume_bitwise(ds, o, dir);
   CHECK(fs::exists(dir / "model_ema.safetensors"));
-  app::TrainOptions overrides = tiny_options();  // the saved options win
-  auto resumed = app::Trainer::resume(dir.string(), overrides, ds, nullptr);
   REQUIRE(resumed->ema_model() != nullptr);
-  for (int i = 0; i < 2; ++i) losses_b.push_back(resumed->step());
-  for (int i = 0; i < 4; ++i) CHECK(losses_a[i] == losses_b[i]);
-  for (auto [x, y] : {std::pair{&straight.model(), &resumed->model()},
-                      std::pair{straight.ema_model(), resumed->ema_model()}}) {
-    auto a = snapshot(*x), b = snapshot(*y);
-    REQUIRE(a.size() == b.size());
-    for (size_t i = 0; i < a.size(); ++i)
-      CHECK(std::memcmp(a[i].data(), b[i].data(), a[i].size() * 4) == 0);
-  }
+  check_same_weights(*straight->ema_model(), *resumed->ema_model());
   // The EMA differs from the weights and from the initial weights (it moved, by less).
   app::Trainer fresh(tiny_config(), o, ds, nullptr);
-  auto w = snapshot(straight.model()), e = snapshot(*straight.ema_model()),
+  auto w = snapshot(straight->model()), e = snapshot(*straight->ema_model()),
        w0 = snapshot(fresh.model());
   double dist_e = 0, dist_w = 0;
   for (size_t i = 0; i < w.size(); ++i)
@@ -143,7 +135,7 @@ TEST_CASE("resume with the strong augmentations and EMA on == an uninterrupted r
   CHECK(dist_e < dist_w);
   // A missing EMA file or one from another step is refused.
   fs::remove(dir / "model_ema.safetensors");
-  CHECK_THROWS_AS(app::Trainer::resume(dir.string(), overrides, ds, nullptr), UserError);
+  CHECK_THROWS_AS(app::Trainer::resume(dir.string(), tiny_options(), ds, nullptr), UserError);
   fs::remove_all(dir);
 }
 
