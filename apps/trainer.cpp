@@ -468,19 +468,17 @@ void Trainer::run(const std::string& out_dir) {
                         {"img_per_s", epoch_seen_ / std::max(train_secs, 1e-9)},
                         {"epoch_time_s", train_secs}};
     if (test_) {
-      EvalResult r =
-          evaluate(*model_, *test_, norm_, opt_.eval_batch_size, opt_.eval_limit, opt_.workers);
-      m["test_loss"] = r.loss;
-      m["test_top1"] = r.top1;
-      m["test_top5"] = r.top5;
-      m["test_images"] = r.images;
-      if (ema_) {
-        EvalResult re =
-            evaluate(*ema_, *test_, norm_, opt_.eval_batch_size, opt_.eval_limit, opt_.workers);
-        m["test_loss_ema"] = re.loss;
-        m["test_top1_ema"] = re.top1;
-        m["test_top5_ema"] = re.top5;
-      }
+      // test_loss/top1/top5 of the weights, then test_*_ema of the EMA weights.
+      auto evaluate_into = [&](ViT& model, const std::string& suffix) {
+        EvalResult r =
+            evaluate(model, *test_, norm_, opt_.eval_batch_size, opt_.eval_limit, opt_.workers);
+        m["test_loss" + suffix] = r.loss;
+        m["test_top1" + suffix] = r.top1;
+        m["test_top5" + suffix] = r.top5;
+        return r.images;
+      };
+      m["test_images"] = evaluate_into(*model_, "");
+      if (ema_) evaluate_into(*ema_, "_ema");
     }
     m["peak_mem_mb"] = peak_rss_mb();
     m["wall_time_s"] = seconds_since(run_start);
