@@ -78,8 +78,9 @@ int main(int argc, char** argv) {
     } catch (const CLI::ParseError& e) {
       return cli.exit(e);
     }
-    app::apply_recipe(
-        recipe, [&](const std::string& flag) { return cli.count(flag) > 0; }, o, mf);
+    // A resumed run keeps its saved options (the recipe it started from included).
+    auto given = [&](const std::string& flag) { return cli.count(flag) > 0; };
+    if (resume.empty()) app::apply_recipe(recipe, given, o, mf);
     app::apply_threads(threads);
     LVIT_USER_CHECK(
         parse_device(device).is_cpu(),
