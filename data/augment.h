@@ -1,5 +1,7 @@
 // Training augmentation on uint8 CHW images: random crop with zero padding, random horizontal
-// flip, and normalisation to f32 ((x/255 - mean) / std), fused into one pass per image.
+// flip, and normalisation to f32 ((x/255 - mean) / std), fused into one pass per image; the
+// unfused uint8 crop/flip for the RandAugment path (data/randaugment.h), and random erasing on
+// the normalised f32 image.
 //
 // Reproducibility: every random choice is a pure function of (seed, epoch, sample index), drawn
 // from one Philox block (counter = sample index, offset = epoch, key = seed; i.e. the words

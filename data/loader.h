@@ -1,9 +1,11 @@
 // Batching loader: shuffles, augments and normalises an ImageDataset into f32 batches on worker
 // threads, with a bounded prefetch queue, delivering batches in order.
 //
-// Determinism: the sample order of an epoch is a pure function of (seed, epoch) and each sample's
-// augmentation a pure function of (seed, epoch, sample index) (data/augment.h), so the batches
-// are bit-identical for any number of workers and after skip_to() (mid-epoch resume).
+// Determinism: the sample order of an epoch is a pure function of (seed, epoch), each sample's
+// augmentation a pure function of (seed, epoch, sample index) (data/augment.h,
+// data/randaugment.h) and a batch's mixup/CutMix a pure function of (seed, epoch, batch index)
+// (data/mix.h), each on its own Philox stream, so the batches are bit-identical for any number of
+// workers and after skip_to() (mid-epoch resume).
 //
 // Threads: workers are plain std::threads that never call parallel_for (the shared pool runs one
 // parallel region at a time, so a worker inside it would stall the training step). With
