@@ -1,15 +1,19 @@
-// lvit-bench: training-step and inference throughput per preset, and (--flops) the analytical
-// parameter and FLOP accounting of each model.
+// lvit-bench: training-step and inference throughput per preset, (--flops) the analytical
+// parameter and FLOP accounting of each model, and (--loader) the data loader's throughput.
+
+#include <sys/resource.h>
 
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "apps/common.h"
 #include "apps/graph_step.h"
 #include "autograd/engine.h"
 #include "core/thread_pool.h"
+#include "data/loader.h"
 #include "models/flops.h"
 #include "models/optim/optimizer.h"
 #include "ops/ops.h"
@@ -84,7 +88,8 @@ BenchResult bench_one(const ViTConfig& cfg, int64_t batch, int warmup, int steps
   r.train_step_ms = 1e3 * secs / steps;
   r.train_img_s = batch * steps / secs;
   const std::string profile = app::device_profile_report();
-  if (!profile.empty()) std::printf("GPU time of %d training steps by kernel:\n%s", steps, profile.c_str());
+  if (!profile.empty())
+    std::printf("GPU time of %d training steps by kernel:\n%s", steps, profile.c_str());
   r.peak_mb = app::peak_memory_mb(device);
   model.eval();
   {
@@ -101,6 +106,88 @@ BenchResult bench_one(const ViTConfig& cfg, int64_t batch, int warmup, int steps
   return r;
 }
 
+// ---- --loader: data-loader throughput ----
+
+double cpu_seconds() {  // user + system time of the whole process (all threads)
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+         1e-6 * static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
+}
+
+// The loader settings of lvit-train's plain (crop + flip) and strong recipes.
+data::LoaderConfig loader_recipe(const std::string& recipe, const data::ImageDataset& ds) {
+  data::LoaderConfig c;
+  c.batch_size = 128;
+  c.norm = data::normalization_for(ds.name);
+  if (recipe == "strong") {
+    c.randaugment.num_ops = 2;
+    c.randaugment.magnitude = 9;
+    c.reprob = 0.25;
+    c.mix.mixup_alpha = 0.8;
+    c.mix.cutmix_alpha = 1.0;
+    c.mix.label_smoothing = 0.1;
+    c.mix.num_classes = ds.num_classes;
+  }
+  return c;
+}
+
+struct LoaderResult {
+  int64_t images = 0;
+  double img_s = 0, img_per_cpu_s = 0;
+};
+
+// Pulls at least `images` images through a Loader with `workers` threads (epochs 0, 1, ...).
+LoaderResult bench_loader(const data::ImageDataset& ds, data::LoaderConfig c, int workers,
+                          int64_t images) {
+  c.workers = workers;
+  data::Loader loader(ds, c);
+  data::Batch b;
+  loader.start_epoch(0);
+  LVIT_CHECK(loader.next(b), "{}: empty loader", ds.name);  // warm-up batch, threads started
+  LoaderResult r;
+  const double cpu0 = cpu_seconds();
+  const auto t0 = Clock::now();
+  for (int64_t epoch = 0; r.images < images; ++epoch) {
+    if (epoch > 0) loader.start_epoch(epoch);
+    while (r.images < images && loader.next(b)) r.images += b.images.shape()[0];
+  }
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  r.img_s = r.images / secs;
+  r.img_per_cpu_s = r.images / std::max(cpu_seconds() - cpu0, 1e-9);
+  return r;
+}
+
+int run_loader_bench(const std::string& data_dir, const std::string& datasets,
+                     const std::string& workers_list, int64_t images, std::ofstream& json) {
+  std::vector<int> workers;
+  for (const std::string& w : split_list(workers_list)) workers.push_back(std::stoi(w));
+  std::printf("lvit-bench --loader: batch 128, %lld images per measurement, %u hardware threads\n",
+              static_cast<long long>(images), std::thread::hardware_concurrency());
+  std::printf("%-14s %-8s %8s %12s %16s %16s\n", "dataset", "recipe", "workers", "img/s",
+              "img/s per worker", "img per CPU-s");
+  for (const std::string& name : split_list(datasets)) {
+    const data::ImageDataset ds = data::load_dataset(data_dir, name, true);
+    for (const char* recipe : {"plain", "strong"})
+      for (int w : workers) {
+        LVIT_USER_CHECK(w >= 1, "--loader-workers: {} must be at least 1", w);
+        const LoaderResult r = bench_loader(ds, loader_recipe(recipe, ds), w, images);
+        std::printf("%-14s %-8s %8d %12.0f %16.0f %16.0f\n", ds.name.c_str(), recipe, w, r.img_s,
+                    r.img_s / w, r.img_per_cpu_s);
+        std::fflush(stdout);
+        nlohmann::json j = {{"dataset", ds.name},
+                            {"recipe", recipe},
+                            {"workers", w},
+                            {"images", r.images},
+                            {"img_per_s", r.img_s},
+                            {"img_per_s_per_worker", r.img_s / w},
+                            {"img_per_cpu_s", r.img_per_cpu_s}};
+        if (json.is_open()) json << j.dump() << "\n";
+      }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -109,7 +196,11 @@ int main(int argc, char** argv) {
     std::string presets = "vit-micro,vit-cifar", device = "cpu", json_path, batches = "64",
                 precisions = "fp32";
     int warmup = 2, steps = 5, threads = 0;
-    bool flops = false, graphs = true;
+    bool flops = false, loader = false, graphs = true;
+    std::string data_dir = data::default_data_dir(), loader_datasets = "cifar100,tiny-imagenet";
+    std::string loader_workers =
+        "1," + std::to_string(std::max(1u, std::thread::hardware_concurrency()));
+    int64_t loader_images = 20480;
     cli.add_option("--presets", presets, "Comma-separated presets");
     cli.add_option("--batch-size", batches, "Batch size(s), comma-separated");
     cli.add_option(
@@ -124,6 +215,14 @@ int main(int argc, char** argv) {
     cli.add_option("--json", json_path, "Also append one JSON line per result to this file");
     cli.add_flag("--flops", flops,
                  "Print parameter counts and analytical forward FLOPs instead of timing");
+    cli.add_flag("--loader", loader,
+                 "Measure the data loader instead: img/s for the plain (crop+flip) and strong "
+                 "(RandAugment n2 m9, erasing 0.25, mixup/CutMix) recipes");
+    cli.add_option("--data-dir", data_dir, "Folder holding the dataset folders (--loader)");
+    cli.add_option("--loader-datasets", loader_datasets, "Comma-separated datasets (--loader)");
+    cli.add_option("--loader-workers", loader_workers,
+                   "Comma-separated worker counts (--loader; default 1 and all hardware threads)");
+    cli.add_option("--loader-images", loader_images, "Images per measurement (--loader)");
     try {
       cli.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -150,6 +249,10 @@ int main(int argc, char** argv) {
     if (!json_path.empty()) {
       json.open(json_path, std::ios::app);
       LVIT_USER_CHECK(json.good(), "--json {}: cannot open for writing", json_path);
+    }
+    if (loader) {
+      LVIT_USER_CHECK(loader_images >= 1, "--loader-images {} must be at least 1", loader_images);
+      return run_loader_bench(data_dir, loader_datasets, loader_workers, loader_images, json);
     }
     if (flops) {
       std::printf("FLOPs per image, forward pass, multiply-add = 2 FLOPs\n");

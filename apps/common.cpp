@@ -13,6 +13,7 @@
 #include <cstdio>
 
 #include "core/thread_pool.h"
+#include "data/tiny_imagenet.h"
 
 namespace lvit::app {
 
@@ -73,6 +74,33 @@ ViTConfig build_config(const ModelFlags& f, const std::string& dataset) {
   set(c.hydra_layers, f.hydra_layers);
   c.validate();
   return c;
+}
+
+void add_data_flags(CLI::App& app, DataFlags& f) {
+  app.add_option("--cache-dir", f.cache_dir,
+                 "Folder of the Tiny ImageNet decode cache (default $LVIT_CACHE_DIR, "
+                 "$XDG_CACHE_HOME/lvit or ~/.cache/lvit)");
+  app.add_flag("--skip-bad-images", f.skip_bad_images,
+               "Leave out (and count) Tiny ImageNet images that do not decode or are not 64x64 "
+               "instead of stopping");
+}
+
+data::ImageDataset load_split(const std::string& data_dir, const std::string& dataset, bool train,
+                              const DataFlags& f, int64_t* skipped) {
+  const std::string name = data::canonical_dataset_name(dataset);
+  if (name != "tiny-imagenet") return data::load_dataset(data_dir, name, train);
+  data::TinyImageNetOptions opt;
+  opt.cache_dir = f.cache_dir;
+  opt.skip_bad_images = f.skip_bad_images;
+  data::TinyImageNetLoadInfo info;
+  data::ImageDataset ds =
+      data::load_tiny_imagenet(data::resolve_dataset_dir(data_dir, name), train, opt, &info);
+  if (!info.cache_note.empty()) std::fprintf(stderr, "warning: %s\n", info.cache_note.c_str());
+  if (info.skipped > 0)
+    std::fprintf(stderr, "skipped %lld bad images of the Tiny ImageNet %s split\n",
+                 static_cast<long long>(info.skipped), train ? "train" : "val");
+  if (skipped) *skipped += info.skipped;
+  return ds;
 }
 
 int run_main(const char* prog, const std::function<int()>& body) {

@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "data/cifar.h"
 #include "models/vit.h"
 
 namespace lvit::app {
@@ -22,6 +23,18 @@ struct ModelFlags {
 void add_model_flags(CLI::App& app, ModelFlags& f);
 // The preset named by the flags with the overrides applied; validated.
 ViTConfig build_config(const ModelFlags& f, const std::string& dataset);
+
+// Data flags shared by lvit-train and lvit-eval (Tiny ImageNet's decode cache and bad images).
+struct DataFlags {
+  std::string cache_dir;  // empty: data::default_cache_dir()
+  bool skip_bad_images = false;
+};
+void add_data_flags(CLI::App& app, DataFlags& f);
+// One split of `dataset` from `data_dir`; Tiny ImageNet with the flags' cache folder and
+// bad-image policy. Bad images left out are counted into *skipped (when given) and reported on
+// stderr as one line naming the split.
+data::ImageDataset load_split(const std::string& data_dir, const std::string& dataset, bool train,
+                              const DataFlags& f, int64_t* skipped = nullptr);
 
 // Runs a main body: prints UserErrors as one line "lvit-X: error: ..." (exit 2), internal errors
 // as "lvit-X: internal error: ..." (exit 1).

@@ -19,6 +19,13 @@ int main(int argc, char** argv) {
     int64_t batch_size = 256, limit = -1;
     int threads = 0, workers = 2;
     std::vector<std::string> dump;
+    std::string tta = "none";
+    app::DataFlags df;
+    app::add_data_flags(cli, df);
+    cli.add_option("--tta", tta,
+                   "Test-time augmentation: none or flip (mean of the image's and "
+                   "its mirror's logits)")
+        ->check(CLI::IsMember({"none", "flip"}));
     cli.add_option("--checkpoint", checkpoint, "model.safetensors written by lvit-train")
         ->required();
     cli.add_option("--dataset", dataset,
@@ -51,7 +58,7 @@ int main(int argc, char** argv) {
     }
     std::unique_ptr<ViT> model = load_model(checkpoint);
     model->to(dev);
-    data::ImageDataset test = data::load_dataset(data_dir, dataset, false);
+    data::ImageDataset test = app::load_split(data_dir, dataset, false, df);
     const ViTConfig& c = model->config();
     LVIT_USER_CHECK(test.height == c.image_size && test.num_classes <= c.num_classes,
                     "{}: the model ({}x{} input, {} classes) does not fit {} ({}x{}, {} classes)",
@@ -88,10 +95,12 @@ int main(int argc, char** argv) {
     }
 
     ops::AutocastGuard autocast(app::autocast_dtype_for(dev, precision));
-    app::EvalResult r = app::evaluate(*model, test, norm, batch_size, limit, workers);
-    std::printf("%s on %s test (%lld images): loss %.4f  top-1 %.2f%%  top-5 %.2f%%  %.0f img/s\n",
-                c.preset.c_str(), test.name.c_str(), static_cast<long long>(r.images), r.loss,
-                r.top1, r.top5, r.img_per_s);
+    app::EvalResult r =
+        app::evaluate(*model, test, norm, batch_size, limit, workers, tta == "flip");
+    std::printf(
+        "%s on %s test (%lld images%s): loss %.4f  top-1 %.2f%%  top-5 %.2f%%  %.0f img/s\n",
+        c.preset.c_str(), test.name.c_str(), static_cast<long long>(r.images),
+        tta == "flip" ? ", flip TTA" : "", r.loss, r.top1, r.top5, r.img_per_s);
     // Per-class accuracy: spread, best and worst classes.
     const int64_t C = test.num_classes;
     std::vector<int64_t> order;

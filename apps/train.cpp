@@ -2,6 +2,7 @@
 #include <filesystem>
 
 #include "apps/common.h"
+#include "apps/recipe.h"
 #include "apps/trainer.h"
 #include "core/thread_pool.h"
 
@@ -33,6 +34,28 @@ int main(int argc, char** argv) {
     cli.add_option("--clip-grad", o.clip_grad, "Global grad-norm clip (0: off)");
     cli.add_option("--crop-padding", o.crop_padding, "Random-crop padding in pixels (0: no crop)");
     cli.add_flag("!--no-flip", o.hflip, "Disable random horizontal flips");
+    std::string recipe;
+    cli.add_option("--recipe", recipe,
+                   "seed (crop+flip, smoothing 0.1, dropout 0.1, AdamW 3e-4, 200 epochs, batch "
+                   "128) or strong (seed + RandAugment n2 m9, mixup 0.8, CutMix 1.0, erasing "
+                   "0.25, drop path 0.1, no dropout, warmup 5); explicit flags override it");
+    cli.add_option("--randaugment-n", o.randaugment_n, "RandAugment ops per image (0: off)");
+    cli.add_option("--randaugment-m", o.randaugment_m,
+                   "RandAugment magnitude, a bin of torchvision's 31 (0-30)");
+    cli.add_flag("--trivial-augment", o.trivial_augment,
+                 "TrivialAugmentWide instead of RandAugment");
+    cli.add_option("--reprob", o.reprob, "Random-erasing probability");
+    cli.add_option("--remode", o.remode,
+                   "Random-erasing fill: pixel (per-pixel normal) or const (0)");
+    cli.add_option("--mixup", o.mixup, "Mixup Beta alpha (0: off)");
+    cli.add_option("--cutmix", o.cutmix, "CutMix Beta alpha (0: off)");
+    cli.add_option("--mixup-prob", o.mixup_prob, "Probability of mixing a batch");
+    cli.add_option("--mixup-switch-prob", o.mixup_switch_prob,
+                   "Probability of CutMix instead of mixup when both are on");
+    cli.add_option("--ema-decay", o.ema_decay,
+                   "Model EMA decay (0: off); evaluated each epoch, RUN_DIR/model_ema.safetensors");
+    app::DataFlags df;
+    app::add_data_flags(cli, df);
     cli.add_option("--seed", o.seed, "Seed for initialisation, data order, augmentation, dropout");
     cli.add_option("--max-steps-per-epoch", o.max_steps_per_epoch,
                    "Cap steps per epoch (smoke runs)");
@@ -60,6 +83,9 @@ int main(int argc, char** argv) {
     } catch (const CLI::ParseError& e) {
       return cli.exit(e);
     }
+    // A resumed run keeps its saved options (the recipe it started from included).
+    auto given = [&](const std::string& flag) { return cli.count(flag) > 0; };
+    if (resume.empty()) app::apply_recipe(recipe, given, o, mf);
     app::apply_threads(threads);
     app::setup_device(o.device, o.precision);  // fails at once on a bad --device/--precision
     if (!resume.empty() && out.empty()) out = resume;
@@ -67,8 +93,9 @@ int main(int argc, char** argv) {
     o.validate();
     ViTConfig cfg;
     if (resume.empty()) cfg = app::build_config(mf, o.dataset);
-    data::ImageDataset train = data::load_dataset(data_dir, o.dataset, true);
-    data::ImageDataset test = data::load_dataset(data_dir, o.dataset, false);
+    int64_t skipped = 0;
+    data::ImageDataset train = app::load_split(data_dir, o.dataset, true, df, &skipped);
+    data::ImageDataset test = app::load_split(data_dir, o.dataset, false, df, &skipped);
     std::unique_ptr<app::Trainer> trainer;
     if (!resume.empty()) {
       trainer = app::Trainer::resume(resume, o, train, &test);
@@ -88,6 +115,9 @@ int main(int argc, char** argv) {
           static_cast<long long>(train.size), static_cast<long long>(test.size),
           static_cast<long long>(trainer->steps_per_epoch()), num_threads(),
           app::device_description(parse_device(o.device)).c_str());
+    if (o.log_format == "text" && df.skip_bad_images)
+      std::fprintf(stderr, "lvit-train: %lld bad images skipped\n",
+                   static_cast<long long>(skipped));
     trainer->run(out);
     return 0;
   });

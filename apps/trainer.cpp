@@ -43,6 +43,17 @@ nlohmann::json TrainOptions::to_json() const {
           {"crop_padding", crop_padding},
           {"hflip", hflip},
           {"seed", std::to_string(seed)},
+          {"randaugment_n", randaugment_n},
+          {"randaugment_m", randaugment_m},
+          {"trivial_augment", trivial_augment},
+          {"reprob", reprob},
+          {"remode", remode},
+          {"mixup", mixup},
+          {"cutmix", cutmix},
+          {"mixup_prob", mixup_prob},
+          {"mixup_switch_prob", mixup_switch_prob},
+          {"ema_decay", ema_decay},
+          {"recipe", recipe},
           {"max_steps_per_epoch", max_steps_per_epoch},
           {"eval_limit", eval_limit}};
 }
@@ -66,6 +77,17 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
   get("clip_grad", o.clip_grad);
   get("crop_padding", o.crop_padding);
   get("hflip", o.hflip);
+  get("randaugment_n", o.randaugment_n);
+  get("randaugment_m", o.randaugment_m);
+  get("trivial_augment", o.trivial_augment);
+  get("reprob", o.reprob);
+  get("remode", o.remode);
+  get("mixup", o.mixup);
+  get("cutmix", o.cutmix);
+  get("mixup_prob", o.mixup_prob);
+  get("mixup_switch_prob", o.mixup_switch_prob);
+  get("ema_decay", o.ema_decay);
+  get("recipe", o.recipe);
   get("max_steps_per_epoch", o.max_steps_per_epoch);
   get("eval_limit", o.eval_limit);
   if (j.contains("seed")) o.seed = std::stoull(j.at("seed").get<std::string>());
@@ -85,6 +107,24 @@ void TrainOptions::validate() const {
   LVIT_USER_CHECK(label_smoothing >= 0 && label_smoothing < 1, "--label-smoothing {} not in [0, 1)",
                   label_smoothing);
   LVIT_USER_CHECK(crop_padding >= 0, "--crop-padding {} must be non-negative", crop_padding);
+  LVIT_USER_CHECK(randaugment_n >= 0 && randaugment_n <= 16, "--randaugment-n {} not in [0, 16]",
+                  randaugment_n);
+  LVIT_USER_CHECK(randaugment_m >= 0 && randaugment_m <= 30,
+                  "--randaugment-m {} not in [0, 30] (torchvision's 31 magnitude bins)",
+                  randaugment_m);
+  LVIT_USER_CHECK(!(trivial_augment && randaugment_n > 0),
+                  "--trivial-augment replaces RandAugment: drop --randaugment-n {}", randaugment_n);
+  LVIT_USER_CHECK(reprob >= 0 && reprob <= 1, "--reprob {} not in [0, 1]", reprob);
+  LVIT_USER_CHECK(remode == "pixel" || remode == "const", "--remode: '{}' is not pixel or const",
+                  remode);
+  LVIT_USER_CHECK(mixup >= 0 && std::isfinite(mixup), "--mixup {} must be non-negative", mixup);
+  LVIT_USER_CHECK(cutmix >= 0 && std::isfinite(cutmix), "--cutmix {} must be non-negative", cutmix);
+  LVIT_USER_CHECK(mixup_prob >= 0 && mixup_prob <= 1, "--mixup-prob {} not in [0, 1]", mixup_prob);
+  LVIT_USER_CHECK(mixup_switch_prob >= 0 && mixup_switch_prob <= 1,
+                  "--mixup-switch-prob {} not in [0, 1]", mixup_switch_prob);
+  LVIT_USER_CHECK(ema_decay >= 0 && ema_decay < 1, "--ema-decay {} not in [0, 1)", ema_decay);
+  LVIT_USER_CHECK(recipe.empty() || recipe == "seed" || recipe == "strong",
+                  "--recipe: '{}' is not seed or strong", recipe);
   LVIT_USER_CHECK(workers >= 0, "--workers {} must be non-negative", workers);
   LVIT_USER_CHECK(log_every >= 0, "--log-every {} must be non-negative", log_every);
   LVIT_USER_CHECK(log_format == "text" || log_format == "jsonl",
@@ -93,8 +133,23 @@ void TrainOptions::validate() const {
 
 // ---- evaluation ----
 
+Tensor flip_width(const Tensor& images) {
+  if (images.device().is_cuda())  // evaluation only: a round trip through the host is fine
+    return flip_width(images.to(Device::cpu())).to(images.device());
+  LVIT_CHECK(images.dim() == 4 && images.dtype() == DType::f32,
+             "flip_width: images must be f32 [B, C, H, W], got {}", shape_str(images.shape()));
+  Tensor x = images.contiguous();
+  Tensor out = Tensor::empty(x.shape(), DType::f32);
+  const int64_t W = x.shape()[3], rows = x.numel() / W;
+  const float* src = x.data<float>();
+  float* dst = out.data<float>();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t w = 0; w < W; ++w) dst[r * W + w] = src[r * W + W - 1 - w];
+  return out;
+}
+
 EvalResult evaluate(ViT& model, const data::ImageDataset& ds, const data::Normalization& norm,
-                    int64_t batch_size, int64_t limit, int workers) {
+                    int64_t batch_size, int64_t limit, int workers, bool tta_flip) {
   const bool was_training = model.is_training();
   const Device device = model.parameters().front().device();
   model.eval();
@@ -128,6 +183,7 @@ EvalResult evaluate(ViT& model, const data::ImageDataset& ds, const data::Normal
     labels = labels.to(device);
     const int64_t n = images.shape()[0];
     Tensor logits = model.forward(images);
+    if (tta_flip) logits = ops::mul_scalar(logits + model.forward(flip_width(images)), 0.5);
     loss_sum += ops::cross_entropy(logits, labels, 0.0).item() * n;
     top1 += ops::topk_correct(logits, labels, 1);
     top5 += ops::topk_correct(logits, labels, std::min<int64_t>(5, C));
@@ -188,7 +244,26 @@ Trainer::Trainer(std::unique_ptr<ViT> model, const TrainOptions& opt,
   lc.norm = norm_;
   lc.seed = opt_.seed;
   lc.workers = opt_.workers;
+  lc.randaugment.num_ops = opt_.randaugment_n;
+  lc.randaugment.magnitude = opt_.randaugment_m;
+  lc.randaugment.trivial = opt_.trivial_augment;
+  lc.reprob = opt_.reprob;
+  lc.erase_mode = opt_.remode == "const" ? data::EraseMode::constant : data::EraseMode::pixel;
+  lc.mix.mixup_alpha = opt_.mixup;
+  lc.mix.cutmix_alpha = opt_.cutmix;
+  lc.mix.prob = opt_.mixup_prob;
+  lc.mix.switch_prob = opt_.mixup_switch_prob;
+  lc.mix.label_smoothing = opt_.label_smoothing;
+  lc.mix.num_classes = c.num_classes;
   loader_ = std::make_unique<data::Loader>(train_, lc);
+  if (opt_.ema_decay > 0) {  // starts as a copy of the initial weights (timm's ModelEmaV2)
+    ema_ = std::make_unique<ViT>(c, opt_.seed);
+    std::map<std::string, Tensor> state;
+    for (auto& [name, p] : model_->named_parameters()) state[name] = p;
+    ema_->to(device_);
+    ema_->load_state_dict(state, "the model");
+    ema_->eval();
+  }
   progress_.options = opt_.to_json();
   progress_.dropout_seed = model_->dropout_generator().seed();
 }
@@ -225,15 +300,25 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir, const Train
   std::unique_ptr<Trainer> t(new Trainer(std::move(model), o, train, test));
   t->progress_ = load_train_state(state_path, *t->optimizer_);
   t->progress_.options = o.to_json();
-  // The model file records the step it was saved at; a crash between the two writes would leave
+  // Each model file records the step it was saved at; a crash between the writes would leave
   // them out of step, which must not resume silently.
-  SafetensorsFile mf = load_safetensors(model_path);
-  auto gs = mf.metadata.find("global_step");
-  LVIT_USER_CHECK(
-      gs != mf.metadata.end() && std::stoll(gs->second) == t->progress_.global_step,
-      "--resume {}: model.safetensors and train_state.safetensors are from different steps",
-      run_dir);
+  auto load_at_step = [&](const char* file) {
+    SafetensorsFile f = load_safetensors((fs::path(run_dir) / file).string());
+    auto gs = f.metadata.find("global_step");
+    LVIT_USER_CHECK(gs != f.metadata.end() && std::stoll(gs->second) == t->progress_.global_step,
+                    "--resume {}: {} and train_state.safetensors are from different steps", run_dir,
+                    file);
+    return f;
+  };
+  load_at_step("model.safetensors");
   t->model_->dropout_generator().set_state(t->progress_.dropout_seed, t->progress_.dropout_offset);
+  if (t->ema_) {
+    LVIT_USER_CHECK(fs::exists(fs::path(run_dir) / "model_ema.safetensors"),
+                    "--resume {}: --ema-decay is on but there is no model_ema.safetensors",
+                    run_dir);
+    t->ema_->load_state_dict(load_at_step("model_ema.safetensors").tensors,
+                             (fs::path(run_dir) / "model_ema.safetensors").string());
+  }
   return t;
 }
 
@@ -261,6 +346,17 @@ void Trainer::begin_epoch_if_needed() {
   }
 }
 
+void Trainer::update_ema() {
+  // ema = decay * ema + (1 - decay) * w, as ema += (1 - decay) * (w - ema).
+  autograd::NoGradGuard no_grad;
+  const auto src = model_->named_parameters();
+  auto dst = ema_->named_parameters();
+  LVIT_CHECK(src.size() == dst.size(), "EMA model has {} parameters, the model {}", dst.size(),
+             src.size());
+  for (size_t i = 0; i < src.size(); ++i)
+    ops::axpy_(dst[i].second, ops::sub(src[i].second, dst[i].second), 1.0 - opt_.ema_decay);
+}
+
 double Trainer::step() {
   begin_epoch_if_needed();
   data::Batch b;
@@ -275,14 +371,18 @@ double Trainer::step() {
     {
       ops::AutocastGuard autocast(autocast_dtype);
       logits = model_->forward(in[0]);
-      loss = ops::cross_entropy(logits, in[1], opt_.label_smoothing);
+      // Mixed batches carry soft targets (f32, label smoothing already in them).
+      loss = is_floating(in[1].dtype()) ? ops::cross_entropy_soft(logits, in[1])
+                                        : ops::cross_entropy(logits, in[1], opt_.label_smoothing);
     }
     model_->zero_grad();
     loss.backward();
     if (opt_.clip_grad > 0) optim::clip_grad_norm_tensor(model_->parameters(), opt_.clip_grad);
     optimizer_->apply();
+    if (ema_) update_ema();
     return std::vector<Tensor>{loss, logits};
   };
+  const Tensor target = b.targets.defined() ? b.targets : b.labels;
   std::vector<Tensor> out;
   // One eager step first (it creates the cuBLASLt plans and fills the allocator's cache), then
   // the step is captured as a CUDA graph and replayed.
@@ -290,10 +390,10 @@ double Trainer::step() {
     if (!graph_step_)
       graph_step_ = std::make_unique<GraphStep>(device_, model_->dropout_generator());
     out = graph_step_->run(
-        {b.images, b.labels}, [&] { optimizer_->prepare(lr); }, body);
+        {b.images, target}, [&] { optimizer_->prepare(lr); }, body);
   } else {
     optimizer_->prepare(lr);
-    out = body({b.images.to(device_), b.labels.to(device_)});
+    out = body({b.images.to(device_), target.to(device_)});
     ++eager_steps_;
   }
   const Tensor& loss = out[0];
@@ -319,6 +419,10 @@ void Trainer::save_checkpoint(const std::string& run_dir) const {
   save_train_state((fs::path(run_dir) / "train_state.safetensors").string(), *optimizer_,
                    progress_);
   save_model((fs::path(run_dir) / "model.safetensors").string(), *model_, extra);
+  if (ema_) {
+    extra["ema_decay"] = std::to_string(opt_.ema_decay);
+    save_model((fs::path(run_dir) / "model_ema.safetensors").string(), *ema_, extra);
+  }
 }
 
 namespace {
@@ -402,15 +506,18 @@ void Trainer::run(const std::string& out_dir) {
                         {"img_per_s", epoch_seen_ / std::max(train_secs, 1e-9)},
                         {"epoch_time_s", train_secs}};
     if (test_) {
-      EvalResult r = [&] {
+      // test_loss/top1/top5 of the weights, then test_*_ema of the EMA weights.
+      auto evaluate_into = [&](ViT& model, const std::string& suffix) {
         ops::AutocastGuard autocast(autocast_dtype_for(device_, opt_.precision));
-        return evaluate(*model_, *test_, norm_, opt_.eval_batch_size, opt_.eval_limit,
-                        opt_.workers);
-      }();
-      m["test_loss"] = r.loss;
-      m["test_top1"] = r.top1;
-      m["test_top5"] = r.top5;
-      m["test_images"] = r.images;
+        EvalResult r =
+            evaluate(model, *test_, norm_, opt_.eval_batch_size, opt_.eval_limit, opt_.workers);
+        m["test_loss" + suffix] = r.loss;
+        m["test_top1" + suffix] = r.top1;
+        m["test_top5" + suffix] = r.top5;
+        return r.images;
+      };
+      m["test_images"] = evaluate_into(*model_, "");
+      if (ema_) evaluate_into(*ema_, "_ema");
     }
     m["peak_mem_mb"] = peak_rss_mb();
     m["wall_time_s"] = seconds_since(run_start);
@@ -428,6 +535,9 @@ void Trainer::run(const std::string& out_dir) {
         std::fprintf(stderr, " | test loss %.4f top-1 %.2f%% top-5 %.2f%%",
                      m["test_loss"].get<double>(), m["test_top1"].get<double>(),
                      m["test_top5"].get<double>());
+      if (m.contains("test_top1_ema"))
+        std::fprintf(stderr, " | EMA top-1 %.2f%% top-5 %.2f%%", m["test_top1_ema"].get<double>(),
+                     m["test_top5_ema"].get<double>());
       std::fprintf(stderr, " | %.0f img/s, %.1f s\n", m["img_per_s"].get<double>(), train_secs);
     } else {
       std::printf("%s\n", m.dump().c_str());

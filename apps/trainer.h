@@ -28,6 +28,18 @@ struct TrainOptions {
   int crop_padding = 4;
   bool hflip = true;
   uint64_t seed = 0;
+  // Strong augmentation and regularisation, all off by default (data/randaugment.h,
+  // data/augment.h random_erase, data/mix.h). With mixup or CutMix on, the loss is
+  // cross_entropy_soft on the mixed, label-smoothed targets.
+  int randaugment_n = 0;             // RandAugment ops per image (0: off)
+  int randaugment_m = 9;             // RandAugment magnitude bin in [0, 30] (torchvision's 31 bins)
+  bool trivial_augment = false;      // TrivialAugmentWide instead of RandAugment
+  double reprob = 0.0;               // random-erasing probability
+  std::string remode = "pixel";      // random-erasing fill: pixel (per-pixel normal) | const (0)
+  double mixup = 0.0, cutmix = 0.0;  // Beta alphas (0: off)
+  double mixup_prob = 1.0, mixup_switch_prob = 0.5;
+  double ema_decay = 0.0;  // model EMA after every step (0: off), RUN_DIR/model_ema.safetensors
+  std::string recipe;      // the --recipe the run started from ("" none); informational
   int64_t max_steps_per_epoch = -1;  // cap for smoke runs (-1: whole epoch)
   int64_t eval_limit = -1;           // evaluate on the first N test images (-1: all)
   // Not part of the run's identity (may change on resume):
@@ -53,8 +65,12 @@ struct EvalResult {
   std::vector<int64_t> confusion;
 };
 
+// tta_flip: the logits are the mean of the image's and its left-right mirror's.
 EvalResult evaluate(ViT& model, const data::ImageDataset& ds, const data::Normalization& norm,
-                    int64_t batch_size, int64_t limit = -1, int workers = 2);
+                    int64_t batch_size, int64_t limit = -1, int workers = 2, bool tta_flip = false);
+
+// images [B, C, H, W] f32 (CPU) mirrored left-right.
+Tensor flip_width(const Tensor& images);
 
 class GraphStep;
 
@@ -79,6 +95,7 @@ class Trainer {
   void save_checkpoint(const std::string& run_dir) const;
 
   ViT& model() { return *model_; }
+  ViT* ema_model() { return ema_.get(); }  // null unless --ema-decay > 0
   const TrainProgress& progress() const { return progress_; }
   int64_t steps_per_epoch() const;
   double current_lr() const;
@@ -87,6 +104,7 @@ class Trainer {
   Trainer(std::unique_ptr<ViT> model, const TrainOptions& opt, const data::ImageDataset& train,
           const data::ImageDataset* test);
   void begin_epoch_if_needed();
+  void update_ema();
 
   TrainOptions opt_;
   const data::ImageDataset& train_;
@@ -96,6 +114,7 @@ class Trainer {
   std::unique_ptr<GraphStep> graph_step_;
   int64_t eager_steps_ = 0;
   std::unique_ptr<ViT> model_;
+  std::unique_ptr<ViT> ema_;  // exponential moving average of model_'s weights (or null)
   std::unique_ptr<optim::Optimizer> optimizer_;
   std::unique_ptr<data::Loader> loader_;
   TrainProgress progress_;

@@ -1,10 +1,12 @@
 #include "data/augment.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "data/randaugment.h"
 
 namespace lvit::data {
 namespace {
@@ -80,6 +82,60 @@ void crop_flip_normalize(const uint8_t* src, int channels, int height, int width
       std::fill(out + x1, out + W, bias);
     }
   }
+}
+
+void crop_flip_u8(const uint8_t* src, int channels, int height, int width, CropFlip cf,
+                  uint8_t* dst) {
+  LVIT_CHECK(std::abs(cf.dy) < height && std::abs(cf.dx) < width,
+             "crop shift ({}, {}) too large for a {}x{} image", cf.dy, cf.dx, height, width);
+  const int H = height, W = width, dx = cf.dx;
+  const int x0 = std::max(0, cf.flip ? dx : -dx);  // the same column range as above
+  const int x1 = std::min(W, cf.flip ? W + dx : W - dx);
+  for (int c = 0; c < channels; ++c) {
+    const uint8_t* plane = src + static_cast<int64_t>(c) * H * W;
+    uint8_t* out = dst + static_cast<int64_t>(c) * H * W;
+    for (int y = 0; y < H; ++y, out += W) {
+      const int sy = y + cf.dy;
+      if (sy < 0 || sy >= H) {
+        std::fill(out, out + W, uint8_t{0});
+        continue;
+      }
+      const uint8_t* row = plane + static_cast<int64_t>(sy) * W;
+      std::fill(out, out + x0, uint8_t{0});
+      if (cf.flip) {
+        const uint8_t* in = row + (W - 1 - x0 + dx);
+        for (int x = 0; x < x1 - x0; ++x) out[x0 + x] = in[-x];
+      } else {
+        std::copy(row + x0 + dx, row + x1 + dx, out + x0);
+      }
+      std::fill(out + x1, out + W, uint8_t{0});
+    }
+  }
+}
+
+bool random_erase(float* img, int channels, int height, int width, double probability,
+                  EraseMode mode, uint64_t seed, int64_t epoch, int64_t sample_index) {
+  if (probability <= 0) return false;
+  SampleRng rng(seed, kErasingStream, epoch, sample_index);
+  if (rng.uniform_double() >= probability) return false;  // timm: skip if random() > p
+  const double area = static_cast<double>(height) * width;
+  const double log_lo = std::log(0.3), log_hi = std::log(1.0 / 0.3);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target = (0.02 + (1.0 / 3.0 - 0.02) * rng.uniform_double()) * area;
+    const double aspect = std::exp(log_lo + (log_hi - log_lo) * rng.uniform_double());
+    const int h = static_cast<int>(std::lround(std::sqrt(target * aspect)));
+    const int w = static_cast<int>(std::lround(std::sqrt(target / aspect)));
+    if (w >= width || h >= height) continue;
+    const int top = rng.randint(height - h + 1), left = rng.randint(width - w + 1);
+    for (int c = 0; c < channels; ++c)
+      for (int y = top; y < top + h; ++y) {
+        float* row = img + (static_cast<int64_t>(c) * height + y) * width + left;
+        for (int x = 0; x < w; ++x)
+          row[x] = mode == EraseMode::pixel ? static_cast<float>(rng.normal()) : 0.0f;
+      }
+    return true;
+  }
+  return false;
 }
 
 void normalize_image(const uint8_t* src, int channels, int height, int width,

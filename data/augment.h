@@ -1,5 +1,7 @@
 // Training augmentation on uint8 CHW images: random crop with zero padding, random horizontal
-// flip, and normalisation to f32 ((x/255 - mean) / std), fused into one pass per image.
+// flip, and normalisation to f32 ((x/255 - mean) / std), fused into one pass per image; the
+// unfused uint8 crop/flip for the RandAugment path (data/randaugment.h), and random erasing on
+// the normalised f32 image.
 //
 // Reproducibility: every random choice is a pure function of (seed, epoch, sample index), drawn
 // from one Philox block (counter = sample index, offset = epoch, key = seed; i.e. the words
@@ -40,6 +42,22 @@ void crop_flip_normalize(const uint8_t* src, int channels, int height, int width
 // Plain normalisation (evaluation): crop_flip_normalize with no shift and no flip.
 void normalize_image(const uint8_t* src, int channels, int height, int width,
                      const Normalization& norm, float* dst);
+
+// The crop and flip of crop_flip_normalize on uint8, without normalising: dst[c, y, x] =
+// src[c, y + dy, x' + dx], 0 outside the image. For the uint8 ops that follow (RandAugment).
+void crop_flip_u8(const uint8_t* src, int channels, int height, int width, CropFlip cf,
+                  uint8_t* dst);
+
+// Random erasing as timm's RandomErasing (probability p, count 1, area fraction uniform in
+// [0.02, 1/3], log aspect ratio uniform in [log 0.3, log 1/0.3], up to 10 attempts to fit the
+// box strictly inside the image), on the normalised f32 image [C, H, W] in place. The box gets
+// per-pixel standard normals (mode "pixel", timm's and DeiT's choice) or zeros (mode "const",
+// the normalised mean, as torchvision's value=0). Its choices are a pure function of (seed,
+// epoch, sample index) on a stream of their own (tag "RERA", data/randaugment.h SampleRng).
+// Returns whether it erased.
+enum class EraseMode { pixel, constant };
+bool random_erase(float* img, int channels, int height, int width, double probability,
+                  EraseMode mode, uint64_t seed, int64_t epoch, int64_t sample_index);
 
 // draw_crop_flip + crop_flip_normalize.
 void augment_image(const uint8_t* src, int channels, int height, int width, uint64_t seed,

@@ -55,6 +55,13 @@ Loader::Loader(const ImageDataset& ds, LoaderConfig cfg) : ds_(ds), cfg_(cfg) {
                  ds.labels.size() == static_cast<size_t>(ds.size),
              "{}: inconsistent dataset ({} images, {} pixel bytes, {} labels)", ds.name, ds.size,
              ds.images.size(), ds.labels.size());
+  LVIT_USER_CHECK(!cfg_.mix.enabled() || cfg_.mix.num_classes >= 1,
+                  "mixup/cutmix need the number of classes");
+  LVIT_USER_CHECK(cfg_.randaugment.num_ops >= 0 && cfg_.randaugment.num_ops <= 16 &&
+                      cfg_.randaugment.magnitude >= 0 &&
+                      cfg_.randaugment.magnitude < cfg_.randaugment.num_bins,
+                  "RandAugment n {} / m {} outside [0, 16] / [0, {})", cfg_.randaugment.num_ops,
+                  cfg_.randaugment.magnitude, cfg_.randaugment.num_bins);
   cfg_.prefetch = std::max(cfg_.prefetch, 1);
   slots_.resize(static_cast<size_t>(cfg_.prefetch));
   for (int i = 0; i < cfg_.workers; ++i) threads_.emplace_back([this] { worker_loop(); });
@@ -129,21 +136,43 @@ Batch Loader::build_batch(const Plan& plan, int64_t b, bool parallel) const {
   out.labels = Tensor::empty({B}, DType::i64);
   float* img = out.images.data<float>();
   int64_t* lab = out.labels.data<int64_t>();
+  const bool uint8_ops = cfg_.augment && cfg_.randaugment.enabled();
   auto fill = [&](int64_t i0, int64_t i1) {
+    std::vector<uint8_t> buf(uint8_ops ? static_cast<size_t>(2 * per) : 0);  // image + scratch
     for (int64_t i = i0; i < i1; ++i) {
       const int64_t s = plan.order[static_cast<size_t>(begin + i)];
+      float* dst = img + i * per;
       lab[i] = ds_.labels[static_cast<size_t>(s)];
-      if (cfg_.augment)
+      if (!cfg_.augment) {
+        normalize_image(ds_.image(s), C, H, W, cfg_.norm, dst);
+        continue;
+      }
+      if (uint8_ops) {
+        const CropFlip cf = draw_crop_flip(cfg_.seed, plan.epoch, s, cfg_.crop_padding, cfg_.hflip);
+        crop_flip_u8(ds_.image(s), C, H, W, cf, buf.data());
+        randaugment_image(cfg_.randaugment, cfg_.seed, plan.epoch, s, buf.data(), C, H, W,
+                          buf.data() + per);
+        normalize_image(buf.data(), C, H, W, cfg_.norm, dst);
+      } else {
         augment_image(ds_.image(s), C, H, W, cfg_.seed, plan.epoch, s, cfg_.crop_padding,
-                      cfg_.hflip, cfg_.norm, img + i * per);
-      else
-        normalize_image(ds_.image(s), C, H, W, cfg_.norm, img + i * per);
+                      cfg_.hflip, cfg_.norm, dst);
+      }
+      if (cfg_.reprob > 0)
+        random_erase(dst, C, H, W, cfg_.reprob, cfg_.erase_mode, cfg_.seed, plan.epoch, s);
     }
   };
   if (parallel)
     parallel_for(B, 16, fill);
   else
     fill(0, B);
+  if (cfg_.augment && cfg_.mix.enabled()) {
+    // Batch level, after every sample is done: pairs (i, B-1-i) span the whole batch.
+    const MixParams mp = draw_mix(cfg_.mix, cfg_.seed, plan.epoch, b, H, W);
+    mix_images(mp, img, B, C, H, W);
+    out.targets = Tensor::empty({B, cfg_.mix.num_classes}, DType::f32);
+    mix_targets(lab, B, cfg_.mix.num_classes, mp.lam, cfg_.mix.label_smoothing,
+                out.targets.data<float>());
+  }
   return out;
 }
 

@@ -1,9 +1,11 @@
 // Batching loader: shuffles, augments and normalises an ImageDataset into f32 batches on worker
 // threads, with a bounded prefetch queue, delivering batches in order.
 //
-// Determinism: the sample order of an epoch is a pure function of (seed, epoch) and each sample's
-// augmentation a pure function of (seed, epoch, sample index) (data/augment.h), so the batches
-// are bit-identical for any number of workers and after skip_to() (mid-epoch resume).
+// Determinism: the sample order of an epoch is a pure function of (seed, epoch), each sample's
+// augmentation a pure function of (seed, epoch, sample index) (data/augment.h,
+// data/randaugment.h) and a batch's mixup/CutMix a pure function of (seed, epoch, batch index)
+// (data/mix.h), each on its own Philox stream, so the batches are bit-identical for any number of
+// workers and after skip_to() (mid-epoch resume).
 //
 // Threads: workers are plain std::threads that never call parallel_for (the shared pool runs one
 // parallel region at a time, so a worker inside it would stall the training step). With
@@ -19,7 +21,10 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "data/augment.h"
 #include "data/cifar.h"
+#include "data/mix.h"
+#include "data/randaugment.h"
 
 namespace lvit::data {
 
@@ -27,9 +32,16 @@ struct LoaderConfig {
   int64_t batch_size = 128;
   bool shuffle = true;
   bool drop_last = true;  // drop the final partial batch (else it is delivered, smaller)
-  bool augment = true;    // random crop + flip; false: normalise only (evaluation)
+  bool augment = true;    // random crop + flip (+ the ones below); false: normalise only
   int crop_padding = 4;
   bool hflip = true;
+  // The strong-recipe augmentations, each off by default. Per sample: crop + flip, then
+  // RandAugment/TrivialAugment on uint8, normalise, random erasing on f32; per batch: mixup or
+  // CutMix, which also makes Batch::targets. Off, the crop+flip path is unchanged (bitwise).
+  RandAugmentConfig randaugment;
+  double reprob = 0.0;  // random-erasing probability
+  EraseMode erase_mode = EraseMode::pixel;
+  MixConfig mix;  // mix.num_classes must be set when mix.enabled()
   Normalization norm{{0.f, 0.f, 0.f}, {1.f, 1.f, 1.f}};
   uint64_t seed = 0;
   int workers = 2;   // 0: build batches inline in next()
@@ -37,9 +49,10 @@ struct LoaderConfig {
 };
 
 struct Batch {
-  lvit::Tensor images;  // f32 [B, C, H, W], normalised, CPU
-  lvit::Tensor labels;  // i64 [B]
-  int64_t index = 0;    // batch index within the epoch
+  lvit::Tensor images;   // f32 [B, C, H, W], normalised, CPU
+  lvit::Tensor labels;   // i64 [B]
+  lvit::Tensor targets;  // f32 [B, classes] mixed soft targets when mixing is on, else undefined
+  int64_t index = 0;     // batch index within the epoch
 };
 
 // The sample order of `epoch`: a permutation of [0, n), Fisher-Yates driven by Philox words on a

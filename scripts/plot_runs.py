@@ -4,7 +4,8 @@
     python3 scripts/plot_runs.py runs/a runs/b --out docs/training_curves.png
 
 Reads RUN_DIR/steps.jsonl (the step loss every --log-every steps; drawn as a running mean) and
-RUN_DIR/metrics.jsonl (one line per epoch: train loss, test top-1/top-5). matplotlib only.
+RUN_DIR/metrics.jsonl (one line per epoch: train loss, test top-1/top-5, and the EMA weights
+top-1 when the run had --ema-decay). matplotlib only.
 """
 import argparse
 import json
@@ -73,9 +74,12 @@ def main():
             if "test_top5" in epochs[0]:
                 ax_acc.plot([r["epoch"] for r in epochs], [r["test_top5"] for r in epochs], marker="s",
                             linestyle="--", color=color, alpha=0.6, label=f"{name} top-5")
+            if "test_top1_ema" in epochs[0]:  # --ema-decay runs
+                ax_acc.plot([r["epoch"] for r in epochs], [r["test_top1_ema"] for r in epochs],
+                            marker="^", linestyle=":", color=color, label=f"{name} EMA top-1")
         drawn += 1
     ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("training loss (label-smoothed CE)")
+    ax_loss.set_ylabel("training loss (CE on the smoothed / mixed targets)")
     ax_loss.grid(alpha=0.3)
     ax_loss.legend(fontsize=8)
     ax_acc.set_xlabel("epoch")

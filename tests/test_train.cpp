@@ -5,7 +5,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
+#include "apps/recipe.h"
 #include "apps/trainer.h"
 #include "core/safetensors.h"
 #include "core/thread_pool.h"
@@ -68,18 +70,23 @@ std::vector<std::vector<float>> snapshot(ViT& m) {
   return v;
 }
 
-}  // namespace
+void check_same_weights(ViT& x, ViT& y) {
+  auto a = snapshot(x), b = snapshot(y);
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    CHECK(std::memcmp(a[i].data(), b[i].data(), a[i].size() * 4) == 0);
+}
 
-TEST_CASE("resume: 2 steps + save + resume + 2 steps == 4 steps, bitwise") {
-  data::ImageDataset ds = synthetic_dataset();
-  app::Trainer straight(tiny_config(), tiny_options(), ds, nullptr);
-  std::vector<double> losses_a;
-  for (int i = 0; i < 4; ++i) losses_a.push_back(straight.step());
-
-  fs::path dir = temp_dir("resume");
-  std::vector<double> losses_b;
+// 4 straight steps vs 2 steps + save + resume (with tiny_options() as the overrides: the saved
+// options must win) + 2 steps: the same losses and weights, bitwise. Returns both trainers and
+// leaves the checkpoint in `dir`.
+std::pair<std::unique_ptr<app::Trainer>, std::unique_ptr<app::Trainer>> check_resume_bitwise(
+    const data::ImageDataset& ds, const app::TrainOptions& o, const fs::path& dir) {
+  auto straight = std::make_unique<app::Trainer>(tiny_config(), o, ds, nullptr);
+  std::vector<double> losses_a, losses_b;
+  for (int i = 0; i < 4; ++i) losses_a.push_back(straight->step());
   {
-    app::Trainer first(tiny_config(), tiny_options(), ds, nullptr);
+    app::Trainer first(tiny_config(), o, ds, nullptr);
     for (int i = 0; i < 2; ++i) losses_b.push_back(first.step());
     first.save_checkpoint(dir.string());
   }
@@ -88,11 +95,111 @@ TEST_CASE("resume: 2 steps + save + resume + 2 steps == 4 steps, bitwise") {
   for (int i = 0; i < 2; ++i) losses_b.push_back(resumed->step());
   CHECK(resumed->progress().epoch == 1);  // crossed into the second epoch
   for (int i = 0; i < 4; ++i) CHECK(losses_a[i] == losses_b[i]);
-  auto a = snapshot(straight.model()), b = snapshot(resumed->model());
-  REQUIRE(a.size() == b.size());
-  for (size_t i = 0; i < a.size(); ++i)
-    CHECK(std::memcmp(a[i].data(), b[i].data(), a[i].size() * 4) == 0);
+  check_same_weights(straight->model(), resumed->model());
+  return {std::move(straight), std::move(resumed)};
+}
+
+}  // namespace
+
+TEST_CASE("resume: 2 steps + save + resume + 2 steps == 4 steps, bitwise") {
+  data::ImageDataset ds = synthetic_dataset();
+  fs::path dir = temp_dir("resume");
+  check_resume_bitwise(ds, tiny_options(), dir);
   fs::remove_all(dir);
+}
+
+TEST_CASE("resume with the strong augmentations and EMA on == an uninterrupted run, bitwise") {
+  data::ImageDataset ds = synthetic_dataset();
+  app::TrainOptions o = tiny_options();
+  o.randaugment_n = 2;
+  o.reprob = 0.5;
+  o.mixup = 0.8;
+  o.cutmix = 1.0;
+  o.ema_decay = 0.9;
+  fs::path dir = temp_dir("resume_strong");
+  auto [straight, resumed] = check_resume_bitwise(ds, o, dir);
+  CHECK(fs::exists(dir / "model_ema.safetensors"));
+  REQUIRE(resumed->ema_model() != nullptr);
+  check_same_weights(*straight->ema_model(), *resumed->ema_model());
+  // The EMA differs from the weights and from the initial weights (it moved, by less).
+  app::Trainer fresh(tiny_config(), o, ds, nullptr);
+  auto w = snapshot(straight->model()), e = snapshot(*straight->ema_model()),
+       w0 = snapshot(fresh.model());
+  double dist_e = 0, dist_w = 0;
+  for (size_t i = 0; i < w.size(); ++i)
+    for (size_t k = 0; k < w[i].size(); ++k) {
+      dist_e += std::abs(e[i][k] - w0[i][k]);
+      dist_w += std::abs(w[i][k] - w0[i][k]);
+    }
+  CHECK(dist_e > 0);
+  CHECK(dist_e < dist_w);
+  // A missing EMA file or one from another step is refused.
+  fs::remove(dir / "model_ema.safetensors");
+  CHECK_THROWS_AS(app::Trainer::resume(dir.string(), tiny_options(), ds, nullptr), UserError);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("EMA with decay d after one step: d * w0 + (1 - d) * w1") {
+  data::ImageDataset ds = synthetic_dataset();
+  app::TrainOptions o = tiny_options();
+  o.ema_decay = 0.75;
+  app::Trainer t(tiny_config(), o, ds, nullptr);
+  auto w0 = snapshot(t.model());
+  t.step();
+  auto w1 = snapshot(t.model()), e = snapshot(*t.ema_model());
+  for (size_t i = 0; i < w0.size(); ++i)
+    for (size_t k = 0; k < w0[i].size(); ++k)
+      CHECK(e[i][k] == doctest::Approx(0.75 * w0[i][k] + 0.25 * w1[i][k]).epsilon(1e-5));
+}
+
+TEST_CASE("recipes: strong/seed values, explicit flags win in any order, bad names") {
+  app::TrainOptions o;
+  app::ModelFlags mf;
+  app::apply_recipe(
+      "strong", [](const std::string&) { return false; }, o, mf);
+  CHECK(o.randaugment_n == 2);
+  CHECK(o.randaugment_m == 9);
+  CHECK(o.mixup == 0.8);
+  CHECK(o.cutmix == 1.0);
+  CHECK(o.reprob == 0.25);
+  CHECK(o.warmup_epochs == 5.0);
+  CHECK(o.lr == 3e-4);
+  CHECK(o.epochs == 200);
+  CHECK(o.label_smoothing == 0.1);
+  CHECK(*mf.drop_path == 0.1);
+  CHECK(*mf.dropout == 0.0);
+  CHECK(o.recipe == "strong");
+  o.validate();
+  // Flags given on the command line keep their values.
+  app::TrainOptions p;
+  p.mixup = 0.2;
+  p.epochs = 3;
+  p.trivial_augment = true;
+  app::ModelFlags mg;
+  mg.drop_path = 0.3;
+  const std::set<std::string> given = {"--mixup", "--epochs", "--trivial-augment", "--drop-path"};
+  app::apply_recipe(
+      "strong", [&](const std::string& f) { return given.count(f) > 0; }, p, mg);
+  CHECK(p.mixup == 0.2);
+  CHECK(p.epochs == 3);
+  CHECK(p.randaugment_n == 0);  // TrivialAugment takes its place
+  CHECK(*mg.drop_path == 0.3);
+  CHECK(p.cutmix == 1.0);
+  p.validate();
+  app::TrainOptions q;
+  app::ModelFlags mq;
+  app::apply_recipe(
+      "seed", [](const std::string&) { return false; }, q, mq);
+  CHECK(q.randaugment_n == 0);
+  CHECK(q.mixup == 0.0);
+  CHECK(*mq.dropout == 0.1);
+  CHECK(!mq.drop_path);
+  CHECK(q.batch_size == 128);
+  CHECK_THROWS_AS(app::apply_recipe(
+                      "deit", [](const std::string&) { return false; }, q, mq),
+                  UserError);
+  // Options round-trip through JSON (they are the run's identity on resume).
+  CHECK(app::TrainOptions::from_json(o.to_json()).to_json() == o.to_json());
 }
 
 TEST_CASE("checkpoint: model round trip keeps config and weights; loads by timm names") {
@@ -187,6 +294,9 @@ TEST_CASE("run(): metrics.jsonl per epoch, steps.jsonl per N steps, checkpoints 
   app::TrainOptions o = tiny_options();
   o.epochs = 2;
   o.log_every = 2;
+  o.ema_decay = 0.5;
+  o.randaugment_n = 1;
+  o.mixup = 0.5;
   fs::path dir = temp_dir("run");
   app::Trainer t(tiny_config(), o, ds, &ds);
   t.run(dir.string());
@@ -198,8 +308,9 @@ TEST_CASE("run(): metrics.jsonl per epoch, steps.jsonl per N steps, checkpoints 
   };
   auto metrics = lines(dir / "metrics.jsonl");
   REQUIRE(metrics.size() == 2);
-  for (const char* k : {"epoch", "train_loss", "train_acc", "test_top1", "test_top5", "lr",
-                        "img_per_s", "peak_mem_mb", "wall_time_s"})
+  for (const char* k :
+       {"epoch", "train_loss", "train_acc", "test_top1", "test_top5", "lr", "img_per_s",
+        "peak_mem_mb", "wall_time_s", "test_top1_ema", "test_top5_ema"})
     CHECK(metrics[1].contains(k));
   CHECK(metrics[1]["epoch"] == 2);
   auto steps = lines(dir / "steps.jsonl");
@@ -207,5 +318,20 @@ TEST_CASE("run(): metrics.jsonl per epoch, steps.jsonl per N steps, checkpoints 
   CHECK(steps.back()["step"] == 6);
   CHECK(fs::exists(dir / "model.safetensors"));
   CHECK(fs::exists(dir / "train_state.safetensors"));
+  CHECK(fs::exists(dir / "model_ema.safetensors"));
+  CHECK(load_model((dir / "model_ema.safetensors").string())->config().to_json() ==
+        t.model().config().to_json());
   fs::remove_all(dir);
+}
+
+TEST_CASE("evaluate: flip TTA averages the logits of the image and its mirror") {
+  Tensor x = Tensor::from_vector<float>({1, 2, 3, 4, 5, 6}, {1, 1, 2, 3});
+  CHECK(app::flip_width(x).to_vector<float>() == std::vector<float>{3, 2, 1, 6, 5, 4});
+  data::ImageDataset ds = synthetic_dataset();
+  ViT m(tiny_config(), 2);
+  const data::Normalization norm = data::normalization_for("cifar100");
+  app::EvalResult plain = app::evaluate(m, ds, norm, 16, -1, 0);
+  app::EvalResult tta = app::evaluate(m, ds, norm, 16, -1, 0, true);
+  CHECK(tta.images == plain.images);
+  CHECK(tta.loss != plain.loss);  // a random model is not mirror-symmetric
 }
