@@ -248,11 +248,25 @@ TEST_CASE("cuda ripple: the pass plan") {
 }
 #endif
 
-TEST_CASE("cuda hydra and ripple: unsupported dtypes and the dense form throw") {
+TEST_CASE("cuda hydra and ripple: bf16 is widened to f32, f64 and the dense form throw") {
   LVIT_SKIP_WITHOUT_GPU();
   const int64_t g = 4, N = 1 + g * g, H = 2, d = 8, D = H * d, S = 3;
   const Tensor qkv = cudatest::randn({1, N, 3 * D}, 5);
-  for (DType dt : {DType::bf16, DType::f64}) {
+  {
+    // Mixed precision: bf16 activations run the f32 kernels on the widened values.
+    const Tensor xb = cudatest::to_gpu(qkv.to(DType::bf16));
+    const Tensor xw = xb.to(DType::f32);
+    const Tensor logits = cudatest::to_gpu(ops::ripple_init_logits(H, S));
+    Tensor hb = ops::hydra_attention(xb, 2), rb = ops::ripple_attention(xb, logits, H, S, g, g);
+    CHECK(hb.dtype() == DType::bf16);
+    CHECK(rb.dtype() == DType::bf16);
+    cudatest::expect_close(ops::hydra_attention(xw, 2).to(DType::bf16).to(DType::f32),
+                           hb.to(DType::f32), cudatest::Arith::bf16, 1, "hydra bf16");
+    cudatest::expect_close(
+        ops::ripple_attention(xw, logits, H, S, g, g).to(DType::bf16).to(DType::f32),
+        rb.to(DType::f32), cudatest::Arith::bf16, 1, "ripple bf16");
+  }
+  for (DType dt : {DType::f64}) {
     CAPTURE(dtype_name(dt));
     const Tensor x = cudatest::to_gpu(qkv.to(dt));
     const std::string hm = error_message([&] { (void)ops::hydra_attention(x, 2); });

@@ -125,6 +125,9 @@ TEST_CASE("a ViT step under bf16 autocast tracks the f32 CPU step") {
     auto gp = gpu_model.named_parameters();
     auto cp = cpu_model.named_parameters();
     for (size_t i = 0; i < cp.size(); ++i) {
+      // The last block's stage logits: an exactly zero gradient, computed as rounding noise
+      // (see test_cuda_train.cpp).
+      if (cp[i].first == fmt::format("blocks.{}.attn.ripple_logits", c.depth - 1)) continue;
       std::vector<double> a = cp[i].second.grad().to_vector<double>();
       std::vector<double> b = gp[i].second.grad().to_vector<double>();
       double ab = 0, aa = 0, bb = 0;

@@ -68,9 +68,21 @@ TEST_CASE("one training step of every preset: GPU (fp32 GEMMs) against the CPU")
     lg.backward();
     auto cp = cpu_model.named_parameters(), gp = gpu_model.named_parameters();
     REQUIRE(cp.size() == gp.size());
-    for (size_t i = 0; i < cp.size(); ++i)
-      expect_close(cp[i].second.grad(), gp[i].second.grad(), Arith::f32, K,
-                   std::string(preset) + " gradient of " + cp[i].first, 64.0);
+    const std::string last_logits = fmt::format("blocks.{}.attn.ripple_logits", c.depth - 1);
+    for (size_t i = 0; i < cp.size(); ++i) {
+      const std::string& name = cp[i].first;
+      // The last block's stage logits have an exactly zero gradient in exact arithmetic (only
+      // the class token reaches the head, and for its query alpha_{S-1} cancels between
+      // numerator and denominator): both devices return rounding noise, which no tolerance
+      // relative to that zero can bound.
+      if (name == last_logits) continue;
+      // A stage logit's gradient sums over every (image, query, key, channel) of its layer.
+      const bool logits = name.find("ripple_logits") != std::string::npos;
+      const int64_t n = c.tokens();
+      expect_close(cp[i].second.grad(), gp[i].second.grad(), Arith::f32,
+                   logits ? B * n * n * (c.dim / c.num_heads) : K,
+                   std::string(preset) + " gradient of " + name, 64.0);
+    }
   }
   cuda::set_math_mode(saved);
 #endif
