@@ -1,192 +1,31 @@
-// Softmax attention on tensor cores: bf16 operands, fp32 accumulation, softmax and lse
-// (FlashAttention-2 structure), for head dims 16, 32, 64 and 128. Launched by
-// attention_fwd/attention_bwd in cuda/attention.cu.
+// Softmax attention on tensor cores, streaming kernels for any N: bf16 operands, fp32
+// accumulation, softmax and lse (FlashAttention-2 structure), for head dims 16, 32, 64 and 128.
+// Launched by attention_fwd/attention_bwd in cuda/attention.cu; short sequences (N <= 128,
+// d <= 64) take the one-block-per-head kernels of cuda/attention_small.cu instead.
 //
-// Every product is a warp-level mma.sync.m16n8k16 (bf16 x bf16 -> f32). A warp owns 16 rows of
-// the block's tile (query rows in the forward and dq kernels, key rows in the dk/dv kernel); the
-// other side streams through shared memory in tiles, double-buffered with cp.async so that the
-// next tile loads while this one computes. Operands are read out of shared memory with
-// ldmatrix (x4: four 8x8 matrices per instruction; .trans where the operand is stored with the
-// reduction index as its row). Shared rows are padded to d+8 elements (16 bytes), which puts the
-// eight 16-byte rows of every 8x8 ldmatrix in distinct bank quads.
-//
-// Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16", bf16), with g = lane/4 and
-// t = lane%4:
-//   A (16x16, 4 regs of 2 bf16): a0 (row g, cols 2t, 2t+1), a1 (row g+8, same cols),
-//                                 a2 (row g, cols 2t+8, 2t+9), a3 (row g+8, cols 2t+8, 2t+9)
-//   B (16x8, 2 regs):            b0 (rows 2t, 2t+1, col g), b1 (rows 2t+8, 2t+9, col g)
-//   C (16x8, 4 f32):             c0, c1 (row g, cols 2t, 2t+1), c2, c3 (row g+8, same cols)
-// The lower-indexed element of each pair sits in the low 16 bits. So the C fragments of two
-// adjacent 16x8 score blocks are exactly the A fragment of the 16x16 block they form, which is
-// how probabilities go from the QK^T product into the PV product without leaving registers.
+// A warp owns 16 rows of the block's tile (query rows in the forward and dq kernels, key rows in
+// the dk/dv kernel); the other side streams through shared memory in tiles, double-buffered
+// with cp.async so that the next tile loads while this one computes. Fragment layouts, ldmatrix
+// addressing and the shared-memory padding: cuda/attention_mma.cuh.
 //
 // Precision: the probabilities (forward) and P, dS (backward) are rounded to bf16 as mma
 // operands, as in FlashAttention-2; row sums, max, lse and all accumulators stay fp32.
 #include <cuda_bf16.h>
 
-#include <cstring>
-
 #include "cuda/attention_common.cuh"
+#include "cuda/attention_mma.cuh"
 
 namespace lvit::cuda {
 namespace {
 
 using attn::kLn2;
 using attn::kLog2e;
-using bf16 = __nv_bfloat16;
+using namespace tc;
 
 // 8 warps (attn::row_tiling never picks more). The kernels declare __launch_bounds__(256, 1):
 // with the minimum-blocks hint ptxas may use up to 255 registers (without it, it aimed lower
 // and spilled the score fragments).
 constexpr int kMaxThreads = 256;
-
-// ---- PTX wrappers ----------------------------------------------------------------------------
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared, asynchronous; `valid` false writes 16 zero bytes and reads nothing.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)),
-               "l"(__cvta_generic_to_global(src)), "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-// Waits until at most kPending of this thread's committed groups are still in flight.
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p))
-               : "memory");
-}
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const bf16* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p))
-               : "memory");
-}
-
-// c += A b for one 16x8x16 block.
-__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                    uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // lo -> .x, the low 16 bits
-  uint32_t r;
-  memcpy(&r, &v, sizeof r);
-  return r;
-}
-
-// ---- fragment loads from shared memory (row stride `ld` elements) -----------------------------
-// In each ldmatrix.x4, lanes 8i..8i+7 give the row addresses of matrix i, and register i of
-// every lane receives its fragment of matrix i.
-
-// A fragment of the 16x16 block at rows m0.., cols k0.. of a row-major [m][k] tile: matrices
-// (rows +0, cols +0), (+8, +0), (+0, +8), (+8, +8) -> a0..a3.
-__device__ __forceinline__ void load_a(uint32_t (&a)[4], const bf16* base, int ld, int m0, int k0,
-                                       int lane) {
-  ldsm_x4(a, base + (m0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * ld + k0 + 8 * (lane >> 4));
-}
-
-// B fragments for output columns n0..n0+7 (b[0], b[1]) and n0+8..n0+15 (b[2], b[3]) over the
-// reduction index k0..k0+15, from a tile stored [n][k] (K in S = Q K^T): matrices
-// (n +0, k +0), (n +0, k +8), (n +8, k +0), (n +8, k +8).
-__device__ __forceinline__ void load_b_nk(uint32_t (&b)[4], const bf16* base, int ld, int n0,
-                                          int k0, int lane) {
-  ldsm_x4(b, base + (n0 + (lane & 7) + 8 * (lane >> 4)) * ld + k0 + 8 * ((lane >> 3) & 1));
-}
-
-// The same fragments from a tile stored [k][n] (V in O = P V): transposing loads of matrices
-// (k +0, n +0), (k +8, n +0), (k +0, n +8), (k +8, n +8). With .trans, lane l receives elements
-// (rows 2t, 2t+1; col g) of each stored 8x8 matrix, which is the b0/b1 layout.
-__device__ __forceinline__ void load_b_kn(uint32_t (&b)[4], const bf16* base, int ld, int k0,
-                                          int n0, int lane) {
-  ldsm_x4_trans(b, base + (k0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * ld + n0 + 8 * (lane >> 4));
-}
-
-// A fragment of the 16x16 block formed by two 16x8 accumulator blocks (see the file comment).
-__device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&lo)[4],
-                                         const float (&hi)[4]) {
-  a[0] = pack_bf16(lo[0], lo[1]);
-  a[1] = pack_bf16(lo[2], lo[3]);
-  a[2] = pack_bf16(hi[0], hi[1]);
-  a[3] = pack_bf16(hi[2], hi[3]);
-}
-
-// ---- global <-> shared tiles -------------------------------------------------------------------
-
-// Asynchronously: dst[r][0..D) = src[(first + r) * ld + 0..D) for r < rows, zero rows past N.
-// dst has row stride D+8. Every thread of the block takes part.
-template <int D>
-__device__ __forceinline__ void load_rows(bf16* dst, const bf16* __restrict__ src, int64_t ld,
-                                          int first, int rows, int N) {
-  constexpr int kChunks = D / 8;  // 16-byte chunks per row
-  for (int i = threadIdx.x; i < rows * kChunks; i += blockDim.x) {
-    const int r = i / kChunks, c = (i % kChunks) * 8, tok = first + r;
-    const int64_t src_row = tok < N ? tok : N - 1;  // a valid address even when zero-filling
-    cp_async16(dst + r * (D + 8) + c, src + src_row * ld + c, tok < N);
-  }
-}
-
-// One warp: dst[(first + r) * ld + 0..D) = src[r][0..D) for the rows r < 16 with first + r < N,
-// in 16-byte stores; src is this warp's [16][D+8] staging area.
-template <int D>
-__device__ __forceinline__ void store_rows(bf16* __restrict__ dst, int64_t ld, const bf16* src,
-                                           int first, int N, int lane) {
-  constexpr int kChunks = D / 8;
-  for (int i = lane; i < 16 * kChunks; i += 32) {
-    const int r = i / kChunks, c = (i % kChunks) * 8, tok = first + r;
-    if (tok < N)
-      *reinterpret_cast<uint4*>(dst + tok * ld + c) =
-          *reinterpret_cast<const uint4*>(src + r * (D + 8) + c);
-  }
-}
-
-// Writes a warp's 16 x D fp32 accumulator (times `s0` for row g, `s1` for row g+8) as bf16 into
-// its [16][D+8] staging area.
-template <int D>
-__device__ __forceinline__ void stage_acc(bf16* dst, const float (&acc)[D / 8][4], float s0,
-                                          float s1, int lane) {
-  const int g = lane / 4, t = lane % 4;
-#pragma unroll
-  for (int n = 0; n < D / 8; ++n) {
-    *reinterpret_cast<__nv_bfloat162*>(dst + g * (D + 8) + n * 8 + 2 * t) =
-        __floats2bfloat162_rn(acc[n][0] * s0, acc[n][1] * s0);
-    *reinterpret_cast<__nv_bfloat162*>(dst + (g + 8) * (D + 8) + n * 8 + 2 * t) =
-        __floats2bfloat162_rn(acc[n][2] * s1, acc[n][3] * s1);
-  }
-}
-
-template <int R, int C>
-__device__ __forceinline__ void zero(float (&a)[R][C]) {
-#pragma unroll
-  for (int i = 0; i < R; ++i)
-#pragma unroll
-    for (int j = 0; j < C; ++j) a[i][j] = 0.f;
-}
-
-// Max / sum over the 4 lanes that share a fragment row (lanes 4g .. 4g+3).
-__device__ __forceinline__ float quad_max(float v) {
-  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-}
-__device__ __forceinline__ float quad_sum(float v) {
-  v += __shfl_xor_sync(0xffffffffu, v, 1);
-  return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
 
 struct BlockPos {
   int64_t b, bh;
@@ -221,9 +60,8 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
     attn_fwd_mma(const bf16* __restrict__ qkv, bf16* __restrict__ out, float* __restrict__ lse,
                  int N, int H, int tiles, float scale_log2) {
   constexpr int kLd = D + 8, kBK = kFwdKeys, kSN = kBK / 8;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
   const int rows = static_cast<int>(blockDim.x / 32) * 16;
-  bf16* Qs = reinterpret_cast<bf16*>(smem_raw);
+  bf16* Qs = reinterpret_cast<bf16*>(ptx::dynamic_smem());
   bf16* Ks = Qs + rows * kLd;
   bf16* Vs = Ks + 2 * kBK * kLd;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, t = lane % 4;
@@ -364,9 +202,8 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
                     bf16* __restrict__ gqkv, int N, int H, int tiles, float scale_log2,
                     float scale) {
   constexpr int kLd = D + 8, kBK = kBwdTile<D>, kSN = kBK / 8;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
   const int rows = static_cast<int>(blockDim.x / 32) * 16;
-  bf16* Qs = reinterpret_cast<bf16*>(smem_raw);
+  bf16* Qs = reinterpret_cast<bf16*>(ptx::dynamic_smem());
   bf16* dOs = Qs + rows * kLd;
   bf16* Ks = dOs + rows * kLd;
   bf16* Vs = Ks + 2 * kBK * kLd;
@@ -481,9 +318,8 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
                       bf16* __restrict__ gqkv, int N, int H, int tiles, float scale_log2,
                       float scale) {
   constexpr int kLd = D + 8, kBQ = kBwdTile<D>, kSN = kBQ / 8;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
   const int rows = static_cast<int>(blockDim.x / 32) * 16;
-  bf16* Ks = reinterpret_cast<bf16*>(smem_raw);
+  bf16* Ks = reinterpret_cast<bf16*>(ptx::dynamic_smem());
   bf16* Vs = Ks + rows * kLd;
   bf16* Qs = Vs + rows * kLd;
   bf16* dOs = Qs + 2 * kBQ * kLd;
