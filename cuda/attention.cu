@@ -477,12 +477,12 @@ void attention_bwd(DType dtype, const void* gout, const void* qkv, const void* o
   if (empty_problem(d)) return;
   if (family == Family::small)
     return detail::attention_bwd_small(gout, qkv, out, lse, gqkv, d, stream);
+  if (family == Family::tiled)
+    return detail::attention_bwd_mma(gout, qkv, out, lse, delta, gqkv, d, stream);
   if (dtype == DType::f32)
     launch_delta<float>(gout, out, delta, d, stream);
   else
     launch_delta<bf16>(gout, out, delta, d, stream);
-  if (family == Family::tiled)
-    return detail::attention_bwd_mma(gout, qkv, lse, delta, gqkv, d, stream);
   attn::with_head_dim(d.head_dim, "attention_bwd", [&](auto dc) {
     constexpr int D = decltype(dc)::value;
     if (dtype == DType::f32)

@@ -15,9 +15,10 @@
 //    whole score rows on chip, the backward is one kernel writing dq, dk and dv once each.
 //  - tiled (bf16, d >= 16, any N; cuda/attention_mma.cu): the forward streams key tiles through
 //    an online softmax (FlashAttention), the backward recomputes the probabilities from lse
-//    (FlashAttention-2): a delta pass, one kernel per query tile for dq, one per key tile for
-//    dk and dv, so every gradient element has exactly one writer and no atomics are needed.
-//  - simt (f32, and bf16 with d = 8; cuda/attention.cu): the tiled structure on CUDA cores.
+//    (FlashAttention-2): one kernel per query tile for dq (which also computes delta), one per
+//    key tile for dk and dv, so every gradient element has exactly one writer, no atomics.
+//  - simt (f32, and bf16 with d = 8; cuda/attention.cu): the tiled structure on CUDA cores,
+//    after a separate delta pass.
 //
 // Element types: f32 (SIMT kernels, fp32 throughout) and bf16 (fp32 accumulation, softmax and
 // lse; tensor-core mma.sync kernels for d >= 16, the SIMT kernels on bf16 storage for d = 8).
@@ -65,11 +66,11 @@ void attention_bwd(DType dtype, const void* gout, const void* qkv, const void* o
 
 namespace detail {
 // The tensor-core (bf16, mma.sync) launchers, called by the two above.
-// cuda/attention_mma.cu, d in {16, 32, 64, 128}, any N; bwd expects delta already computed.
+// cuda/attention_mma.cu, d in {16, 32, 64, 128}, any N; bwd writes delta (B*H*N floats) itself.
 void attention_fwd_mma(const void* qkv, void* out, float* lse, const AttentionDims& dims,
                        cudaStream_t stream);
-void attention_bwd_mma(const void* gout, const void* qkv, const float* lse, const float* delta,
-                       void* gqkv, const AttentionDims& dims, cudaStream_t stream);
+void attention_bwd_mma(const void* gout, const void* qkv, const void* out, const float* lse,
+                       float* delta, void* gqkv, const AttentionDims& dims, cudaStream_t stream);
 // cuda/attention_small.cu, where attention_small_supported: d in {16, 32, 64}, N <= 128 (the
 // launchers need N >= 1).
 bool attention_small_supported(const AttentionDims& dims);

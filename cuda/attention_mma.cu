@@ -22,10 +22,13 @@ using attn::kLn2;
 using attn::kLog2e;
 using namespace tc;
 
-// 8 warps (attn::row_tiling never picks more). The kernels declare __launch_bounds__(256, 1):
-// with the minimum-blocks hint ptxas may use up to 255 registers (without it, it aimed lower
-// and spilled the score fragments).
-constexpr int kMaxThreads = 256;
+// At most 6 warps per block (attn::row_tiling never picks more). Launch bounds ask for kMinBlocks
+// blocks of 192 threads per SM, which caps ptxas at 65536 / (192 * min blocks) registers per
+// thread: 168 for d <= 64 (no spills; two blocks of 6 warps per SM at N = 257, where the dk/dv
+// kernel used to take 205 registers and one block), 255 for d = 128 (which needs more).
+constexpr int kMaxThreads = 32 * attn::kTiledMaxWarps;
+template <int D>
+constexpr int kMinBlocks = D >= 128 ? 1 : 2;
 
 struct BlockPos {
   int64_t b, bh;
@@ -56,7 +59,7 @@ size_t fwd_smem(int warps) {
 }
 
 template <int D>
-__global__ void __launch_bounds__(kMaxThreads, 1)
+__global__ void __launch_bounds__(kMaxThreads, kMinBlocks<D>)
     attn_fwd_mma(const bf16* __restrict__ qkv, bf16* __restrict__ out, float* __restrict__ lse,
                  int N, int H, int tiles, float scale_log2) {
   constexpr int kLd = D + 8, kBK = kFwdKeys, kSN = kBK / 8;
@@ -182,26 +185,47 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
   }
 }
 
-// ---- backward: dq ------------------------------------------------------------------------------
-// Block: W warps x 16 query rows; key/value tiles of kBwdTile(D) rows.
-// Shared: Q, dO [16W][D+8]; K, V [2][T][D+8]. Per warp and key tile: S = Q K^T and
-// dP = dO V^T (16xT each), P = exp2(S*scale*log2e - lse*log2e) (masked keys 0),
-// dS = P (dP - delta), dq += dS K; dq is scaled by 1/sqrt(d) once at the end.
+// ---- backward: dq and delta --------------------------------------------------------------------
+// Block: W warps x 16 query rows; key/value tiles of kBwdTile(D) rows, double-buffered.
+// Shared: Q, dO [16W][D+8]; K, V [2][T][D+8].
+// First delta_i = rowsum(dO_i * O_i) for the warp's 16 rows, in fp32 from the bf16 values: O
+// goes straight from global memory into registers (issued before the first wait, so it
+// overlaps the tile loads), dO comes from shared memory; d/8 lanes per row, one 16-byte chunk
+// each, a shuffle sum. delta goes to global memory for the dk/dv kernel (launched next on the
+// same stream) and stays in registers here, so no separate delta pass reads O and dO.
+// Then per warp and 16-key chunk of each tile: S = Q K^T and dP = dO V^T (16x16 each),
+// P = exp2(S*scale*log2e - lse*log2e) (masked keys 0), dS = P (dP - delta), dq += dS K_chunk;
+// dq is scaled by 1/sqrt(d) once at the end. Chunks of 16 keys keep the score registers at 16
+// (a whole tile's would be 4T), and at d <= 64 the warp's Q and dO fragments stay in registers
+// for the whole kernel; see kMinBlocks for the resulting occupancy.
 template <int D>
 constexpr int kBwdTile = D >= 128 ? 32 : 64;  // fewer score registers at d = 128
+
+// Whether the backward kernels hold the A fragments of their own 16 rows (Q and dO for dq, K
+// and V for dk/dv: d/2 registers) for the whole kernel rather than reloading them per chunk.
+template <int D>
+constexpr bool kHoldRows = D <= 64;
 
 template <int D>
 size_t dq_smem(int warps) {
   return static_cast<size_t>(2 * warps * 16 + 4 * kBwdTile<D>) * (D + 8) * sizeof(bf16);
 }
 
+template <int R>
+__device__ __forceinline__ void copy_frag(uint32_t (&dst)[R], const uint32_t (&src)[R]) {
+#pragma unroll
+  for (int i = 0; i < R; ++i) dst[i] = src[i];
+}
+
 template <int D>
-__global__ void __launch_bounds__(kMaxThreads, 1)
+__global__ void __launch_bounds__(kMaxThreads, kMinBlocks<D>)
     attn_bwd_dq_mma(const bf16* __restrict__ qkv, const bf16* __restrict__ gout,
-                    const float* __restrict__ lse, const float* __restrict__ delta,
-                    bf16* __restrict__ gqkv, int N, int H, int tiles, float scale_log2,
-                    float scale) {
-  constexpr int kLd = D + 8, kBK = kBwdTile<D>, kSN = kBK / 8;
+                    const bf16* __restrict__ out, const float* __restrict__ lse,
+                    float* __restrict__ delta, bf16* __restrict__ gqkv, int N, int H, int tiles,
+                    float scale_log2, float scale) {
+  constexpr int kLd = D + 8, kBK = kBwdTile<D>, kHold = kHoldRows<D> ? D / 16 : 1;
+  // delta: kC lanes (16-byte chunks) per row, kR rows per step, kSteps steps for 16 rows.
+  constexpr int kC = D / 8, kR = 32 / kC, kSteps = 16 / kR;
   const int rows = static_cast<int>(blockDim.x / 32) * 16;
   bf16* Qs = reinterpret_cast<bf16*>(ptx::dynamic_smem());
   bf16* dOs = Qs + rows * kLd;
@@ -212,21 +236,62 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
   const int q0 = pos.tile * rows, wq0 = q0 + warp * 16;
   const int64_t HD = int64_t{H} * D, ld = 3 * HD;
   const bf16* Qg = qkv + pos.b * N * ld + int64_t{pos.h} * D;
+  const int64_t orow = pos.b * N * HD + int64_t{pos.h} * D;  // row 0 of this head in O, dO
 
+  // Two groups: Q and dO (needed for delta and the held fragments), then the first K, V tile.
   load_rows<D>(Qs, Qg, ld, q0, rows, N);
-  load_rows<D>(dOs, gout + pos.b * N * HD + int64_t{pos.h} * D, HD, q0, rows, N);
+  load_rows<D>(dOs, gout + orow, HD, q0, rows, N);
+  cp_async_commit();
   load_rows<D>(Ks, Qg + HD, ld, 0, kBK, N);
   load_rows<D>(Vs, Qg + 2 * HD, ld, 0, kBK, N);
   cp_async_commit();
 
-  const bool active = wq0 < N;
-  float lse2[2], dl[2];  // rows g, g+8
+  const bool active = wq0 < N;  // warp-uniform
+  uint4 o_part[kSteps];         // this lane's chunks of O for delta
+#pragma unroll
+  for (int j = 0; j < kSteps; ++j) {
+    const int q = wq0 + j * kR + lane / kC;
+    o_part[j] = active && q < N
+                    ? *reinterpret_cast<const uint4*>(out + orow + q * HD + (lane % kC) * 8)
+                    : make_uint4(0u, 0u, 0u, 0u);
+  }
+  float lse2[2], dl[2] = {0.f, 0.f};  // rows g, g+8
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int q = wq0 + g + 8 * r;
     lse2[r] = q < N ? lse[pos.bh * N + q] * kLog2e : 0.f;
-    dl[r] = q < N ? delta[pos.bh * N + q] : 0.f;
   }
+  uint32_t qa[kHold][4], da[kHold][4];
+  cp_async_wait<1>();  // Q and dO
+  __syncthreads();
+  if (active) {
+    // delta of rows wq0 + j*kR + lane/kC; after group_sum every lane of a row's group holds the
+    // row's sum, and lane (g, t) fetches rows g and g+8 from their groups.
+    float part[kSteps];
+#pragma unroll
+    for (int j = 0; j < kSteps; ++j) {
+      const int r = j * kR + lane / kC, q = wq0 + r;
+      const uint4 dov =
+          *reinterpret_cast<const uint4*>(dOs + (warp * 16 + r) * kLd + (lane % kC) * 8);
+      part[j] = group_sum<kC>(dot8(o_part[j], dov));
+      if (lane % kC == 0 && q < N) delta[pos.bh * N + q] = part[j];
+    }
+#pragma unroll
+    for (int j = 0; j < kSteps; ++j) {
+      const float x = __shfl_sync(0xffffffffu, part[j], (g % kR) * kC);
+      const float y = __shfl_sync(0xffffffffu, part[j], ((g + 8) % kR) * kC);
+      if (g / kR == j) dl[0] = x;
+      if ((g + 8) / kR == j) dl[1] = y;
+    }
+    if constexpr (kHoldRows<D>) {
+#pragma unroll
+      for (int kd = 0; kd < D / 16; ++kd) {
+        load_a(qa[kd], Qs, kLd, warp * 16, kd * 16, lane);
+        load_a(da[kd], dOs, kLd, warp * 16, kd * 16, lane);
+      }
+    }
+  }
+
   float dq[D / 8][4];
   zero(dq);
   const int nkt = (N + kBK - 1) / kBK;
@@ -244,44 +309,44 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
     if (active) {
       const bf16* ks = Ks + buf * kBK * kLd;
       const bf16* vs = Vs + buf * kBK * kLd;
-      const int k0 = kt * kBK, live = min(kBK / 16, (N - k0 + 15) / 16);  // as in the forward
-      float s[kSN][4], dp[kSN][4];
-      zero(s);
-      zero(dp);
+      const int k0 = kt * kBK, live = min(kBK / 16, (N - k0 + 15) / 16);  // chunks with a key
+#pragma unroll 1
+      for (int c = 0; c < live; ++c) {
+        float s[2][4], dp[2][4];
+        zero(s);
+        zero(dp);
 #pragma unroll
-      for (int kd = 0; kd < D / 16; ++kd) {
-        uint32_t qa[4], da[4];
-        load_a(qa, Qs, kLd, warp * 16, kd * 16, lane);
-        load_a(da, dOs, kLd, warp * 16, kd * 16, lane);
-#pragma unroll
-        for (int np = 0; np < kBK / 16; ++np) {
-          if (np >= live) continue;  // uniform: the block holds no live column
-          uint32_t kb[4], vb[4];
-          load_b_nk(kb, ks, kLd, np * 16, kd * 16, lane);
-          load_b_nk(vb, vs, kLd, np * 16, kd * 16, lane);
-          mma(s[2 * np], qa, kb[0], kb[1]);
-          mma(s[2 * np + 1], qa, kb[2], kb[3]);
-          mma(dp[2 * np], da, vb[0], vb[1]);
-          mma(dp[2 * np + 1], da, vb[2], vb[3]);
+        for (int kd = 0; kd < D / 16; ++kd) {
+          uint32_t qf[4], df[4], kb[4], vb[4];
+          if constexpr (kHoldRows<D>) {
+            copy_frag(qf, qa[kd]);
+            copy_frag(df, da[kd]);
+          } else {
+            load_a(qf, Qs, kLd, warp * 16, kd * 16, lane);
+            load_a(df, dOs, kLd, warp * 16, kd * 16, lane);
+          }
+          load_b_nk(kb, ks, kLd, c * 16, kd * 16, lane);
+          mma(s[0], qf, kb[0], kb[1]);
+          mma(s[1], qf, kb[2], kb[3]);
+          load_b_nk(vb, vs, kLd, c * 16, kd * 16, lane);
+          mma(dp[0], df, vb[0], vb[1]);
+          mma(dp[1], df, vb[2], vb[3]);
         }
-      }
+        // Element (n, e): key k0 + 16c + 8n + 2t + (e & 1), row g + 8 (e >> 1).
 #pragma unroll
-      for (int n = 0; n < kSN; ++n)
+        for (int n = 0; n < 2; ++n)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = k0 + 8 * n + 2 * t + (e & 1), r = e >> 1;
-          const float p = key < N ? exp2f(s[n][e] * scale_log2 - lse2[r]) : 0.f;
-          s[n][e] = p * (dp[n][e] - dl[r]);  // dS
-        }
-#pragma unroll
-      for (int kc = 0; kc < kBK / 16; ++kc) {
-        if (kc >= live) continue;  // uniform: the block holds no live column
+          for (int e = 0; e < 4; ++e) {
+            const int key = k0 + 16 * c + 8 * n + 2 * t + (e & 1), r = e >> 1;
+            const float p = key < N ? exp2f(s[n][e] * scale_log2 - lse2[r]) : 0.f;
+            s[n][e] = p * (dp[n][e] - dl[r]);  // dS
+          }
         uint32_t sa[4];
-        acc_to_a(sa, s[2 * kc], s[2 * kc + 1]);
+        acc_to_a(sa, s[0], s[1]);
 #pragma unroll
         for (int np = 0; np < D / 16; ++np) {
           uint32_t kb[4];
-          load_b_kn(kb, ks, kLd, kc * 16, np * 16, lane);
+          load_b_kn(kb, ks, kLd, c * 16, np * 16, lane);
           mma(dq[2 * np], sa, kb[0], kb[1]);
           mma(dq[2 * np + 1], sa, kb[2], kb[3]);
         }
@@ -299,11 +364,13 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
 }
 
 // ---- backward: dk, dv --------------------------------------------------------------------------
-// Block: W warps x 16 key rows; query tiles of kBwdTile(D) rows. The scores are computed
-// transposed (rows = keys, columns = queries), so lse and delta are per column and come from
-// shared memory. Shared: K, V [16W][D+8]; Q, dO [2][T][D+8]; lse*log2e, delta [2][T] (fp32).
-// Per warp and query tile: S^T = K Q^T, dP^T = V dO^T, P^T = exp2(S^T*scale*log2e - lse*log2e)
-// (masked queries 0), dS^T = P^T (dP^T - delta), dv += P^T dO, dk += dS^T Q.
+// Block: W warps x 16 key rows; query tiles of kBwdTile(D) rows, double-buffered. The scores are
+// computed transposed (rows = keys, columns = queries), so lse and delta are per column and
+// come from shared memory. Shared: K, V [16W][D+8]; Q, dO [2][T][D+8]; lse*log2e, delta [2][T]
+// (fp32). Per warp and 16-query chunk of each tile: S^T = K Q^T, dP^T = V dO^T (16x16 each),
+// P^T = exp2(S^T*scale*log2e - lse*log2e) (masked queries 0), dS^T = P^T (dP^T - delta),
+// dv += P^T dO_chunk, dk += dS^T Q_chunk. As in the dq kernel, chunks of 16 keep the score
+// registers small and at d <= 64 the warp's K and V fragments stay in registers.
 template <int D>
 size_t dkdv_smem(int warps) {
   constexpr int kT = kBwdTile<D>;
@@ -312,12 +379,12 @@ size_t dkdv_smem(int warps) {
 }
 
 template <int D>
-__global__ void __launch_bounds__(kMaxThreads, 1)
+__global__ void __launch_bounds__(kMaxThreads, kMinBlocks<D>)
     attn_bwd_dkdv_mma(const bf16* __restrict__ qkv, const bf16* __restrict__ gout,
                       const float* __restrict__ lse, const float* __restrict__ delta,
                       bf16* __restrict__ gqkv, int N, int H, int tiles, float scale_log2,
                       float scale) {
-  constexpr int kLd = D + 8, kBQ = kBwdTile<D>, kSN = kBQ / 8;
+  constexpr int kLd = D + 8, kBQ = kBwdTile<D>, kHold = kHoldRows<D> ? D / 16 : 1;
   const int rows = static_cast<int>(blockDim.x / 32) * 16;
   bf16* Ks = reinterpret_cast<bf16*>(ptx::dynamic_smem());
   bf16* Vs = Ks + rows * kLd;
@@ -342,14 +409,28 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
       Dl[buf * kBQ + i] = q < N ? delta_bh[q] : 0.f;
     }
   };
+  // Two groups: the block's K and V rows (for the held fragments), then the first Q, dO tile.
   load_rows<D>(Ks, Qg + HD, ld, k0, rows, N);
   load_rows<D>(Vs, Qg + 2 * HD, ld, k0, rows, N);
+  cp_async_commit();
   load_rows<D>(Qs, Qg, ld, 0, kBQ, N);
   load_rows<D>(dOs, dOg, HD, 0, kBQ, N);
   cp_async_commit();
   load_stats(0, 0);
 
   const bool active = wk0 < N;
+  uint32_t ka[kHold][4], va[kHold][4];
+  if constexpr (kHoldRows<D>) {
+    cp_async_wait<1>();  // K and V
+    __syncthreads();
+    if (active) {
+#pragma unroll
+      for (int kd = 0; kd < D / 16; ++kd) {
+        load_a(ka[kd], Ks, kLd, warp * 16, kd * 16, lane);
+        load_a(va[kd], Vs, kLd, warp * 16, kd * 16, lane);
+      }
+    }
+  }
   float dk[D / 8][4], dv[D / 8][4];
   zero(dk);
   zero(dv);
@@ -371,50 +452,54 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
       const bf16* dos = dOs + buf * kBQ * kLd;
       const float* ls = Ls + buf * kBQ;
       const float* dls = Dl + buf * kBQ;
-      // 16-query blocks of this tile that hold a query < N; the others are skipped.
+      // 16-query chunks of this tile that hold a query < N; the others are skipped.
       const int qbase = qt * kBQ, live = min(kBQ / 16, (N - qbase + 15) / 16);
-      float st[kSN][4], dpt[kSN][4];
-      zero(st);
-      zero(dpt);
+#pragma unroll 1
+      for (int c = 0; c < live; ++c) {
+        float st[2][4], dpt[2][4];
+        zero(st);
+        zero(dpt);
 #pragma unroll
-      for (int kd = 0; kd < D / 16; ++kd) {
-        uint32_t ka[4], va[4];
-        load_a(ka, Ks, kLd, warp * 16, kd * 16, lane);
-        load_a(va, Vs, kLd, warp * 16, kd * 16, lane);
-#pragma unroll
-        for (int np = 0; np < kBQ / 16; ++np) {
-          if (np >= live) continue;  // uniform: the block holds no live column
-          uint32_t qb[4], ob[4];
-          load_b_nk(qb, qs, kLd, np * 16, kd * 16, lane);
-          load_b_nk(ob, dos, kLd, np * 16, kd * 16, lane);
-          mma(st[2 * np], ka, qb[0], qb[1]);
-          mma(st[2 * np + 1], ka, qb[2], qb[3]);
-          mma(dpt[2 * np], va, ob[0], ob[1]);
-          mma(dpt[2 * np + 1], va, ob[2], ob[3]);
+        for (int kd = 0; kd < D / 16; ++kd) {
+          uint32_t kf[4], vf[4], qb[4], ob[4];
+          if constexpr (kHoldRows<D>) {
+            copy_frag(kf, ka[kd]);
+            copy_frag(vf, va[kd]);
+          } else {
+            load_a(kf, Ks, kLd, warp * 16, kd * 16, lane);
+            load_a(vf, Vs, kLd, warp * 16, kd * 16, lane);
+          }
+          load_b_nk(qb, qs, kLd, c * 16, kd * 16, lane);
+          mma(st[0], kf, qb[0], qb[1]);
+          mma(st[1], kf, qb[2], qb[3]);
+          load_b_nk(ob, dos, kLd, c * 16, kd * 16, lane);
+          mma(dpt[0], vf, ob[0], ob[1]);
+          mma(dpt[1], vf, ob[2], ob[3]);
         }
-      }
+        // Element (n, e): query column 16c + 8n + 2t + (e & 1) of the tile.
 #pragma unroll
-      for (int n = 0; n < kSN; ++n)
+        for (int n = 0; n < 2; ++n) {
+          const int col = 16 * c + 8 * n + 2 * t;
+          const float2 l2 = *reinterpret_cast<const float2*>(ls + col);
+          const float2 dl = *reinterpret_cast<const float2*>(dls + col);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int c = 8 * n + 2 * t + (e & 1);  // query column within the tile
-          const float p = qbase + c < N ? exp2f(st[n][e] * scale_log2 - ls[c]) : 0.f;
-          st[n][e] = p;
-          dpt[n][e] = p * (dpt[n][e] - dls[c]);  // dS^T
+          for (int e = 0; e < 4; ++e) {
+            const bool ok = qbase + col + (e & 1) < N;
+            const float p = ok ? exp2f(st[n][e] * scale_log2 - (e & 1 ? l2.y : l2.x)) : 0.f;
+            st[n][e] = p;
+            dpt[n][e] = p * (dpt[n][e] - (e & 1 ? dl.y : dl.x));  // dS^T
+          }
         }
-#pragma unroll
-      for (int kc = 0; kc < kBQ / 16; ++kc) {
-        if (kc >= live) continue;  // uniform: the block holds no live column
         uint32_t pa[4], sa[4];
-        acc_to_a(pa, st[2 * kc], st[2 * kc + 1]);
-        acc_to_a(sa, dpt[2 * kc], dpt[2 * kc + 1]);
+        acc_to_a(pa, st[0], st[1]);
+        acc_to_a(sa, dpt[0], dpt[1]);
 #pragma unroll
         for (int np = 0; np < D / 16; ++np) {
           uint32_t ob[4], qb[4];
-          load_b_kn(ob, dos, kLd, kc * 16, np * 16, lane);
-          load_b_kn(qb, qs, kLd, kc * 16, np * 16, lane);
+          load_b_kn(ob, dos, kLd, c * 16, np * 16, lane);
           mma(dv[2 * np], pa, ob[0], ob[1]);
           mma(dv[2 * np + 1], pa, ob[2], ob[3]);
+          load_b_kn(qb, qs, kLd, c * 16, np * 16, lane);
           mma(dk[2 * np], sa, qb[0], qb[1]);
           mma(dk[2 * np + 1], sa, qb[2], qb[3]);
         }
@@ -463,8 +548,8 @@ void attention_fwd_mma(const void* qkv, void* out, float* lse, const AttentionDi
   });
 }
 
-void attention_bwd_mma(const void* gout, const void* qkv, const float* lse, const float* delta,
-                       void* gqkv, const AttentionDims& d, cudaStream_t stream) {
+void attention_bwd_mma(const void* gout, const void* qkv, const void* out, const float* lse,
+                       float* delta, void* gqkv, const AttentionDims& d, cudaStream_t stream) {
   attn::with_head_dim(d.head_dim, "attention_bwd_mma", [&](auto dc) {
     constexpr int D = decltype(dc)::value;
     if constexpr (D < 16) {
@@ -481,7 +566,8 @@ void attention_bwd_mma(const void* gout, const void* qkv, const float* lse, cons
       const size_t smem_dq = dq_smem<D>(rt.warps);
       attn::allow_smem(attn_bwd_dq_mma<D>, dq_smem<D>(kMaxThreads / 32));
       attn_bwd_dq_mma<D><<<blocks, rt.warps * 32, smem_dq, stream>>>(
-          q, go, lse, delta, g, N, H, rt.tiles, sc.scale_log2, sc.scale);
+          q, go, static_cast<const bf16*>(out), lse, delta, g, N, H, rt.tiles, sc.scale_log2,
+          sc.scale);
       after_launch("attn_bwd_dq_mma", stream);
 
       const size_t smem_kv = dkdv_smem<D>(rt.warps);
