@@ -1,7 +1,9 @@
 // Attention kernel microbenchmark (CUDA): the fused softmax attention launchers of
-// cuda/attention.cuh on the ViT shapes, forward and backward, per dtype and kernel family. Prints milliseconds per call (CUDA events, median of 20 after 3 warm-up calls) and the
-// attention FLOP rate: forward 4 B H N^2 d (QK^T and PV), backward 2.5x that as
-// FlashAttention-2 counts it (our no-atomics backward recomputes QK^T and dO V^T once more).
+// cuda/attention.cuh on the ViT shapes, forward and backward timed separately, per dtype and
+// kernel family. Prints milliseconds per call (CUDA events, median of 20 after 3 warm-up calls)
+// and the attention FLOP rate: forward 4 B H N^2 d (QK^T and PV), backward 2.5x that as
+// FlashAttention-2 counts it (the tiled backward recomputes QK^T and dO V^T once more; the
+// small one does exactly 2.5x, on N padded to a multiple of 16).
 // Build: the `lvit-attention-bench` target (CUDA builds only).
 #include <cuda_runtime_api.h>
 
