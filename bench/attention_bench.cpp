@@ -1,8 +1,9 @@
 // Attention kernel microbenchmark (CUDA): the fused softmax attention launchers of
-// cuda/attention.cuh on the ViT shapes, forward and forward + backward, per dtype and kernel
-// family. Prints milliseconds per call (CUDA events, median of 20 after 3 warm-up calls) and the
-// attention FLOP rate: forward 4 B H N^2 d (QK^T and PV), backward 2.5x that as
-// FlashAttention-2 counts it (our no-atomics backward recomputes QK^T and dO V^T once more).
+// cuda/attention.cuh on the ViT shapes, forward and backward timed separately, per dtype and
+// kernel family. Prints milliseconds per call (CUDA events, median of 20 after 3 warm-up calls)
+// and the attention FLOP rate: forward 4 B H N^2 d (QK^T and PV), backward 2.5x that as
+// FlashAttention-2 counts it (the tiled backward recomputes QK^T and dO V^T once more; the
+// small one does exactly 2.5x, on N padded to a multiple of 16).
 // Build: the `lvit-attention-bench` target (CUDA builds only).
 #include <cuda_runtime_api.h>
 
@@ -63,15 +64,20 @@ int main() {
     cuda::AttentionKernel kernel;
     const char* name;
   };
+  // "bf16 mma" is what the op runs (small for N <= 128 and d <= 64, else tiled); the two after
+  // it force each tensor-core family.
   const Variant variants[] = {{DType::f32, cuda::AttentionKernel::simt, "f32 simt"},
                               {DType::bf16, cuda::AttentionKernel::simt, "bf16 simt"},
-                              {DType::bf16, cuda::AttentionKernel::mma, "bf16 mma"}};
+                              {DType::bf16, cuda::AttentionKernel::mma, "bf16 mma"},
+                              {DType::bf16, cuda::AttentionKernel::mma_tiled, "bf16 tiled"},
+                              {DType::bf16, cuda::AttentionKernel::mma_small, "bf16 small"}};
   const Device dev = Device::cuda(0);
   const cudaStream_t stream = cuda::stream(0);
   for (const Case& c : cases) {
     const cuda::AttentionDims dims{c.B, c.N, c.H, c.d};
     const double flop = 4.0 * c.B * c.H * c.N * c.N * c.d;
     for (const Variant& v : variants) {
+      if (v.kernel == cuda::AttentionKernel::mma_small && (c.N > 128 || c.d > 64)) continue;
       Tensor qkv = Tensor::full({c.B, c.N, 3 * c.H * c.d}, 0.01, v.dtype, dev);
       Tensor out = Tensor::empty({c.B, c.N, c.H * c.d}, v.dtype, dev);
       Tensor gout = Tensor::full(out.shape(), 0.01, v.dtype, dev);
@@ -90,7 +96,7 @@ int main() {
       const double f = median_ms(stream, fwd);
       const double b = median_ms(stream, bwd);
       std::printf(
-          "%-15s B %4ld N %4ld H %ld d %3ld  %-9s  fwd %7.3f ms (%5.1f TFLOP/s)  "
+          "%-15s B %4ld N %4ld H %ld d %3ld  %-10s  fwd %7.3f ms (%5.1f TFLOP/s)  "
           "bwd %7.3f ms (%5.1f TFLOP/s)\n",
           c.what, static_cast<long>(c.B), static_cast<long>(c.N), static_cast<long>(c.H),
           static_cast<long>(c.d), v.name, f, flop / f / 1e9, b, 2.5 * flop / b / 1e9);

@@ -1,6 +1,7 @@
 // Softmax attention: the launchers declared in cuda/attention.cuh, the backward's delta kernel
 // and the SIMT (CUDA-core, fp32 arithmetic) flash kernels used for f32 tensors and for bf16
-// with d = 8. The bf16 tensor-core kernels are in cuda/attention_mma.cu.
+// with d = 8. The bf16 tensor-core kernels are in cuda/attention_small.cu (N <= 128, d <= 64)
+// and cuda/attention_mma.cu (the rest).
 //
 // SIMT kernels: a block of 128 threads owns a tile of T rows (T = 64, or 32 for d = 128, to keep
 // shared memory and registers in bounds) of one (batch, head) and streams the other side in
@@ -423,20 +424,31 @@ void launch_delta(const void* gout, const void* out, float* delta, const Attenti
   after_launch("attn_delta_kernel", stream);
 }
 
-// The family that runs for (dtype, d, request); throws for impossible requests.
-bool use_mma(DType dtype, int64_t head_dim, AttentionKernel kernel, const char* where) {
+// The kernel family that runs for (dtype, dims, request); throws for impossible requests.
+enum class Family { simt, tiled, small };
+
+Family pick_family(DType dtype, const AttentionDims& d, AttentionKernel kernel, const char* where) {
   if (dtype != DType::f32 && dtype != DType::bf16)
     attn::unsupported("unsupported dtype", static_cast<int>(dtype), "dtype must be f32 or bf16",
                       where, __FILE__, __LINE__);
-  if (!attention_head_dim_supported(head_dim))
-    attn::unsupported("unsupported head dim", head_dim, "head dim must be 8, 16, 32, 64 or 128",
+  if (!attention_head_dim_supported(d.head_dim))
+    attn::unsupported("unsupported head dim", d.head_dim, "head dim must be 8, 16, 32, 64 or 128",
                       where, __FILE__, __LINE__);
-  const bool mma_ok = dtype == DType::bf16 && head_dim >= 16;
-  if (kernel == AttentionKernel::mma && !mma_ok)
-    attn::unsupported("no tensor-core kernel", head_dim,
+  const bool mma_ok = dtype == DType::bf16 && d.head_dim >= 16;
+  const bool forced_mma = kernel == AttentionKernel::mma || kernel == AttentionKernel::mma_tiled ||
+                          kernel == AttentionKernel::mma_small;
+  if (forced_mma && !mma_ok)
+    attn::unsupported("no tensor-core kernel", d.head_dim,
                       "the mma kernels need bf16 and head dim 16, 32, 64 or 128", where, __FILE__,
                       __LINE__);
-  return mma_ok && kernel != AttentionKernel::simt;
+  const bool small_ok = mma_ok && detail::attention_small_supported(d);
+  if (kernel == AttentionKernel::mma_small && !small_ok)
+    attn::unsupported("no one-block-per-head kernel", d.tokens,
+                      "the small kernels need bf16, head dim 16, 32 or 64 and N <= 128", where,
+                      __FILE__, __LINE__);
+  if (!mma_ok || kernel == AttentionKernel::simt) return Family::simt;
+  if (kernel == AttentionKernel::mma_tiled) return Family::tiled;
+  return small_ok ? Family::small : Family::tiled;
 }
 
 bool empty_problem(const AttentionDims& d) { return d.batch == 0 || d.tokens == 0 || d.heads == 0; }
@@ -445,9 +457,10 @@ bool empty_problem(const AttentionDims& d) { return d.batch == 0 || d.tokens == 
 
 void attention_fwd(DType dtype, const void* qkv, void* out, float* lse, const AttentionDims& d,
                    cudaStream_t stream, AttentionKernel kernel) {
-  const bool mma = use_mma(dtype, d.head_dim, kernel, "attention_fwd");
+  const Family family = pick_family(dtype, d, kernel, "attention_fwd");
   if (empty_problem(d)) return;
-  if (mma) return detail::attention_fwd_mma(qkv, out, lse, d, stream);
+  if (family == Family::small) return detail::attention_fwd_small(qkv, out, lse, d, stream);
+  if (family == Family::tiled) return detail::attention_fwd_mma(qkv, out, lse, d, stream);
   attn::with_head_dim(d.head_dim, "attention_fwd", [&](auto dc) {
     constexpr int D = decltype(dc)::value;
     if (dtype == DType::f32)
@@ -460,13 +473,16 @@ void attention_fwd(DType dtype, const void* qkv, void* out, float* lse, const At
 void attention_bwd(DType dtype, const void* gout, const void* qkv, const void* out,
                    const float* lse, float* delta, void* gqkv, const AttentionDims& d,
                    cudaStream_t stream, AttentionKernel kernel) {
-  const bool mma = use_mma(dtype, d.head_dim, kernel, "attention_bwd");
+  const Family family = pick_family(dtype, d, kernel, "attention_bwd");
   if (empty_problem(d)) return;
+  if (family == Family::small)
+    return detail::attention_bwd_small(gout, qkv, out, lse, gqkv, d, stream);
+  if (family == Family::tiled)
+    return detail::attention_bwd_mma(gout, qkv, out, lse, delta, gqkv, d, stream);
   if (dtype == DType::f32)
     launch_delta<float>(gout, out, delta, d, stream);
   else
     launch_delta<bf16>(gout, out, delta, d, stream);
-  if (mma) return detail::attention_bwd_mma(gout, qkv, lse, delta, gqkv, d, stream);
   attn::with_head_dim(d.head_dim, "attention_bwd", [&](auto dc) {
     constexpr int D = decltype(dc)::value;
     if (dtype == DType::f32)

@@ -9,10 +9,16 @@
 //                       the forward keeps for the backward besides qkv and out
 //   gqkv [B, N, 3*H*d]  the gradient, fully written (dq, dk, dv in the layout of qkv)
 //   delta [B, H, N]     f32 scratch of the backward: rowsum(dO * O) per head
-// The N x N scores never reach global memory: the forward streams key tiles through an online
-// softmax (FlashAttention), the backward recomputes the probabilities from lse
-// (FlashAttention-2): one kernel per key tile for dk and dv, one per query tile for dq, so
-// every gradient element has exactly one writer and no atomics are needed.
+// The N x N scores never reach global memory. Three kernel families:
+//  - small (bf16, d in {16, 32, 64}, N <= 128; cuda/attention_small.cu): one block per
+//    (image, head) keeps the head's Q, K, V (O, dO) in shared memory; the forward computes the
+//    whole score rows on chip, the backward is one kernel writing dq, dk and dv once each.
+//  - tiled (bf16, d >= 16, any N; cuda/attention_mma.cu): the forward streams key tiles through
+//    an online softmax (FlashAttention), the backward recomputes the probabilities from lse
+//    (FlashAttention-2): one kernel per query tile for dq (which also computes delta), one per
+//    key tile for dk and dv, so every gradient element has exactly one writer, no atomics.
+//  - simt (f32, and bf16 with d = 8; cuda/attention.cu): the tiled structure on CUDA cores,
+//    after a separate delta pass.
 //
 // Element types: f32 (SIMT kernels, fp32 throughout) and bf16 (fp32 accumulation, softmax and
 // lse; tensor-core mma.sync kernels for d >= 16, the SIMT kernels on bf16 storage for d = 8).
@@ -34,9 +40,11 @@ struct AttentionDims {
 };
 
 // Which kernel family runs: `automatic` is what the op uses (tensor cores for bf16 with
-// d >= 16, SIMT otherwise); the others force a family, for tests and benchmarks. `mma` needs
-// bf16 and d >= 16.
-enum class AttentionKernel { automatic, simt, mma };
+// d >= 16, SIMT otherwise; among the tensor-core kernels `small` where it applies, else
+// `tiled`); the others force a family, for tests and benchmarks. `mma` is the tensor cores with
+// the automatic choice between small and tiled; `mma` and `mma_tiled` need bf16 and d >= 16,
+// `mma_small` bf16, d in {16, 32, 64} and N <= 128.
+enum class AttentionKernel { automatic, simt, mma, mma_tiled, mma_small };
 
 inline bool attention_head_dim_supported(int64_t d) {
   return d == 8 || d == 16 || d == 32 || d == 64 || d == 128;
@@ -50,19 +58,26 @@ void attention_fwd(DType dtype, const void* qkv, void* out, float* lse, const At
                    cudaStream_t stream, AttentionKernel kernel = AttentionKernel::automatic);
 
 // gqkv = d(loss)/d(qkv) from gout = d(loss)/d(out) and what the forward saved (qkv, out, lse).
-// `delta` is scratch of B*H*N floats. gout, qkv, out, gqkv are of `dtype` and, for bf16,
-// 16-byte aligned.
+// `delta` is scratch of B*H*N floats (the small kernels leave it untouched). gout, qkv, out, gqkv
+// are of `dtype` and, for bf16, 16-byte aligned.
 void attention_bwd(DType dtype, const void* gout, const void* qkv, const void* out,
                    const float* lse, float* delta, void* gqkv, const AttentionDims& dims,
                    cudaStream_t stream, AttentionKernel kernel = AttentionKernel::automatic);
 
 namespace detail {
-// The tensor-core (bf16, mma.sync) launchers of cuda/attention_mma.cu, called by the two above
-// for bf16 with d in {16, 32, 64, 128}. bwd expects delta already computed.
+// The tensor-core (bf16, mma.sync) launchers, called by the two above.
+// cuda/attention_mma.cu, d in {16, 32, 64, 128}, any N; bwd writes delta (B*H*N floats) itself.
 void attention_fwd_mma(const void* qkv, void* out, float* lse, const AttentionDims& dims,
                        cudaStream_t stream);
-void attention_bwd_mma(const void* gout, const void* qkv, const float* lse, const float* delta,
-                       void* gqkv, const AttentionDims& dims, cudaStream_t stream);
+void attention_bwd_mma(const void* gout, const void* qkv, const void* out, const float* lse,
+                       float* delta, void* gqkv, const AttentionDims& dims, cudaStream_t stream);
+// cuda/attention_small.cu, where attention_small_supported: d in {16, 32, 64}, N <= 128 (the
+// launchers need N >= 1).
+bool attention_small_supported(const AttentionDims& dims);
+void attention_fwd_small(const void* qkv, void* out, float* lse, const AttentionDims& dims,
+                         cudaStream_t stream);
+void attention_bwd_small(const void* gout, const void* qkv, const void* out, const float* lse,
+                         void* gqkv, const AttentionDims& dims, cudaStream_t stream);
 }  // namespace detail
 
 }  // namespace lvit::cuda

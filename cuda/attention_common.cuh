@@ -75,17 +75,18 @@ void allow_smem(Kernel* kernel, size_t max_bytes) {
   done.emplace_back(kernel, device);
 }
 
-// Tile geometry of the tensor-core kernels: a block runs `warps` warps of 16 rows each (query
-// rows in the forward and dq kernels, key rows in the dk/dv kernel). The row count per block
-// is chosen so that the last tile wastes as few 16-row groups as possible with at most 8 warps:
-// N = 65 gives one tile of 5 warps (80 rows), N = 257 three tiles of 6 warps.
+// Tile geometry of the tiled tensor-core kernels: a block runs `warps` warps of 16 rows each
+// (query rows in the forward and dq kernels, key rows in the dk/dv kernel). The row count per
+// block is chosen so that the last tile wastes as few 16-row groups as possible with at most
+// kTiledMaxWarps warps: N = 65 gives one tile of 5 warps (80 rows), N = 257 three tiles of 6.
+inline constexpr int kTiledMaxWarps = 6;
 struct RowTiling {
   int warps;
   int tiles;
 };
 inline RowTiling row_tiling(int64_t n) {
   const int64_t groups = (n + 15) / 16;
-  const int64_t tiles = (groups + 7) / 8;
+  const int64_t tiles = (groups + kTiledMaxWarps - 1) / kTiledMaxWarps;
   return {static_cast<int>((groups + tiles - 1) / tiles), static_cast<int>(tiles)};
 }
 

@@ -1,192 +1,34 @@
-// Softmax attention on tensor cores: bf16 operands, fp32 accumulation, softmax and lse
-// (FlashAttention-2 structure), for head dims 16, 32, 64 and 128. Launched by
-// attention_fwd/attention_bwd in cuda/attention.cu.
+// Softmax attention on tensor cores, streaming kernels for any N: bf16 operands, fp32
+// accumulation, softmax and lse (FlashAttention-2 structure), for head dims 16, 32, 64 and 128.
+// Launched by attention_fwd/attention_bwd in cuda/attention.cu; short sequences (N <= 128,
+// d <= 64) take the one-block-per-head kernels of cuda/attention_small.cu instead.
 //
-// Every product is a warp-level mma.sync.m16n8k16 (bf16 x bf16 -> f32). A warp owns 16 rows of
-// the block's tile (query rows in the forward and dq kernels, key rows in the dk/dv kernel); the
-// other side streams through shared memory in tiles, double-buffered with cp.async so that the
-// next tile loads while this one computes. Operands are read out of shared memory with
-// ldmatrix (x4: four 8x8 matrices per instruction; .trans where the operand is stored with the
-// reduction index as its row). Shared rows are padded to d+8 elements (16 bytes), which puts the
-// eight 16-byte rows of every 8x8 ldmatrix in distinct bank quads.
-//
-// Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16", bf16), with g = lane/4 and
-// t = lane%4:
-//   A (16x16, 4 regs of 2 bf16): a0 (row g, cols 2t, 2t+1), a1 (row g+8, same cols),
-//                                 a2 (row g, cols 2t+8, 2t+9), a3 (row g+8, cols 2t+8, 2t+9)
-//   B (16x8, 2 regs):            b0 (rows 2t, 2t+1, col g), b1 (rows 2t+8, 2t+9, col g)
-//   C (16x8, 4 f32):             c0, c1 (row g, cols 2t, 2t+1), c2, c3 (row g+8, same cols)
-// The lower-indexed element of each pair sits in the low 16 bits. So the C fragments of two
-// adjacent 16x8 score blocks are exactly the A fragment of the 16x16 block they form, which is
-// how probabilities go from the QK^T product into the PV product without leaving registers.
+// A warp owns 16 rows of the block's tile (query rows in the forward and dq kernels, key rows in
+// the dk/dv kernel); the other side streams through shared memory in tiles, double-buffered
+// with cp.async so that the next tile loads while this one computes. Fragment layouts, ldmatrix
+// addressing and the shared-memory padding: cuda/attention_mma.cuh.
 //
 // Precision: the probabilities (forward) and P, dS (backward) are rounded to bf16 as mma
 // operands, as in FlashAttention-2; row sums, max, lse and all accumulators stay fp32.
 #include <cuda_bf16.h>
 
-#include <cstring>
-
 #include "cuda/attention_common.cuh"
+#include "cuda/attention_mma.cuh"
 
 namespace lvit::cuda {
 namespace {
 
 using attn::kLn2;
 using attn::kLog2e;
-using bf16 = __nv_bfloat16;
+using namespace tc;
 
-// 8 warps (attn::row_tiling never picks more). The kernels declare __launch_bounds__(256, 1):
-// with the minimum-blocks hint ptxas may use up to 255 registers (without it, it aimed lower
-// and spilled the score fragments).
-constexpr int kMaxThreads = 256;
-
-// ---- PTX wrappers ----------------------------------------------------------------------------
-
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
-// 16 bytes global -> shared, asynchronous; `valid` false writes 16 zero bytes and reads nothing.
-__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)),
-               "l"(__cvta_generic_to_global(src)), "r"(valid ? 16 : 0)
-               : "memory");
-}
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-// Waits until at most kPending of this thread's committed groups are still in flight.
-template <int kPending>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
-}
-
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const bf16* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p))
-               : "memory");
-}
-__device__ __forceinline__ void ldsm_x4_trans(uint32_t (&r)[4], const bf16* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(smem_addr(p))
-               : "memory");
-}
-
-// c += A b for one 16x8x16 block.
-__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                    uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
-      "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // lo -> .x, the low 16 bits
-  uint32_t r;
-  memcpy(&r, &v, sizeof r);
-  return r;
-}
-
-// ---- fragment loads from shared memory (row stride `ld` elements) -----------------------------
-// In each ldmatrix.x4, lanes 8i..8i+7 give the row addresses of matrix i, and register i of
-// every lane receives its fragment of matrix i.
-
-// A fragment of the 16x16 block at rows m0.., cols k0.. of a row-major [m][k] tile: matrices
-// (rows +0, cols +0), (+8, +0), (+0, +8), (+8, +8) -> a0..a3.
-__device__ __forceinline__ void load_a(uint32_t (&a)[4], const bf16* base, int ld, int m0, int k0,
-                                       int lane) {
-  ldsm_x4(a, base + (m0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * ld + k0 + 8 * (lane >> 4));
-}
-
-// B fragments for output columns n0..n0+7 (b[0], b[1]) and n0+8..n0+15 (b[2], b[3]) over the
-// reduction index k0..k0+15, from a tile stored [n][k] (K in S = Q K^T): matrices
-// (n +0, k +0), (n +0, k +8), (n +8, k +0), (n +8, k +8).
-__device__ __forceinline__ void load_b_nk(uint32_t (&b)[4], const bf16* base, int ld, int n0,
-                                          int k0, int lane) {
-  ldsm_x4(b, base + (n0 + (lane & 7) + 8 * (lane >> 4)) * ld + k0 + 8 * ((lane >> 3) & 1));
-}
-
-// The same fragments from a tile stored [k][n] (V in O = P V): transposing loads of matrices
-// (k +0, n +0), (k +8, n +0), (k +0, n +8), (k +8, n +8). With .trans, lane l receives elements
-// (rows 2t, 2t+1; col g) of each stored 8x8 matrix, which is the b0/b1 layout.
-__device__ __forceinline__ void load_b_kn(uint32_t (&b)[4], const bf16* base, int ld, int k0,
-                                          int n0, int lane) {
-  ldsm_x4_trans(b, base + (k0 + (lane & 7) + 8 * ((lane >> 3) & 1)) * ld + n0 + 8 * (lane >> 4));
-}
-
-// A fragment of the 16x16 block formed by two 16x8 accumulator blocks (see the file comment).
-__device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&lo)[4],
-                                         const float (&hi)[4]) {
-  a[0] = pack_bf16(lo[0], lo[1]);
-  a[1] = pack_bf16(lo[2], lo[3]);
-  a[2] = pack_bf16(hi[0], hi[1]);
-  a[3] = pack_bf16(hi[2], hi[3]);
-}
-
-// ---- global <-> shared tiles -------------------------------------------------------------------
-
-// Asynchronously: dst[r][0..D) = src[(first + r) * ld + 0..D) for r < rows, zero rows past N.
-// dst has row stride D+8. Every thread of the block takes part.
+// At most 6 warps per block (attn::row_tiling never picks more). Launch bounds ask for kMinBlocks
+// blocks of 192 threads per SM, which caps ptxas at 65536 / (192 * min blocks) registers per
+// thread: 168 for d <= 64 (no spills; two blocks of 6 warps per SM at N = 257, where the dk/dv
+// kernel used to take 205 registers and one block), 255 for d = 128 (which needs more).
+constexpr int kMaxThreads = 32 * attn::kTiledMaxWarps;
 template <int D>
-__device__ __forceinline__ void load_rows(bf16* dst, const bf16* __restrict__ src, int64_t ld,
-                                          int first, int rows, int N) {
-  constexpr int kChunks = D / 8;  // 16-byte chunks per row
-  for (int i = threadIdx.x; i < rows * kChunks; i += blockDim.x) {
-    const int r = i / kChunks, c = (i % kChunks) * 8, tok = first + r;
-    const int64_t src_row = tok < N ? tok : N - 1;  // a valid address even when zero-filling
-    cp_async16(dst + r * (D + 8) + c, src + src_row * ld + c, tok < N);
-  }
-}
-
-// One warp: dst[(first + r) * ld + 0..D) = src[r][0..D) for the rows r < 16 with first + r < N,
-// in 16-byte stores; src is this warp's [16][D+8] staging area.
-template <int D>
-__device__ __forceinline__ void store_rows(bf16* __restrict__ dst, int64_t ld, const bf16* src,
-                                           int first, int N, int lane) {
-  constexpr int kChunks = D / 8;
-  for (int i = lane; i < 16 * kChunks; i += 32) {
-    const int r = i / kChunks, c = (i % kChunks) * 8, tok = first + r;
-    if (tok < N)
-      *reinterpret_cast<uint4*>(dst + tok * ld + c) =
-          *reinterpret_cast<const uint4*>(src + r * (D + 8) + c);
-  }
-}
-
-// Writes a warp's 16 x D fp32 accumulator (times `s0` for row g, `s1` for row g+8) as bf16 into
-// its [16][D+8] staging area.
-template <int D>
-__device__ __forceinline__ void stage_acc(bf16* dst, const float (&acc)[D / 8][4], float s0,
-                                          float s1, int lane) {
-  const int g = lane / 4, t = lane % 4;
-#pragma unroll
-  for (int n = 0; n < D / 8; ++n) {
-    *reinterpret_cast<__nv_bfloat162*>(dst + g * (D + 8) + n * 8 + 2 * t) =
-        __floats2bfloat162_rn(acc[n][0] * s0, acc[n][1] * s0);
-    *reinterpret_cast<__nv_bfloat162*>(dst + (g + 8) * (D + 8) + n * 8 + 2 * t) =
-        __floats2bfloat162_rn(acc[n][2] * s1, acc[n][3] * s1);
-  }
-}
-
-template <int R, int C>
-__device__ __forceinline__ void zero(float (&a)[R][C]) {
-#pragma unroll
-  for (int i = 0; i < R; ++i)
-#pragma unroll
-    for (int j = 0; j < C; ++j) a[i][j] = 0.f;
-}
-
-// Max / sum over the 4 lanes that share a fragment row (lanes 4g .. 4g+3).
-__device__ __forceinline__ float quad_max(float v) {
-  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-}
-__device__ __forceinline__ float quad_sum(float v) {
-  v += __shfl_xor_sync(0xffffffffu, v, 1);
-  return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
+constexpr int kMinBlocks = D >= 128 ? 1 : 2;
 
 struct BlockPos {
   int64_t b, bh;
@@ -217,13 +59,12 @@ size_t fwd_smem(int warps) {
 }
 
 template <int D>
-__global__ void __launch_bounds__(kMaxThreads, 1)
+__global__ void __launch_bounds__(kMaxThreads, kMinBlocks<D>)
     attn_fwd_mma(const bf16* __restrict__ qkv, bf16* __restrict__ out, float* __restrict__ lse,
                  int N, int H, int tiles, float scale_log2) {
   constexpr int kLd = D + 8, kBK = kFwdKeys, kSN = kBK / 8;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
   const int rows = static_cast<int>(blockDim.x / 32) * 16;
-  bf16* Qs = reinterpret_cast<bf16*>(smem_raw);
+  bf16* Qs = reinterpret_cast<bf16*>(ptx::dynamic_smem());
   bf16* Ks = Qs + rows * kLd;
   bf16* Vs = Ks + 2 * kBK * kLd;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, t = lane % 4;
@@ -344,29 +185,49 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
   }
 }
 
-// ---- backward: dq ------------------------------------------------------------------------------
-// Block: W warps x 16 query rows; key/value tiles of kBwdTile(D) rows.
-// Shared: Q, dO [16W][D+8]; K, V [2][T][D+8]. Per warp and key tile: S = Q K^T and
-// dP = dO V^T (16xT each), P = exp2(S*scale*log2e - lse*log2e) (masked keys 0),
-// dS = P (dP - delta), dq += dS K; dq is scaled by 1/sqrt(d) once at the end.
+// ---- backward: dq and delta --------------------------------------------------------------------
+// Block: W warps x 16 query rows; key/value tiles of kBwdTile(D) rows, double-buffered.
+// Shared: Q, dO [16W][D+8]; K, V [2][T][D+8].
+// First delta_i = rowsum(dO_i * O_i) for the warp's 16 rows, in fp32 from the bf16 values: O
+// goes straight from global memory into registers (issued before the first wait, so it
+// overlaps the tile loads), dO comes from shared memory; d/8 lanes per row, one 16-byte chunk
+// each, a shuffle sum. delta goes to global memory for the dk/dv kernel (launched next on the
+// same stream) and stays in registers here, so no separate delta pass reads O and dO.
+// Then per warp and 16-key chunk of each tile: S = Q K^T and dP = dO V^T (16x16 each),
+// P = exp2(S*scale*log2e - lse*log2e) (masked keys 0), dS = P (dP - delta), dq += dS K_chunk;
+// dq is scaled by 1/sqrt(d) once at the end. Chunks of 16 keys keep the score registers at 16
+// (a whole tile's would be 4T), and at d <= 64 the warp's Q and dO fragments stay in registers
+// for the whole kernel; see kMinBlocks for the resulting occupancy.
 template <int D>
 constexpr int kBwdTile = D >= 128 ? 32 : 64;  // fewer score registers at d = 128
+
+// Whether the backward kernels hold the A fragments of their own 16 rows (Q and dO for dq, K
+// and V for dk/dv: d/2 registers) for the whole kernel rather than reloading them per chunk.
+template <int D>
+constexpr bool kHoldRows = D <= 64;
 
 template <int D>
 size_t dq_smem(int warps) {
   return static_cast<size_t>(2 * warps * 16 + 4 * kBwdTile<D>) * (D + 8) * sizeof(bf16);
 }
 
+template <int R>
+__device__ __forceinline__ void copy_frag(uint32_t (&dst)[R], const uint32_t (&src)[R]) {
+#pragma unroll
+  for (int i = 0; i < R; ++i) dst[i] = src[i];
+}
+
 template <int D>
-__global__ void __launch_bounds__(kMaxThreads, 1)
+__global__ void __launch_bounds__(kMaxThreads, kMinBlocks<D>)
     attn_bwd_dq_mma(const bf16* __restrict__ qkv, const bf16* __restrict__ gout,
-                    const float* __restrict__ lse, const float* __restrict__ delta,
-                    bf16* __restrict__ gqkv, int N, int H, int tiles, float scale_log2,
-                    float scale) {
-  constexpr int kLd = D + 8, kBK = kBwdTile<D>, kSN = kBK / 8;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+                    const bf16* __restrict__ out, const float* __restrict__ lse,
+                    float* __restrict__ delta, bf16* __restrict__ gqkv, int N, int H, int tiles,
+                    float scale_log2, float scale) {
+  constexpr int kLd = D + 8, kBK = kBwdTile<D>, kHold = kHoldRows<D> ? D / 16 : 1;
+  // delta: kC lanes (16-byte chunks) per row, kR rows per step, kSteps steps for 16 rows.
+  constexpr int kC = D / 8, kR = 32 / kC, kSteps = 16 / kR;
   const int rows = static_cast<int>(blockDim.x / 32) * 16;
-  bf16* Qs = reinterpret_cast<bf16*>(smem_raw);
+  bf16* Qs = reinterpret_cast<bf16*>(ptx::dynamic_smem());
   bf16* dOs = Qs + rows * kLd;
   bf16* Ks = dOs + rows * kLd;
   bf16* Vs = Ks + 2 * kBK * kLd;
@@ -375,21 +236,62 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
   const int q0 = pos.tile * rows, wq0 = q0 + warp * 16;
   const int64_t HD = int64_t{H} * D, ld = 3 * HD;
   const bf16* Qg = qkv + pos.b * N * ld + int64_t{pos.h} * D;
+  const int64_t orow = pos.b * N * HD + int64_t{pos.h} * D;  // row 0 of this head in O, dO
 
+  // Two groups: Q and dO (needed for delta and the held fragments), then the first K, V tile.
   load_rows<D>(Qs, Qg, ld, q0, rows, N);
-  load_rows<D>(dOs, gout + pos.b * N * HD + int64_t{pos.h} * D, HD, q0, rows, N);
+  load_rows<D>(dOs, gout + orow, HD, q0, rows, N);
+  cp_async_commit();
   load_rows<D>(Ks, Qg + HD, ld, 0, kBK, N);
   load_rows<D>(Vs, Qg + 2 * HD, ld, 0, kBK, N);
   cp_async_commit();
 
-  const bool active = wq0 < N;
-  float lse2[2], dl[2];  // rows g, g+8
+  const bool active = wq0 < N;  // warp-uniform
+  uint4 o_part[kSteps];         // this lane's chunks of O for delta
+#pragma unroll
+  for (int j = 0; j < kSteps; ++j) {
+    const int q = wq0 + j * kR + lane / kC;
+    o_part[j] = active && q < N
+                    ? *reinterpret_cast<const uint4*>(out + orow + q * HD + (lane % kC) * 8)
+                    : make_uint4(0u, 0u, 0u, 0u);
+  }
+  float lse2[2], dl[2] = {0.f, 0.f};  // rows g, g+8
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int q = wq0 + g + 8 * r;
     lse2[r] = q < N ? lse[pos.bh * N + q] * kLog2e : 0.f;
-    dl[r] = q < N ? delta[pos.bh * N + q] : 0.f;
   }
+  uint32_t qa[kHold][4], da[kHold][4];
+  cp_async_wait<1>();  // Q and dO
+  __syncthreads();
+  if (active) {
+    // delta of rows wq0 + j*kR + lane/kC; after group_sum every lane of a row's group holds the
+    // row's sum, and lane (g, t) fetches rows g and g+8 from their groups.
+    float part[kSteps];
+#pragma unroll
+    for (int j = 0; j < kSteps; ++j) {
+      const int r = j * kR + lane / kC, q = wq0 + r;
+      const uint4 dov =
+          *reinterpret_cast<const uint4*>(dOs + (warp * 16 + r) * kLd + (lane % kC) * 8);
+      part[j] = group_sum<kC>(dot8(o_part[j], dov));
+      if (lane % kC == 0 && q < N) delta[pos.bh * N + q] = part[j];
+    }
+#pragma unroll
+    for (int j = 0; j < kSteps; ++j) {
+      const float x = __shfl_sync(0xffffffffu, part[j], (g % kR) * kC);
+      const float y = __shfl_sync(0xffffffffu, part[j], ((g + 8) % kR) * kC);
+      if (g / kR == j) dl[0] = x;
+      if ((g + 8) / kR == j) dl[1] = y;
+    }
+    if constexpr (kHoldRows<D>) {
+#pragma unroll
+      for (int kd = 0; kd < D / 16; ++kd) {
+        load_a(qa[kd], Qs, kLd, warp * 16, kd * 16, lane);
+        load_a(da[kd], dOs, kLd, warp * 16, kd * 16, lane);
+      }
+    }
+  }
+
   float dq[D / 8][4];
   zero(dq);
   const int nkt = (N + kBK - 1) / kBK;
@@ -407,44 +309,44 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
     if (active) {
       const bf16* ks = Ks + buf * kBK * kLd;
       const bf16* vs = Vs + buf * kBK * kLd;
-      const int k0 = kt * kBK, live = min(kBK / 16, (N - k0 + 15) / 16);  // as in the forward
-      float s[kSN][4], dp[kSN][4];
-      zero(s);
-      zero(dp);
+      const int k0 = kt * kBK, live = min(kBK / 16, (N - k0 + 15) / 16);  // chunks with a key
+#pragma unroll 1
+      for (int c = 0; c < live; ++c) {
+        float s[2][4], dp[2][4];
+        zero(s);
+        zero(dp);
 #pragma unroll
-      for (int kd = 0; kd < D / 16; ++kd) {
-        uint32_t qa[4], da[4];
-        load_a(qa, Qs, kLd, warp * 16, kd * 16, lane);
-        load_a(da, dOs, kLd, warp * 16, kd * 16, lane);
-#pragma unroll
-        for (int np = 0; np < kBK / 16; ++np) {
-          if (np >= live) continue;  // uniform: the block holds no live column
-          uint32_t kb[4], vb[4];
-          load_b_nk(kb, ks, kLd, np * 16, kd * 16, lane);
-          load_b_nk(vb, vs, kLd, np * 16, kd * 16, lane);
-          mma(s[2 * np], qa, kb[0], kb[1]);
-          mma(s[2 * np + 1], qa, kb[2], kb[3]);
-          mma(dp[2 * np], da, vb[0], vb[1]);
-          mma(dp[2 * np + 1], da, vb[2], vb[3]);
+        for (int kd = 0; kd < D / 16; ++kd) {
+          uint32_t qf[4], df[4], kb[4], vb[4];
+          if constexpr (kHoldRows<D>) {
+            copy_frag(qf, qa[kd]);
+            copy_frag(df, da[kd]);
+          } else {
+            load_a(qf, Qs, kLd, warp * 16, kd * 16, lane);
+            load_a(df, dOs, kLd, warp * 16, kd * 16, lane);
+          }
+          load_b_nk(kb, ks, kLd, c * 16, kd * 16, lane);
+          mma(s[0], qf, kb[0], kb[1]);
+          mma(s[1], qf, kb[2], kb[3]);
+          load_b_nk(vb, vs, kLd, c * 16, kd * 16, lane);
+          mma(dp[0], df, vb[0], vb[1]);
+          mma(dp[1], df, vb[2], vb[3]);
         }
-      }
+        // Element (n, e): key k0 + 16c + 8n + 2t + (e & 1), row g + 8 (e >> 1).
 #pragma unroll
-      for (int n = 0; n < kSN; ++n)
+        for (int n = 0; n < 2; ++n)
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int key = k0 + 8 * n + 2 * t + (e & 1), r = e >> 1;
-          const float p = key < N ? exp2f(s[n][e] * scale_log2 - lse2[r]) : 0.f;
-          s[n][e] = p * (dp[n][e] - dl[r]);  // dS
-        }
-#pragma unroll
-      for (int kc = 0; kc < kBK / 16; ++kc) {
-        if (kc >= live) continue;  // uniform: the block holds no live column
+          for (int e = 0; e < 4; ++e) {
+            const int key = k0 + 16 * c + 8 * n + 2 * t + (e & 1), r = e >> 1;
+            const float p = key < N ? exp2f(s[n][e] * scale_log2 - lse2[r]) : 0.f;
+            s[n][e] = p * (dp[n][e] - dl[r]);  // dS
+          }
         uint32_t sa[4];
-        acc_to_a(sa, s[2 * kc], s[2 * kc + 1]);
+        acc_to_a(sa, s[0], s[1]);
 #pragma unroll
         for (int np = 0; np < D / 16; ++np) {
           uint32_t kb[4];
-          load_b_kn(kb, ks, kLd, kc * 16, np * 16, lane);
+          load_b_kn(kb, ks, kLd, c * 16, np * 16, lane);
           mma(dq[2 * np], sa, kb[0], kb[1]);
           mma(dq[2 * np + 1], sa, kb[2], kb[3]);
         }
@@ -462,11 +364,13 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
 }
 
 // ---- backward: dk, dv --------------------------------------------------------------------------
-// Block: W warps x 16 key rows; query tiles of kBwdTile(D) rows. The scores are computed
-// transposed (rows = keys, columns = queries), so lse and delta are per column and come from
-// shared memory. Shared: K, V [16W][D+8]; Q, dO [2][T][D+8]; lse*log2e, delta [2][T] (fp32).
-// Per warp and query tile: S^T = K Q^T, dP^T = V dO^T, P^T = exp2(S^T*scale*log2e - lse*log2e)
-// (masked queries 0), dS^T = P^T (dP^T - delta), dv += P^T dO, dk += dS^T Q.
+// Block: W warps x 16 key rows; query tiles of kBwdTile(D) rows, double-buffered. The scores are
+// computed transposed (rows = keys, columns = queries), so lse and delta are per column and
+// come from shared memory. Shared: K, V [16W][D+8]; Q, dO [2][T][D+8]; lse*log2e, delta [2][T]
+// (fp32). Per warp and 16-query chunk of each tile: S^T = K Q^T, dP^T = V dO^T (16x16 each),
+// P^T = exp2(S^T*scale*log2e - lse*log2e) (masked queries 0), dS^T = P^T (dP^T - delta),
+// dv += P^T dO_chunk, dk += dS^T Q_chunk. As in the dq kernel, chunks of 16 keep the score
+// registers small and at d <= 64 the warp's K and V fragments stay in registers.
 template <int D>
 size_t dkdv_smem(int warps) {
   constexpr int kT = kBwdTile<D>;
@@ -475,15 +379,14 @@ size_t dkdv_smem(int warps) {
 }
 
 template <int D>
-__global__ void __launch_bounds__(kMaxThreads, 1)
+__global__ void __launch_bounds__(kMaxThreads, kMinBlocks<D>)
     attn_bwd_dkdv_mma(const bf16* __restrict__ qkv, const bf16* __restrict__ gout,
                       const float* __restrict__ lse, const float* __restrict__ delta,
                       bf16* __restrict__ gqkv, int N, int H, int tiles, float scale_log2,
                       float scale) {
-  constexpr int kLd = D + 8, kBQ = kBwdTile<D>, kSN = kBQ / 8;
-  extern __shared__ __align__(16) unsigned char smem_raw[];
+  constexpr int kLd = D + 8, kBQ = kBwdTile<D>, kHold = kHoldRows<D> ? D / 16 : 1;
   const int rows = static_cast<int>(blockDim.x / 32) * 16;
-  bf16* Ks = reinterpret_cast<bf16*>(smem_raw);
+  bf16* Ks = reinterpret_cast<bf16*>(ptx::dynamic_smem());
   bf16* Vs = Ks + rows * kLd;
   bf16* Qs = Vs + rows * kLd;
   bf16* dOs = Qs + 2 * kBQ * kLd;
@@ -506,14 +409,28 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
       Dl[buf * kBQ + i] = q < N ? delta_bh[q] : 0.f;
     }
   };
+  // Two groups: the block's K and V rows (for the held fragments), then the first Q, dO tile.
   load_rows<D>(Ks, Qg + HD, ld, k0, rows, N);
   load_rows<D>(Vs, Qg + 2 * HD, ld, k0, rows, N);
+  cp_async_commit();
   load_rows<D>(Qs, Qg, ld, 0, kBQ, N);
   load_rows<D>(dOs, dOg, HD, 0, kBQ, N);
   cp_async_commit();
   load_stats(0, 0);
 
   const bool active = wk0 < N;
+  uint32_t ka[kHold][4], va[kHold][4];
+  if constexpr (kHoldRows<D>) {
+    cp_async_wait<1>();  // K and V
+    __syncthreads();
+    if (active) {
+#pragma unroll
+      for (int kd = 0; kd < D / 16; ++kd) {
+        load_a(ka[kd], Ks, kLd, warp * 16, kd * 16, lane);
+        load_a(va[kd], Vs, kLd, warp * 16, kd * 16, lane);
+      }
+    }
+  }
   float dk[D / 8][4], dv[D / 8][4];
   zero(dk);
   zero(dv);
@@ -535,50 +452,54 @@ __global__ void __launch_bounds__(kMaxThreads, 1)
       const bf16* dos = dOs + buf * kBQ * kLd;
       const float* ls = Ls + buf * kBQ;
       const float* dls = Dl + buf * kBQ;
-      // 16-query blocks of this tile that hold a query < N; the others are skipped.
+      // 16-query chunks of this tile that hold a query < N; the others are skipped.
       const int qbase = qt * kBQ, live = min(kBQ / 16, (N - qbase + 15) / 16);
-      float st[kSN][4], dpt[kSN][4];
-      zero(st);
-      zero(dpt);
+#pragma unroll 1
+      for (int c = 0; c < live; ++c) {
+        float st[2][4], dpt[2][4];
+        zero(st);
+        zero(dpt);
 #pragma unroll
-      for (int kd = 0; kd < D / 16; ++kd) {
-        uint32_t ka[4], va[4];
-        load_a(ka, Ks, kLd, warp * 16, kd * 16, lane);
-        load_a(va, Vs, kLd, warp * 16, kd * 16, lane);
-#pragma unroll
-        for (int np = 0; np < kBQ / 16; ++np) {
-          if (np >= live) continue;  // uniform: the block holds no live column
-          uint32_t qb[4], ob[4];
-          load_b_nk(qb, qs, kLd, np * 16, kd * 16, lane);
-          load_b_nk(ob, dos, kLd, np * 16, kd * 16, lane);
-          mma(st[2 * np], ka, qb[0], qb[1]);
-          mma(st[2 * np + 1], ka, qb[2], qb[3]);
-          mma(dpt[2 * np], va, ob[0], ob[1]);
-          mma(dpt[2 * np + 1], va, ob[2], ob[3]);
+        for (int kd = 0; kd < D / 16; ++kd) {
+          uint32_t kf[4], vf[4], qb[4], ob[4];
+          if constexpr (kHoldRows<D>) {
+            copy_frag(kf, ka[kd]);
+            copy_frag(vf, va[kd]);
+          } else {
+            load_a(kf, Ks, kLd, warp * 16, kd * 16, lane);
+            load_a(vf, Vs, kLd, warp * 16, kd * 16, lane);
+          }
+          load_b_nk(qb, qs, kLd, c * 16, kd * 16, lane);
+          mma(st[0], kf, qb[0], qb[1]);
+          mma(st[1], kf, qb[2], qb[3]);
+          load_b_nk(ob, dos, kLd, c * 16, kd * 16, lane);
+          mma(dpt[0], vf, ob[0], ob[1]);
+          mma(dpt[1], vf, ob[2], ob[3]);
         }
-      }
+        // Element (n, e): query column 16c + 8n + 2t + (e & 1) of the tile.
 #pragma unroll
-      for (int n = 0; n < kSN; ++n)
+        for (int n = 0; n < 2; ++n) {
+          const int col = 16 * c + 8 * n + 2 * t;
+          const float2 l2 = *reinterpret_cast<const float2*>(ls + col);
+          const float2 dl = *reinterpret_cast<const float2*>(dls + col);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int c = 8 * n + 2 * t + (e & 1);  // query column within the tile
-          const float p = qbase + c < N ? exp2f(st[n][e] * scale_log2 - ls[c]) : 0.f;
-          st[n][e] = p;
-          dpt[n][e] = p * (dpt[n][e] - dls[c]);  // dS^T
+          for (int e = 0; e < 4; ++e) {
+            const bool ok = qbase + col + (e & 1) < N;
+            const float p = ok ? exp2f(st[n][e] * scale_log2 - (e & 1 ? l2.y : l2.x)) : 0.f;
+            st[n][e] = p;
+            dpt[n][e] = p * (dpt[n][e] - (e & 1 ? dl.y : dl.x));  // dS^T
+          }
         }
-#pragma unroll
-      for (int kc = 0; kc < kBQ / 16; ++kc) {
-        if (kc >= live) continue;  // uniform: the block holds no live column
         uint32_t pa[4], sa[4];
-        acc_to_a(pa, st[2 * kc], st[2 * kc + 1]);
-        acc_to_a(sa, dpt[2 * kc], dpt[2 * kc + 1]);
+        acc_to_a(pa, st[0], st[1]);
+        acc_to_a(sa, dpt[0], dpt[1]);
 #pragma unroll
         for (int np = 0; np < D / 16; ++np) {
           uint32_t ob[4], qb[4];
-          load_b_kn(ob, dos, kLd, kc * 16, np * 16, lane);
-          load_b_kn(qb, qs, kLd, kc * 16, np * 16, lane);
+          load_b_kn(ob, dos, kLd, c * 16, np * 16, lane);
           mma(dv[2 * np], pa, ob[0], ob[1]);
           mma(dv[2 * np + 1], pa, ob[2], ob[3]);
+          load_b_kn(qb, qs, kLd, c * 16, np * 16, lane);
           mma(dk[2 * np], sa, qb[0], qb[1]);
           mma(dk[2 * np + 1], sa, qb[2], qb[3]);
         }
@@ -627,8 +548,8 @@ void attention_fwd_mma(const void* qkv, void* out, float* lse, const AttentionDi
   });
 }
 
-void attention_bwd_mma(const void* gout, const void* qkv, const float* lse, const float* delta,
-                       void* gqkv, const AttentionDims& d, cudaStream_t stream) {
+void attention_bwd_mma(const void* gout, const void* qkv, const void* out, const float* lse,
+                       float* delta, void* gqkv, const AttentionDims& d, cudaStream_t stream) {
   attn::with_head_dim(d.head_dim, "attention_bwd_mma", [&](auto dc) {
     constexpr int D = decltype(dc)::value;
     if constexpr (D < 16) {
@@ -645,7 +566,8 @@ void attention_bwd_mma(const void* gout, const void* qkv, const float* lse, cons
       const size_t smem_dq = dq_smem<D>(rt.warps);
       attn::allow_smem(attn_bwd_dq_mma<D>, dq_smem<D>(kMaxThreads / 32));
       attn_bwd_dq_mma<D><<<blocks, rt.warps * 32, smem_dq, stream>>>(
-          q, go, lse, delta, g, N, H, rt.tiles, sc.scale_log2, sc.scale);
+          q, go, static_cast<const bf16*>(out), lse, delta, g, N, H, rt.tiles, sc.scale_log2,
+          sc.scale);
       after_launch("attn_bwd_dq_mma", stream);
 
       const size_t smem_kv = dkdv_smem<D>(rt.warps);

@@ -14,6 +14,9 @@
 //    output inside delta = rowsum(dO * O) and the stored gradient each add one rounding.
 //  - large logits (|s| up to L): a logit carries an absolute error of about u L, which the
 //    softmax turns into a relative error of the probabilities: K = N d (1 + L)^2.
+// The bf16 tensor-core kernels come in two families with the same rounding points (small: one
+// block per head for N <= 128 and d <= 64, what the op runs for the ViT shapes; tiled: any N),
+// so both are held to the same bf16 tolerances; the launcher tests force each.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -238,7 +241,12 @@ TEST_CASE("CUDA attention launchers: each kernel family, with the saved logsumex
     };
     std::vector<Run> runs{{DType::f32, AttentionKernel::simt, "f32 simt"},
                           {DType::bf16, AttentionKernel::simt, "bf16 simt"}};
-    if (s.d >= 16) runs.push_back({DType::bf16, AttentionKernel::mma, "bf16 mma"});
+    if (s.d >= 16) {
+      runs.push_back({DType::bf16, AttentionKernel::mma, "bf16 mma"});
+      runs.push_back({DType::bf16, AttentionKernel::mma_tiled, "bf16 mma_tiled"});
+    }
+    if (s.d >= 16 && s.d <= 64 && s.N <= 128)
+      runs.push_back({DType::bf16, AttentionKernel::mma_small, "bf16 mma_small"});
     for (const Run& run : runs) {
       const std::string tag = std::string(run.name) + " " + s.str();
       const Raw got = run_launchers(qkv, g, s, run.dtype, run.kernel);
@@ -251,6 +259,39 @@ TEST_CASE("CUDA attention launchers: each kernel family, with the saved logsumex
                              "qkv gradient " + tag);
     }
   }
+}
+
+TEST_CASE("CUDA attention small kernels (one block per head): every block count, partial blocks") {
+  LVIT_SKIP_WITHOUT_GPU();
+  // The one-block-per-head kernels are compiled per count of 16-token blocks (1..8) and mask
+  // the padded rows of the last block: N on both sides of every multiple of 16 up to 128, for
+  // each head dim they take, against the CPU op; the tiled kernels on the same inputs as well,
+  // and N = 129 through the op (past the small kernels' range, dispatched to the tiled ones).
+  using cuda::AttentionKernel;
+  uint64_t seed = 10500;
+  int i = 0;
+  for (int64_t N :
+       {1, 2, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 80, 81, 96, 97, 112, 113, 127, 128})
+    for (int64_t d : {16, 32, 64}) {
+      const Dims s{1 + i % 2, N, 1 + i % 3, d};
+      ++i;
+      const Tensor qkv = bf16_rounded(cudatest::randn(s.qkv(), seed));
+      const Tensor g = bf16_rounded(cudatest::randn(s.out(), seed + 1));
+      seed += 2;
+      const Pass want = run_op(qkv, g, s.H, DType::f32, Device::cpu());
+      const Tensor lse_want = host_logits(qkv, s).lse;
+      for (AttentionKernel k : {AttentionKernel::mma_small, AttentionKernel::mma_tiled}) {
+        const std::string tag =
+            std::string(k == AttentionKernel::mma_small ? "mma_small " : "mma_tiled ") + s.str();
+        const Raw got = run_launchers(qkv, g, s, DType::bf16, k);
+        cudatest::expect_close(want.out, got.out, Arith::bf16, k_fwd(s, DType::bf16),
+                               "forward " + tag);
+        cudatest::expect_close(lse_want, got.lse, Arith::f32, s.N * s.d, "lse " + tag);
+        cudatest::expect_close(want.gqkv, got.gqkv, Arith::bf16, k_bwd(s, DType::bf16),
+                               "qkv gradient " + tag);
+      }
+    }
+  check_op({2, 129, 2, 64}, DType::bf16, seed);
 }
 
 TEST_CASE("CUDA attention: uniform attention (q = 0) is exact up to the output rounding") {
@@ -334,6 +375,17 @@ TEST_CASE("CUDA attention: unsupported dtypes and head dims throw lvit::Error") 
                   Error);
   CHECK_THROWS_AS(cuda::attention_fwd(DType::f32, nullptr, nullptr, nullptr, {1, 4, 2, 64},
                                       cuda::stream(0), cuda::AttentionKernel::mma),
+                  Error);
+  // The one-block-per-head family needs N <= 128 and d <= 64 (and the tiled family d >= 16).
+  CHECK_THROWS_AS(cuda::attention_fwd(DType::bf16, nullptr, nullptr, nullptr, {1, 129, 2, 64},
+                                      cuda::stream(0), cuda::AttentionKernel::mma_small),
+                  Error);
+  CHECK_THROWS_AS(
+      cuda::attention_bwd(DType::bf16, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+                          {1, 65, 2, 128}, cuda::stream(0), cuda::AttentionKernel::mma_small),
+      Error);
+  CHECK_THROWS_AS(cuda::attention_fwd(DType::bf16, nullptr, nullptr, nullptr, {1, 65, 2, 8},
+                                      cuda::stream(0), cuda::AttentionKernel::mma_tiled),
                   Error);
 }
 
