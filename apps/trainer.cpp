@@ -519,7 +519,7 @@ void Trainer::run(const std::string& out_dir) {
       m["test_images"] = evaluate_into(*model_, "");
       if (ema_) evaluate_into(*ema_, "_ema");
     }
-    m["peak_mem_mb"] = peak_rss_mb();
+    m["peak_mem_mb"] = peak_memory_mb(device_);  // the allocator peak on a GPU, RSS on the CPU
     m["wall_time_s"] = seconds_since(run_start);
     if (metrics.is_open()) {
       metrics << m.dump() << "\n";
