@@ -157,6 +157,47 @@ __global__ void column_partial_kernel(const T* __restrict__ x, int64_t M, int64_
   }
 }
 
+// The vectorised form for contiguous rows (N % 4 == 0, 8- or 16-byte aligned rows): each thread
+// sums 4 adjacent columns, a warp covers 128 columns, 8 warps split the chunk's rows.
+template <typename T, typename Acc>
+__global__ void column_partial_vec_kernel(const T* __restrict__ x, int64_t M, int64_t N,
+                                          int64_t rows_per, Acc* __restrict__ part) {
+  __shared__ Acc tile[8][128];
+  const int64_t col = blockIdx.x * int64_t{128} + 4 * threadIdx.x;
+  const int64_t r0 = blockIdx.y * rows_per;
+  const int64_t r1 = min(M, r0 + rows_per);
+  Acc a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  if (col < N)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += 8) {
+      const T* p = x + r * N + col;
+      if constexpr (sizeof(T) == 2) {
+        const uint2 u = *reinterpret_cast<const uint2*>(p);
+        const T* v = reinterpret_cast<const T*>(&u);
+        a0 += static_cast<Acc>(v[0]);
+        a1 += static_cast<Acc>(v[1]);
+        a2 += static_cast<Acc>(v[2]);
+        a3 += static_cast<Acc>(v[3]);
+      } else {
+        a0 += static_cast<Acc>(p[0]);
+        a1 += static_cast<Acc>(p[1]);
+        a2 += static_cast<Acc>(p[2]);
+        a3 += static_cast<Acc>(p[3]);
+      }
+    }
+  tile[threadIdx.y][4 * threadIdx.x] = a0;
+  tile[threadIdx.y][4 * threadIdx.x + 1] = a1;
+  tile[threadIdx.y][4 * threadIdx.x + 2] = a2;
+  tile[threadIdx.y][4 * threadIdx.x + 3] = a3;
+  __syncthreads();
+  // 256 threads fold the 8 partial rows of the block's 128 columns.
+  const int t = threadIdx.y * 32 + threadIdx.x;
+  if (t < 128 && blockIdx.x * int64_t{128} + t < N) {
+    Acc s = 0;
+    for (int i = 0; i < 8; ++i) s += tile[i][t];
+    part[blockIdx.y * N + blockIdx.x * int64_t{128} + t] = s;
+  }
+}
+
 template <typename T, typename Acc>
 __global__ void column_final_kernel(const Acc* __restrict__ part, int64_t chunks, int64_t N,
                                     T* __restrict__ out) {
@@ -275,6 +316,11 @@ void column_sums(DType dtype, DType out_dtype, const void* x, int64_t M, int64_t
     Acc* part = static_cast<Acc*>(alloc->allocate(bytes));
     if (M == 0) {
       LVIT_CUDA_CHECK(cudaMemsetAsync(part, 0, bytes, stream));
+    } else if (N % 4 == 0 && reinterpret_cast<uintptr_t>(x) % (4 * sizeof(T)) == 0) {
+      column_partial_vec_kernel<T, Acc>
+          <<<dim3(static_cast<unsigned>((N + 127) / 128), static_cast<unsigned>(chunks)),
+             dim3(32, 8), 0, stream>>>(static_cast<const T*>(x), M, N, rows_per, part);
+      after_launch("column_partial", stream);
     } else {
       column_partial_kernel<T, Acc>
           <<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(chunks)), dim3(32, 8), 0,
