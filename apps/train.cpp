@@ -69,7 +69,7 @@ int main(int argc, char** argv) {
                  "GPU: run every step eagerly instead of replaying a captured CUDA graph");
     cli.add_option("--precision", o.precision,
                    "GPU arithmetic: fp32, tf32 (TF32 tensor-core GEMMs, fp32 elsewhere), or bf16 "
-                   "(mixed precision: bf16 activations and GEMMs, fp32 weights and loss)");
+                   "(default; mixed precision: bf16 activations and GEMMs, fp32 weights and loss)");
     cli.add_option("--out", out,
                    "Run directory: metrics.jsonl, model.safetensors, train_state.safetensors");
     cli.add_option(

@@ -47,9 +47,10 @@ struct TrainOptions {
   int64_t log_every = 10;  // per-step loss line in RUN_DIR/steps.jsonl every N steps (0: off)
   std::string log_format = "text";  // text | jsonl
   bool progress = true;
-  std::string device = "cpu";      // cpu | cuda[:N]
-  std::string precision = "tf32";  // fp32 | tf32 (GEMMs on the GPU; the CPU computes fp32)
-  bool cuda_graphs = true;         // GPU: capture the step once, replay it (apps/graph_step.h)
+  std::string device = "cpu";  // cpu | cuda[:N]
+  // GPU arithmetic: fp32 | tf32 | bf16 (mixed precision, the default); the CPU computes fp32.
+  std::string precision = "bf16";
+  bool cuda_graphs = true;  // GPU: capture the step once, replay it (apps/graph_step.h)
 
   nlohmann::json to_json() const;  // identity fields only
   static TrainOptions from_json(const nlohmann::json& j);

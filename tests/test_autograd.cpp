@@ -8,8 +8,10 @@
 #include "autograd/engine.h"
 #include "core/rng.h"
 #include "ops/ops.h"
+#include "tests/test_util.h"
 
 using namespace lvit;
+using lvit::test::error_message;
 
 namespace {
 
@@ -22,17 +24,6 @@ Tensor vec(const std::vector<double>& v, bool requires_grad = true) {
 std::vector<double> grad_of(const Tensor& t) {
   REQUIRE(t.grad().defined());
   return t.grad().to_vector<double>();
-}
-
-template <typename Fn>
-std::string error_message(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  FAIL("expected lvit::Error");
-  return {};
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "tests/test_util.h"
 
 #ifdef LVIT_WITH_CUDA
 #include "cuda/allocator.cuh"
@@ -25,22 +26,9 @@
 #endif
 
 using namespace lvit;
+using lvit::test::error_message;
 
-namespace {
-
-// The message of the lvit::Error thrown by fn (fails the test if none is thrown).
-template <typename Fn>
-std::string error_message(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  FAIL("expected lvit::Error");
-  return {};
-}
-
-}  // namespace
+namespace {}  // namespace
 
 #ifndef LVIT_WITH_CUDA
 

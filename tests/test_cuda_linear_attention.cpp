@@ -17,6 +17,7 @@
 #include "cuda_test_util.h"
 #include "ops/hydra.h"
 #include "ops/ripple.h"
+#include "tests/test_util.h"
 
 #ifdef LVIT_WITH_CUDA
 #include "cuda/ripple_plan.cuh"
@@ -25,6 +26,7 @@
 using namespace lvit;
 using cudatest::Arith;
 using cudatest::expect_close;
+using lvit::test::error_message;
 
 namespace {
 
@@ -33,18 +35,6 @@ struct Run {
 };
 
 Tensor place(const Tensor& host, bool gpu) { return gpu ? cudatest::to_gpu(host) : host.clone(); }
-
-// The message of the lvit::Error thrown by fn (fails the test if none is thrown).
-template <typename Fn>
-std::string error_message(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  FAIL("expected lvit::Error");
-  return {};
-}
 
 // ---- Hydra ----
 

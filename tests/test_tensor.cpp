@@ -17,8 +17,10 @@
 #include "core/tensor.h"
 #include "core/thread_pool.h"
 #include "ops/ops.h"
+#include "tests/test_util.h"
 
 using namespace lvit;
+using lvit::test::error_message;
 
 namespace {
 
@@ -27,18 +29,6 @@ Tensor iota(const Shape& shape) {
   std::vector<double> v(shape_numel(shape));
   std::iota(v.begin(), v.end(), 0.0);
   return Tensor::from_vector(v, shape);
-}
-
-// The message of the lvit::Error thrown by fn (fails the test if none is thrown).
-template <typename Fn>
-std::string error_message(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  FAIL("expected lvit::Error");
-  return {};
 }
 
 // Restores the thread count a test changes.

@@ -13,26 +13,14 @@
 #include "core/thread_pool.h"
 #include "models/checkpoint.h"
 #include "ops/ops.h"
+#include "tests/test_util.h"
 
 using namespace lvit;
 namespace fs = std::filesystem;
 
 namespace {
 
-// 40 random 16x16 RGB images in 10 classes, posing as CIFAR-100 (for its normalisation).
-data::ImageDataset synthetic_dataset() {
-  data::ImageDataset ds;
-  ds.name = "cifar100";
-  ds.size = 40;
-  ds.height = ds.width = 16;
-  ds.num_classes = 10;
-  ds.images.resize(ds.size * ds.image_numel());
-  for (size_t i = 0; i < ds.images.size(); ++i)
-    ds.images[i] = static_cast<uint8_t>(Philox::word(9, 0, i));
-  for (int64_t i = 0; i < ds.size; ++i) ds.labels.push_back(static_cast<int32_t>(i % 10));
-  for (int k = 0; k < 10; ++k) ds.class_names.push_back(std::to_string(k));
-  return ds;
-}
+data::ImageDataset synthetic_dataset() { return test::synthetic_dataset(40, 9); }
 
 ViTConfig tiny_config() {
   ViTConfig c = preset_config("vit-micro");

@@ -1,9 +1,17 @@
-// Helpers shared by the data suites: where the shared data lives, and scratch folders.
+// Helpers shared by the test suites: where the shared data lives, scratch folders, the message
+// of an expected error, and a small synthetic image dataset.
 #pragma once
+#include <doctest/doctest.h>
+
+#include <cstdint>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <string>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "data/cifar.h"
 
 namespace lvit::test {
 
@@ -29,5 +37,33 @@ struct TempDir {
   TempDir& operator=(const TempDir&) = delete;
   std::string str(const std::string& name = "") const { return (path / name).string(); }
 };
+
+// The message of the lvit::Error thrown by fn (fails the test if none is thrown).
+template <typename Fn>
+std::string error_message(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  FAIL("expected lvit::Error");
+  return {};
+}
+
+// `size` random 16x16 RGB images (Philox stream `seed`) in 10 classes (image i has label
+// i % 10), posing as CIFAR-100 for its normalisation.
+inline data::ImageDataset synthetic_dataset(int64_t size, uint64_t seed) {
+  data::ImageDataset ds;
+  ds.name = "cifar100";
+  ds.size = size;
+  ds.height = ds.width = 16;
+  ds.num_classes = 10;
+  ds.images.resize(ds.size * ds.image_numel());
+  for (size_t i = 0; i < ds.images.size(); ++i)
+    ds.images[i] = static_cast<uint8_t>(Philox::word(seed, 0, i));
+  for (int64_t i = 0; i < ds.size; ++i) ds.labels.push_back(static_cast<int32_t>(i % 10));
+  for (int k = 0; k < 10; ++k) ds.class_names.push_back(std::to_string(k));
+  return ds;
+}
 
 }  // namespace lvit::test
