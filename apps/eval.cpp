@@ -5,6 +5,7 @@
 
 #include "apps/common.h"
 #include "apps/trainer.h"
+#include "ops/autocast.h"
 #include "autograd/engine.h"
 #include "core/atomic_file.h"
 #include "core/safetensors.h"
