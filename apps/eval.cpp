@@ -5,10 +5,10 @@
 
 #include "apps/common.h"
 #include "apps/trainer.h"
-#include "ops/autocast.h"
 #include "autograd/engine.h"
 #include "core/atomic_file.h"
 #include "core/safetensors.h"
+#include "ops/autocast.h"
 
 using namespace lvit;
 
