@@ -13,29 +13,29 @@ inline void box_muller(uint32_t a, uint32_t b, double* c, double* s) {
   *c = r * std::cos(2.0 * M_PI * u2);
   *s = r * std::sin(2.0 * M_PI * u2);
 }
+
+// The four normals of Philox block `blk` of stream (seed, offset): words (0,1) and (2,3).
+inline void block_normals(uint64_t seed, uint64_t offset, uint64_t blk, double z[4]) {
+  uint32_t c[4] = {static_cast<uint32_t>(blk), static_cast<uint32_t>(blk >> 32),
+                   static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32)};
+  Philox::block(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  box_muller(c[0], c[1], &z[0], &z[1]);
+  box_muller(c[2], c[3], &z[2], &z[3]);
+}
 }  // namespace
 
 // Element i uses Philox block i/4: words (0,1) give elements 4k, 4k+1 (cos, sin), words (2,3)
 // give 4k+2, 4k+3, so fill_normal needs one block per 4 normals.
 double philox_normal(uint64_t seed, uint64_t offset, uint64_t i) {
-  const uint64_t blk = i >> 2;
-  uint32_t c[4] = {static_cast<uint32_t>(blk), static_cast<uint32_t>(blk >> 32),
-                   static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32)};
-  Philox::block(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
   double z[4];
-  box_muller(c[0], c[1], &z[0], &z[1]);
-  box_muller(c[2], c[3], &z[2], &z[3]);
+  block_normals(seed, offset, i >> 2, z);
   return z[i & 3];
 }
 
 void fill_normal(double* out, uint64_t n, uint64_t seed, uint64_t offset) {
   for (uint64_t blk = 0; blk * 4 < n; ++blk) {
-    uint32_t c[4] = {static_cast<uint32_t>(blk), static_cast<uint32_t>(blk >> 32),
-                     static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32)};
-    Philox::block(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
     double z[4];
-    box_muller(c[0], c[1], &z[0], &z[1]);
-    box_muller(c[2], c[3], &z[2], &z[3]);
+    block_normals(seed, offset, blk, z);
     for (uint64_t k = 0; k < 4 && blk * 4 + k < n; ++k) out[blk * 4 + k] = z[k];
   }
 }

@@ -16,7 +16,7 @@ __global__ void gelu_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, int6
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     const A v = ld(x[i]);
-    y[i] = st<T>(A(0.5) * v * (A(1) + erf(v * A(M_SQRT1_2))));
+    y[i] = st<T>(gelu_exact(v));
   }
 }
 
@@ -24,13 +24,10 @@ template <typename T>
 __global__ void gelu_bwd_kernel(const T* __restrict__ g, const T* __restrict__ x,
                                 T* __restrict__ gx, int64_t n) {
   using A = acc_t<T>;
-  // phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
-  const A inv_sqrt_2pi = A(0.3989422804014327);
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     const A v = ld(x[i]);
-    const A cdf = A(0.5) * (A(1) + erf(v * A(M_SQRT1_2)));
-    gx[i] = st<T>(ld(g[i]) * (cdf + v * inv_sqrt_2pi * exp(A(-0.5) * v * v)));
+    gx[i] = st<T>(ld(g[i]) * gelu_exact_grad(v));
   }
 }
 
@@ -39,7 +36,6 @@ template <typename T, bool kBackward>
 __global__ void gelu_vec_kernel(const T* __restrict__ g, const T* __restrict__ x,
                                 T* __restrict__ out, int64_t n) {
   using A = acc_t<T>;
-  const A inv_sqrt_2pi = A(0.3989422804014327);
   const int64_t groups = n / kVec;
   for (int64_t t = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; t < groups;
        t += int64_t{gridDim.x} * blockDim.x) {
@@ -51,10 +47,9 @@ __global__ void gelu_vec_kernel(const T* __restrict__ g, const T* __restrict__ x
     for (int k = 0; k < kVec; ++k) {
       const A v = ld(xv[k]);
       if constexpr (kBackward) {
-        const A cdf = A(0.5) * (A(1) + erf(v * A(M_SQRT1_2)));
-        xv[k] = st<T>(ld(gv[k]) * (cdf + v * inv_sqrt_2pi * exp(A(-0.5) * v * v)));
+        xv[k] = st<T>(ld(gv[k]) * gelu_exact_grad(v));
       } else {
-        xv[k] = st<T>(A(0.5) * v * (A(1) + erf(v * A(M_SQRT1_2))));  // as gelu_fwd_kernel
+        xv[k] = st<T>(gelu_exact(v));
       }
     }
     store8(out + kVec * t, xv);

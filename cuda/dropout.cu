@@ -86,10 +86,9 @@ __global__ void gelu_dropout_kernel(const T* __restrict__ g, const T* __restrict
       if (u >= p) {
         const A v = ld(x[i]);
         if constexpr (kBackward) {
-          const A cdf = A(0.5) * (A(1) + erf(v * A(M_SQRT1_2)));
-          r = ld(g[i]) * (cdf + v * A(0.3989422804014327) * exp(A(-0.5) * v * v)) * scale;
+          r = ld(g[i]) * gelu_exact_grad(v) * scale;
         } else {
-          r = A(0.5) * v * (A(1) + erf(v * A(M_SQRT1_2))) * scale;
+          r = gelu_exact(v) * scale;
         }
       }
       out[i] = st<T>(r);
@@ -127,10 +126,9 @@ __global__ void gelu_dropout_vec_kernel(const T* __restrict__ g, const T* __rest
         if (u >= p) {
           const A v = ld(xv[e]);
           if constexpr (kBackward) {
-            const A cdf = A(0.5) * (A(1) + erf(v * A(M_SQRT1_2)));
-            r = ld(gv[e]) * (cdf + v * A(0.3989422804014327) * exp(A(-0.5) * v * v)) * scale;
+            r = ld(gv[e]) * gelu_exact_grad(v) * scale;
           } else {
-            r = A(0.5) * v * (A(1) + erf(v * A(M_SQRT1_2))) * scale;
+            r = gelu_exact(v) * scale;
           }
         }
         xv[e] = st<T>(r);

@@ -4,6 +4,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 
@@ -64,6 +65,21 @@ __device__ __forceinline__ T st(A v) {
     return __float2bfloat16_rn(static_cast<float>(v));
   else
     return static_cast<T>(v);
+}
+
+// ---- exact GELU (erf form, as timm and the CPU kernels), for every kernel that needs it ----
+
+// gelu(v) = v Phi(v) = 0.5 v (1 + erf(v / sqrt 2)).
+template <typename A>
+__device__ __forceinline__ A gelu_exact(A v) {
+  return A(0.5) * v * (A(1) + erf(v * A(M_SQRT1_2)));
+}
+
+// gelu'(v) = Phi(v) + v phi(v), phi(v) = exp(-v^2 / 2) / sqrt(2 pi).
+template <typename A>
+__device__ __forceinline__ A gelu_exact_grad(A v) {
+  const A cdf = A(0.5) * (A(1) + erf(v * A(M_SQRT1_2)));
+  return cdf + v * A(0.3989422804014327) * exp(A(-0.5) * v * v);
 }
 
 // ---- vectorised access: 8 elements per thread through 16-byte loads and stores ----

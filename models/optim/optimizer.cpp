@@ -40,6 +40,16 @@ void load_named(std::vector<Tensor>& dst, const std::vector<ParamRef>& params, c
   }
 }
 
+#ifdef LVIT_WITH_CUDA
+// The multi-tensor CUDA updates take raw f32 pointers of one device.
+void check_cuda_param(const char* optimizer, const Tensor& p, const Tensor& g, Device device) {
+  LVIT_CHECK(p.dtype() == DType::f32 && p.is_contiguous() && g.dtype() == DType::f32 &&
+                 g.is_contiguous() && p.device() == device,
+             "{} on CUDA: parameters and gradients must be contiguous f32 on one device",
+             optimizer);
+}
+#endif
+
 }  // namespace
 
 AdamW::AdamW(std::vector<ParamRef> params, AdamWOptions opt)
@@ -84,9 +94,7 @@ void AdamW::apply() {
       Tensor& p = params_[i].param;
       Tensor g = p.grad();
       if (!g.defined()) continue;
-      LVIT_CHECK(p.dtype() == DType::f32 && p.is_contiguous() && g.dtype() == DType::f32 &&
-                     g.is_contiguous() && p.device() == params_[0].param.device(),
-                 "AdamW on CUDA: parameters and gradients must be contiguous f32 on one device");
+      check_cuda_param("AdamW", p, g, params_[0].param.device());
       list.push_back({p.data<float>(), g.data<float>(), m_[i].data<float>(), v_[i].data<float>(),
                       p.numel(), params_[i].decay});
     }
@@ -162,9 +170,7 @@ void SGD::apply() {
       Tensor& p = params_[i].param;
       Tensor g = p.grad();
       if (!g.defined()) continue;
-      LVIT_CHECK(p.dtype() == DType::f32 && p.is_contiguous() && g.dtype() == DType::f32 &&
-                     g.is_contiguous() && p.device() == params_[0].param.device(),
-                 "SGD on CUDA: parameters and gradients must be contiguous f32 on one device");
+      check_cuda_param("SGD", p, g, params_[0].param.device());
       list.push_back({p.data<float>(), g.data<float>(), buf_[i].data<float>(), p.numel(),
                       params_[i].decay ? static_cast<float>(opt_.weight_decay) : 0.0f});
     }
