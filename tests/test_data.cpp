@@ -27,11 +27,7 @@ namespace {
 
 std::string cifar100_dir() { return shared_data_dir() + "/cifar-100-binary"; }
 
-bool have_cifar100() {
-  if (fs::exists(cifar100_dir() + "/train.bin")) return true;
-  MESSAGE("skipping: no CIFAR-100 at " << cifar100_dir() << " (set $LVIT_SHARED_DATA)");
-  return false;
-}
+bool have_cifar100() { return lvit::test::have_shared(cifar100_dir(), "train.bin", "CIFAR-100"); }
 
 // Scratch folders of this suite.
 struct TempDir : lvit::test::TempDir {

@@ -49,9 +49,7 @@ constexpr int64_t kPixels = 3 * 64 * 64;
 std::string sub10_dir() { return shared_data_dir() + "/tiny-imagenet-200-sub10"; }
 
 bool have_sub10() {
-  if (fs::exists(sub10_dir() + "/wnids.txt")) return true;
-  MESSAGE("skipping: no Tiny ImageNet subset at " << sub10_dir() << " (set $LVIT_SHARED_DATA)");
-  return false;
+  return lvit::test::have_shared(sub10_dir(), "wnids.txt", "Tiny ImageNet subset");
 }
 
 // Scratch folders of this suite.

@@ -21,6 +21,13 @@ inline std::string shared_data_dir() {
   return std::string(LVIT_SOURCE_DIR) + "/../shared/data";
 }
 
+// Whether dir/marker exists; otherwise reports that the data-dependent case is skipped.
+inline bool have_shared(const std::string& dir, const std::string& marker, const char* what) {
+  if (std::filesystem::exists(dir + "/" + marker)) return true;
+  MESSAGE("skipping: no " << what << " at " << dir << " (set $LVIT_SHARED_DATA)");
+  return false;
+}
+
 // A fresh folder under the system temp dir, removed when the test ends.
 struct TempDir {
   std::filesystem::path path;
