@@ -28,7 +28,11 @@ std::vector<Tensor> GraphStep::run(const std::vector<Tensor>& inputs,
                                    const std::function<void()>& prepare, const Body& body) {
 #ifdef LVIT_WITH_CUDA
   if (!graph_) {
-    for (const Tensor& t : inputs) inputs_.push_back(t.to(device_).clone());
+    // The step's own tensors: one copy each, whichever device the caller's input is on.
+    for (const Tensor& t : inputs) {
+      inputs_.push_back(Tensor::empty(t.shape(), t.dtype(), device_));
+      inputs_.back().copy_(t);
+    }
     prepare();
     auto graph = std::make_shared<cuda::Graph>(device_.index);
     cuda::set_philox_shift(device_.index, 0);
