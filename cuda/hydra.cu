@@ -25,13 +25,14 @@
 
 #include "cuda/check.cuh"
 #include "cuda/hydra.cuh"
+#include "cuda/launch.cuh"
 #include "cuda/smem.cuh"
 
 namespace lvit::cuda {
 namespace {
 
 constexpr int kWarps = 8;
-constexpr int kThreads = kWarps * 32;
+constexpr int kCtaThreads = kWarps * 32;
 constexpr int kChunkRows = 32;   // token rows per CTA (at most)
 constexpr float kEps = 1e-6f;    // the norm clamp of phi (DESIGN.md)
 constexpr float kInvEps = 1e6f;  // the CPU's T(1 / kEps)
@@ -57,12 +58,6 @@ Dims make_dims(int64_t N, int64_t D, int64_t branches) {
   m.rows = static_cast<int>((N + m.chunks - 1) / m.chunks);
   m.RL = padded(m.D - 1) + 1;
   return m;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
 }
 
 // Per-branch sums over one staged row x (padded): ssq[br] = sum x^2 and, when DOT,
@@ -118,9 +113,9 @@ __device__ __forceinline__ float normalize_bwd(float x, float gphi, float norm, 
 
 // partial[b, chunk, :] = sum over the chunk's tokens of phi(k_t) * v_t.
 // smem: acc [D] | k rows [kWarps][RL] | 1 / max(norm, eps) [kWarps][nb]
-__global__ void __launch_bounds__(kThreads)
-    hydra_kv_partial_kernel(const float* __restrict__ qkv, const Dims m,
-                            float* __restrict__ partial) {
+template <typename T>
+__global__ void __launch_bounds__(kCtaThreads)
+    hydra_kv_partial_kernel(const T* __restrict__ qkv, const Dims m, float* __restrict__ partial) {
   extern __shared__ float sm[];
   float* acc = sm;
   float* rows = acc + m.D;
@@ -128,17 +123,17 @@ __global__ void __launch_bounds__(kThreads)
   const int b = blockIdx.y, chunk = blockIdx.x;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int t0 = chunk * m.rows, t1 = min(m.N, t0 + m.rows);
-  const int64_t ld = 3 * static_cast<int64_t>(m.D);
-  const float* img = qkv + static_cast<int64_t>(b) * m.N * ld;
+  const int64_t row = 3 * static_cast<int64_t>(m.D);  // qkv row stride
+  const T* img = qkv + static_cast<int64_t>(b) * m.N * row;
   float* xr = rows + warp * m.RL;
   float* iv = inv + warp * m.nb;
 
-  for (int c = threadIdx.x; c < m.D; c += kThreads) acc[c] = 0.f;  // owner-only: no barrier
+  for (int c = threadIdx.x; c < m.D; c += kCtaThreads) acc[c] = 0.f;  // owner-only: no barrier
   for (int base = t0; base < t1; base += kWarps) {
     const int t = base + warp;
     if (t < t1) {
-      const float* k = img + t * ld + m.D;
-      for (int c = lane; c < m.D; c += 32) xr[padded(c)] = k[c];
+      const T* k = img + t * row + m.D;
+      for (int c = lane; c < m.D; c += 32) xr[padded(c)] = ld(k[c]);
       __syncwarp();
       branch_stats<false>(xr, nullptr, nullptr, m, iv, nullptr, lane);
       __syncwarp();
@@ -146,11 +141,11 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
     const int nrows = min(kWarps, t1 - base);
-    for (int c = threadIdx.x; c < m.D; c += kThreads) {
+    for (int c = threadIdx.x; c < m.D; c += kCtaThreads) {
       const int br = c / m.C;
       float s = acc[c];
       for (int w = 0; w < nrows; ++w) {
-        const float v = img[(base + w) * ld + 2 * m.D + c];
+        const float v = ld(img[(base + w) * row + 2 * m.D + c]);
         s += rows[w * m.RL + padded(c)] * inv[w * m.nb + br] * v;
       }
       acc[c] = s;
@@ -158,14 +153,15 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();  // the rows are restaged next iteration
   }
   float* dst = partial + (static_cast<int64_t>(b) * m.chunks + chunk) * m.D;
-  for (int c = threadIdx.x; c < m.D; c += kThreads) dst[c] = acc[c];
+  for (int c = threadIdx.x; c < m.D; c += kCtaThreads) dst[c] = acc[c];
 }
 
 // kv[b] = the sum of the partials (written by chunk 0); out_t = phi(q_t) * kv[b].
 // smem: kv [RL] | q rows [kWarps][RL] | 1 / max(norm, eps) [kWarps][nb]
-__global__ void __launch_bounds__(kThreads)
-    hydra_out_kernel(const float* __restrict__ qkv, const float* __restrict__ partial, const Dims m,
-                     float* __restrict__ out, float* __restrict__ kv) {
+template <typename T>
+__global__ void __launch_bounds__(kCtaThreads)
+    hydra_out_kernel(const T* __restrict__ qkv, const float* __restrict__ partial, const Dims m,
+                     T* __restrict__ out, float* __restrict__ kv) {
   extern __shared__ float sm[];
   float* kvs = sm;
   float* rows = kvs + m.RL;
@@ -173,13 +169,13 @@ __global__ void __launch_bounds__(kThreads)
   const int b = blockIdx.y, chunk = blockIdx.x;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int t0 = chunk * m.rows, t1 = min(m.N, t0 + m.rows);
-  const int64_t ld = 3 * static_cast<int64_t>(m.D);
-  const float* img = qkv + static_cast<int64_t>(b) * m.N * ld;
+  const int64_t row = 3 * static_cast<int64_t>(m.D);  // qkv row stride
+  const T* img = qkv + static_cast<int64_t>(b) * m.N * row;
   float* xr = rows + warp * m.RL;
   float* iv = inv + warp * m.nb;
 
   const float* part = partial + static_cast<int64_t>(b) * m.chunks * m.D;
-  for (int c = threadIdx.x; c < m.D; c += kThreads) {
+  for (int c = threadIdx.x; c < m.D; c += kCtaThreads) {
     float s = 0.f;
     for (int ch = 0; ch < m.chunks; ++ch) s += part[ch * m.D + c];
     kvs[padded(c)] = s;
@@ -187,15 +183,15 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
   for (int t = t0 + warp; t < t1; t += kWarps) {
-    const float* q = img + t * ld;
-    for (int c = lane; c < m.D; c += 32) xr[padded(c)] = q[c];
+    const T* q = img + t * row;
+    for (int c = lane; c < m.D; c += 32) xr[padded(c)] = ld(q[c]);
     __syncwarp();
     branch_stats<false>(xr, nullptr, nullptr, m, iv, nullptr, lane);
     __syncwarp();
     for (int br = lane; br < m.nb; br += 32) iv[br] = 1.f / fmaxf(sqrtf(iv[br]), kEps);
     __syncwarp();
-    float* o = out + (static_cast<int64_t>(b) * m.N + t) * m.D;
-    for (int c = lane; c < m.D; c += 32) o[c] = xr[padded(c)] * iv[c / m.C] * kvs[padded(c)];
+    T* o = out + (static_cast<int64_t>(b) * m.N + t) * m.D;
+    for (int c = lane; c < m.D; c += 32) o[c] = st<T>(xr[padded(c)] * iv[c / m.C] * kvs[padded(c)]);
     __syncwarp();  // the next row overwrites xr and iv
   }
 }
@@ -215,9 +211,10 @@ __device__ __forceinline__ RowStats row_stats(float* base, int warp, int nb) {
 // gq_t = d/dq_t through phi(q_t) with d/dphi(q_t) = g_t * kv; partial[b, chunk, :] = the
 // chunk's sum of g_t * phi(q_t) (its part of d loss / d kv).
 // smem: kv [RL] | q rows [kWarps][RL] | g rows [kWarps][RL] | stats [kWarps][3][nb] | acc [D]
-__global__ void __launch_bounds__(kThreads)
-    hydra_gq_kernel(const float* __restrict__ gout, const float* __restrict__ qkv,
-                    const float* __restrict__ kv, const Dims m, float* __restrict__ gqkv,
+template <typename T>
+__global__ void __launch_bounds__(kCtaThreads)
+    hydra_gq_kernel(const T* __restrict__ gout, const T* __restrict__ qkv,
+                    const float* __restrict__ kv, const Dims m, T* __restrict__ gqkv,
                     float* __restrict__ partial) {
   extern __shared__ float sm[];
   float* kvs = sm;
@@ -228,13 +225,13 @@ __global__ void __launch_bounds__(kThreads)
   const int b = blockIdx.y, chunk = blockIdx.x;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int t0 = chunk * m.rows, t1 = min(m.N, t0 + m.rows);
-  const int64_t ld = 3 * static_cast<int64_t>(m.D);
-  const float* img = qkv + static_cast<int64_t>(b) * m.N * ld;
+  const int64_t row = 3 * static_cast<int64_t>(m.D);  // qkv row stride
+  const T* img = qkv + static_cast<int64_t>(b) * m.N * row;
   float* xr = qrows + warp * m.RL;
   float* yr = grows + warp * m.RL;
-  const RowStats st = row_stats(stats, warp, m.nb);
+  const RowStats rs = row_stats(stats, warp, m.nb);
 
-  for (int c = threadIdx.x; c < m.D; c += kThreads) {
+  for (int c = threadIdx.x; c < m.D; c += kCtaThreads) {
     kvs[padded(c)] = kv[static_cast<int64_t>(b) * m.D + c];
     acc[c] = 0.f;
   }
@@ -242,30 +239,30 @@ __global__ void __launch_bounds__(kThreads)
   for (int base = t0; base < t1; base += kWarps) {
     const int t = base + warp;
     if (t < t1) {
-      const float* q = img + t * ld;
-      const float* g = gout + (static_cast<int64_t>(b) * m.N + t) * m.D;
+      const T* q = img + t * row;
+      const T* g = gout + (static_cast<int64_t>(b) * m.N + t) * m.D;
       for (int c = lane; c < m.D; c += 32) {
-        xr[padded(c)] = q[c];
-        yr[padded(c)] = g[c];
+        xr[padded(c)] = ld(q[c]);
+        yr[padded(c)] = ld(g[c]);
       }
       __syncwarp();
-      branch_stats<true>(xr, yr, kvs, m, st.norm, st.dot, lane);
+      branch_stats<true>(xr, yr, kvs, m, rs.norm, rs.dot, lane);
       __syncwarp();
       for (int br = lane; br < m.nb; br += 32) {
-        const float n = sqrtf(st.norm[br]);
-        st.norm[br] = n;
-        st.inv[br] = 1.f / fmaxf(n, kEps);
+        const float n = sqrtf(rs.norm[br]);
+        rs.norm[br] = n;
+        rs.inv[br] = 1.f / fmaxf(n, kEps);
       }
       __syncwarp();
-      float* gq = gqkv + (static_cast<int64_t>(b) * m.N + t) * ld;
+      T* gq = gqkv + (static_cast<int64_t>(b) * m.N + t) * row;
       for (int c = lane; c < m.D; c += 32) {
         const int pc = padded(c), br = c / m.C;
-        gq[c] = normalize_bwd(xr[pc], yr[pc] * kvs[pc], st.norm[br], st.dot[br]);
+        gq[c] = st<T>(normalize_bwd(xr[pc], yr[pc] * kvs[pc], rs.norm[br], rs.dot[br]));
       }
     }
     __syncthreads();
     const int nrows = min(kWarps, t1 - base);
-    for (int c = threadIdx.x; c < m.D; c += kThreads) {
+    for (int c = threadIdx.x; c < m.D; c += kCtaThreads) {
       const int pc = padded(c), br = c / m.C;
       float s = acc[c];
       for (int w = 0; w < nrows; ++w)
@@ -275,15 +272,16 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();
   }
   float* dst = partial + (static_cast<int64_t>(b) * m.chunks + chunk) * m.D;
-  for (int c = threadIdx.x; c < m.D; c += kThreads) dst[c] = acc[c];
+  for (int c = threadIdx.x; c < m.D; c += kCtaThreads) dst[c] = acc[c];
 }
 
 // gkv = the sum of the partials; gv_t = gkv * phi(k_t), gk_t = d/dk_t through phi(k_t) with
 // d/dphi(k_t) = gkv * v_t.
 // smem: gkv [RL] | k rows [kWarps][RL] | v rows [kWarps][RL] | stats [kWarps][3][nb]
-__global__ void __launch_bounds__(kThreads)
-    hydra_gkv_kernel(const float* __restrict__ qkv, const float* __restrict__ partial, const Dims m,
-                     float* __restrict__ gqkv) {
+template <typename T>
+__global__ void __launch_bounds__(kCtaThreads)
+    hydra_gkv_kernel(const T* __restrict__ qkv, const float* __restrict__ partial, const Dims m,
+                     T* __restrict__ gqkv) {
   extern __shared__ float sm[];
   float* gkv = sm;
   float* krows = gkv + m.RL;
@@ -292,42 +290,42 @@ __global__ void __launch_bounds__(kThreads)
   const int b = blockIdx.y, chunk = blockIdx.x;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int t0 = chunk * m.rows, t1 = min(m.N, t0 + m.rows);
-  const int64_t ld = 3 * static_cast<int64_t>(m.D);
-  const float* img = qkv + static_cast<int64_t>(b) * m.N * ld;
+  const int64_t row = 3 * static_cast<int64_t>(m.D);  // qkv row stride
+  const T* img = qkv + static_cast<int64_t>(b) * m.N * row;
   float* xr = krows + warp * m.RL;
   float* yr = vrows + warp * m.RL;
-  const RowStats st = row_stats(stats, warp, m.nb);
+  const RowStats rs = row_stats(stats, warp, m.nb);
 
   const float* part = partial + static_cast<int64_t>(b) * m.chunks * m.D;
-  for (int c = threadIdx.x; c < m.D; c += kThreads) {
+  for (int c = threadIdx.x; c < m.D; c += kCtaThreads) {
     float s = 0.f;
     for (int ch = 0; ch < m.chunks; ++ch) s += part[ch * m.D + c];
     gkv[padded(c)] = s;
   }
   __syncthreads();
   for (int t = t0 + warp; t < t1; t += kWarps) {
-    const float* k = img + t * ld + m.D;
-    const float* v = k + m.D;
+    const T* k = img + t * row + m.D;
+    const T* v = k + m.D;
     for (int c = lane; c < m.D; c += 32) {
-      xr[padded(c)] = k[c];
-      yr[padded(c)] = v[c];
+      xr[padded(c)] = ld(k[c]);
+      yr[padded(c)] = ld(v[c]);
     }
     __syncwarp();
-    branch_stats<true>(xr, yr, gkv, m, st.norm, st.dot, lane);
+    branch_stats<true>(xr, yr, gkv, m, rs.norm, rs.dot, lane);
     __syncwarp();
     for (int br = lane; br < m.nb; br += 32) {
-      const float n = sqrtf(st.norm[br]);
-      st.norm[br] = n;
-      st.inv[br] = 1.f / fmaxf(n, kEps);
+      const float n = sqrtf(rs.norm[br]);
+      rs.norm[br] = n;
+      rs.inv[br] = 1.f / fmaxf(n, kEps);
     }
     __syncwarp();
-    float* gk = gqkv + (static_cast<int64_t>(b) * m.N + t) * ld + m.D;
-    float* gv = gk + m.D;
+    T* gk = gqkv + (static_cast<int64_t>(b) * m.N + t) * row + m.D;
+    T* gv = gk + m.D;
     for (int c = lane; c < m.D; c += 32) {
       const int pc = padded(c), br = c / m.C;
       const float x = xr[pc], g = gkv[pc];
-      gv[c] = g * x * st.inv[br];
-      gk[c] = normalize_bwd(x, yr[pc] * g, st.norm[br], st.dot[br]);
+      gv[c] = st<T>(g * x * rs.inv[br]);
+      gk[c] = st<T>(normalize_bwd(x, yr[pc] * g, rs.norm[br], rs.dot[br]));
     }
     __syncwarp();  // the next row overwrites xr, yr and the stats
   }
@@ -344,14 +342,26 @@ void check_args(int64_t B, int64_t N, int64_t D, int64_t branches) {
          std::to_string(D) + ", branches " + std::to_string(branches));
 }
 
+// fn(float{}) or fn(__nv_bfloat16{}): the storage types of qkv, out, gout and gqkv (the
+// arithmetic, kv and the workspace are f32 either way).
+template <typename Fn>
+void dispatch_storage(DType dtype, const char* what, Fn&& fn) {
+  if (dtype == DType::f32)
+    fn(float{});
+  else if (dtype == DType::bf16)
+    fn(__nv_bfloat16{});
+  else
+    unsupported_dtype(what, dtype);
+}
+
 }  // namespace
 
 int64_t hydra_workspace_floats(int64_t B, int64_t N, int64_t D) {
   return B * ((N + kChunkRows - 1) / kChunkRows) * D;
 }
 
-void hydra_fwd(const float* qkv, int64_t B, int64_t N, int64_t D, int64_t branches, float* out,
-               float* kv, float* workspace, cudaStream_t stream) {
+void hydra_fwd(DType dtype, const void* qkv, int64_t B, int64_t N, int64_t D, int64_t branches,
+               void* out, float* kv, float* workspace, cudaStream_t stream) {
   check_args(B, N, D, branches);
   if (B == 0) return;
   if (N == 0) {  // no tokens: kv = 0, out is empty
@@ -360,35 +370,48 @@ void hydra_fwd(const float* qkv, int64_t B, int64_t N, int64_t D, int64_t branch
   }
   const Dims m = make_dims(N, D, branches);
   const dim3 grid(static_cast<unsigned>(m.chunks), static_cast<unsigned>(B));
+  dispatch_storage(dtype, "hydra_fwd", [&](auto tag) {
+    using T = decltype(tag);
+    const size_t smem1 = floats_to_bytes(m.D + int64_t{kWarps} * (m.RL + m.nb));
+    allow_dynamic_smem(reinterpret_cast<const void*>(&hydra_kv_partial_kernel<T>), smem1,
+                       "hydra_kv_partial_kernel");
+    hydra_kv_partial_kernel<T>
+        <<<grid, kCtaThreads, smem1, stream>>>(static_cast<const T*>(qkv), m, workspace);
+    after_launch("hydra_kv_partial_kernel", stream);
 
-  const size_t smem1 = floats_to_bytes(m.D + int64_t{kWarps} * (m.RL + m.nb));
-  allow_dynamic_smem(reinterpret_cast<const void*>(&hydra_kv_partial_kernel), smem1,
-                     "hydra_kv_partial_kernel");
-  hydra_kv_partial_kernel<<<grid, kThreads, smem1, stream>>>(qkv, m, workspace);
-  after_launch("hydra_kv_partial_kernel", stream);
-
-  const size_t smem2 = floats_to_bytes(m.RL + int64_t{kWarps} * (m.RL + m.nb));
-  allow_dynamic_smem(reinterpret_cast<const void*>(&hydra_out_kernel), smem2, "hydra_out_kernel");
-  hydra_out_kernel<<<grid, kThreads, smem2, stream>>>(qkv, workspace, m, out, kv);
-  after_launch("hydra_out_kernel", stream);
+    const size_t smem2 = floats_to_bytes(m.RL + int64_t{kWarps} * (m.RL + m.nb));
+    allow_dynamic_smem(reinterpret_cast<const void*>(&hydra_out_kernel<T>), smem2,
+                       "hydra_out_kernel");
+    hydra_out_kernel<T><<<grid, kCtaThreads, smem2, stream>>>(static_cast<const T*>(qkv), workspace,
+                                                              m, static_cast<T*>(out), kv);
+    after_launch("hydra_out_kernel", stream);
+  });
 }
 
-void hydra_bwd(const float* gout, const float* qkv, const float* kv, int64_t B, int64_t N,
-               int64_t D, int64_t branches, float* gqkv, float* workspace, cudaStream_t stream) {
+void hydra_bwd(DType dtype, const void* gout, const void* qkv, const float* kv, int64_t B,
+               int64_t N, int64_t D, int64_t branches, void* gqkv, float* workspace,
+               cudaStream_t stream) {
   check_args(B, N, D, branches);
   if (B == 0 || N == 0) return;
   const Dims m = make_dims(N, D, branches);
   const dim3 grid(static_cast<unsigned>(m.chunks), static_cast<unsigned>(B));
+  dispatch_storage(dtype, "hydra_bwd", [&](auto tag) {
+    using T = decltype(tag);
+    const size_t smem1 = floats_to_bytes(m.RL + m.D + int64_t{kWarps} * (2 * m.RL + 3 * m.nb));
+    allow_dynamic_smem(reinterpret_cast<const void*>(&hydra_gq_kernel<T>), smem1,
+                       "hydra_gq_kernel");
+    hydra_gq_kernel<T><<<grid, kCtaThreads, smem1, stream>>>(static_cast<const T*>(gout),
+                                                             static_cast<const T*>(qkv), kv, m,
+                                                             static_cast<T*>(gqkv), workspace);
+    after_launch("hydra_gq_kernel", stream);
 
-  const size_t smem1 = floats_to_bytes(m.RL + m.D + int64_t{kWarps} * (2 * m.RL + 3 * m.nb));
-  allow_dynamic_smem(reinterpret_cast<const void*>(&hydra_gq_kernel), smem1, "hydra_gq_kernel");
-  hydra_gq_kernel<<<grid, kThreads, smem1, stream>>>(gout, qkv, kv, m, gqkv, workspace);
-  after_launch("hydra_gq_kernel", stream);
-
-  const size_t smem2 = floats_to_bytes(m.RL + int64_t{kWarps} * (2 * m.RL + 3 * m.nb));
-  allow_dynamic_smem(reinterpret_cast<const void*>(&hydra_gkv_kernel), smem2, "hydra_gkv_kernel");
-  hydra_gkv_kernel<<<grid, kThreads, smem2, stream>>>(qkv, workspace, m, gqkv);
-  after_launch("hydra_gkv_kernel", stream);
+    const size_t smem2 = floats_to_bytes(m.RL + int64_t{kWarps} * (2 * m.RL + 3 * m.nb));
+    allow_dynamic_smem(reinterpret_cast<const void*>(&hydra_gkv_kernel<T>), smem2,
+                       "hydra_gkv_kernel");
+    hydra_gkv_kernel<T><<<grid, kCtaThreads, smem2, stream>>>(static_cast<const T*>(qkv), workspace,
+                                                              m, static_cast<T*>(gqkv));
+    after_launch("hydra_gkv_kernel", stream);
+  });
 }
 
 }  // namespace lvit::cuda

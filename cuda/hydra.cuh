@@ -1,4 +1,5 @@
-// Hydra attention kernels (math in ops/hydra.h and DESIGN.md), f32. Host-only header.
+// Hydra attention kernels (math in ops/hydra.h and DESIGN.md): f32 or bf16 storage, f32
+// arithmetic. Host-only header.
 //
 // Per image b, with phi(x) = x / max(||x||, 1e-6) over each branch's D / branches channels:
 //   kv[b] = sum_t phi(k_t) * v_t  (a D-vector),   out_t = phi(q_t) * kv[b].
@@ -11,18 +12,24 @@
 
 #include <cstdint>
 
+#include "core/dtype.h"
+
 namespace lvit::cuda {
 
 // Floats of workspace hydra_fwd / hydra_bwd need for B images of N tokens and width D.
 int64_t hydra_workspace_floats(int64_t B, int64_t N, int64_t D);
 
-// qkv [B, N, 3D] contiguous (q, then k, then v) -> out [B, N, D] and kv [B, D] (saved for
-// backward). `branches` divides D. All pointers are device memory of the current device.
-void hydra_fwd(const float* qkv, int64_t B, int64_t N, int64_t D, int64_t branches, float* out,
-               float* kv, float* workspace, cudaStream_t stream);
+// qkv [B, N, 3D] contiguous (q, then k, then v) -> out [B, N, D] and kv [B, D] (f32, saved for
+// backward). qkv and out are of `dtype` (f32 or bf16; bf16 values are widened on load and the
+// results rounded once on store). `branches` divides D. All pointers are device memory of the
+// current device.
+void hydra_fwd(DType dtype, const void* qkv, int64_t B, int64_t N, int64_t D, int64_t branches,
+               void* out, float* kv, float* workspace, cudaStream_t stream);
 
-// gout [B, N, D], qkv [B, N, 3D], kv [B, D] from hydra_fwd -> gqkv [B, N, 3D] (fully written).
-void hydra_bwd(const float* gout, const float* qkv, const float* kv, int64_t B, int64_t N,
-               int64_t D, int64_t branches, float* gqkv, float* workspace, cudaStream_t stream);
+// gout [B, N, D], qkv [B, N, 3D] (of `dtype`), kv [B, D] (f32) from hydra_fwd -> gqkv [B, N, 3D]
+// of `dtype` (fully written).
+void hydra_bwd(DType dtype, const void* gout, const void* qkv, const float* kv, int64_t B,
+               int64_t N, int64_t D, int64_t branches, void* gqkv, float* workspace,
+               cudaStream_t stream);
 
 }  // namespace lvit::cuda

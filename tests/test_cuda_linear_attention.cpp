@@ -164,6 +164,30 @@ TEST_CASE("cuda hydra: the eps clamp of all-zero q and k branches") {
   check_hydra(c, Tensor::from_vector(v, {c.B, c.N, 3 * c.D}).to(DType::f32), 7);
 }
 
+// bf16 activations go straight into the kernels (f32 arithmetic, one rounding per stored value):
+// against the CPU op in f32 on the same bf16-representable qkv and upstream gradient, the error
+// is the final rounding to bf16 plus f32 noise.
+TEST_CASE("cuda hydra: bf16 storage, forward and backward") {
+  LVIT_SKIP_WITHOUT_GPU();
+  for (const HydraCase& c :
+       std::vector<HydraCase>{{2, 65, 384, 4}, {1, 70, 60, 5}, {3, 17, 8, 1}}) {
+    CAPTURE(c.N);
+    CAPTURE(c.D);
+    const auto rounded = [](const Tensor& t) { return t.to(DType::bf16).to(DType::f32); };
+    const Tensor qkv = rounded(cudatest::randn({c.B, c.N, 3 * c.D}, 31));
+    const Tensor gout = rounded(cudatest::randn({c.B, c.N, c.D}, 32));
+    const Run cpu = run_hydra(qkv, c.branches, gout, false);
+    Tensor xb = cudatest::to_gpu(qkv.to(DType::bf16));
+    xb.set_requires_grad(true);
+    Tensor yb = ops::hydra_attention(xb, c.branches);
+    CHECK(yb.dtype() == DType::bf16);
+    yb.backward(cudatest::to_gpu(gout.to(DType::bf16)));
+    REQUIRE(xb.grad().dtype() == DType::bf16);
+    expect_close(cpu.out, yb.to(DType::f32), Arith::bf16, 1, "hydra bf16 out");
+    expect_close(cpu.gqkv, xb.grad().to(DType::f32), Arith::bf16, 1, "hydra bf16 gqkv");
+  }
+}
+
 TEST_CASE("cuda ripple: forward and backward match the CPU op") {
   LVIT_SKIP_WITHOUT_GPU();
   const std::vector<RippleCase> cases = {
@@ -243,7 +267,8 @@ TEST_CASE("cuda hydra and ripple: bf16 is widened to f32, f64 and the dense form
   const int64_t g = 4, N = 1 + g * g, H = 2, d = 8, D = H * d, S = 3;
   const Tensor qkv = cudatest::randn({1, N, 3 * D}, 5);
   {
-    // Mixed precision: bf16 activations run the f32 kernels on the widened values.
+    // Mixed precision: bf16 activations run the kernels on the widened values (Hydra reads bf16
+    // itself, Ripple is cast around its f32 kernels).
     const Tensor xb = cudatest::to_gpu(qkv.to(DType::bf16));
     const Tensor xw = xb.to(DType::f32);
     const Tensor logits = cudatest::to_gpu(ops::ripple_init_logits(H, S));
@@ -260,7 +285,7 @@ TEST_CASE("cuda hydra and ripple: bf16 is widened to f32, f64 and the dense form
     CAPTURE(dtype_name(dt));
     const Tensor x = cudatest::to_gpu(qkv.to(dt));
     const std::string hm = error_message([&] { (void)ops::hydra_attention(x, 2); });
-    CHECK(hm.find("hydra attention on CUDA supports f32 only") != std::string::npos);
+    CHECK(hm.find("hydra attention on CUDA supports f32 and bf16") != std::string::npos);
     const Tensor logits = cudatest::to_gpu(ops::ripple_init_logits(H, S, dt));
     const std::string rm =
         error_message([&] { (void)ops::ripple_attention(x, logits, H, S, g, g); });
