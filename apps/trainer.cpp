@@ -357,7 +357,32 @@ void Trainer::update_ema() {
     ops::axpy_(dst[i].second, ops::sub(src[i].second, dst[i].second), 1.0 - opt_.ema_decay);
 }
 
+void Trainer::reset_epoch_stats() {
+  epoch_loss_ = 0;
+  epoch_correct_ = epoch_seen_ = epoch_batches_ = 0;
+  if (device_.is_cuda()) {
+    epoch_loss_dev_ = Tensor::zeros({}, DType::f32, device_);
+    epoch_correct_dev_ = Tensor::zeros({}, DType::i64, device_);
+  }
+}
+
+void Trainer::read_epoch_stats() {
+  if (!epoch_loss_dev_.defined()) return;
+  epoch_loss_ = epoch_loss_dev_.item();
+  epoch_correct_ = static_cast<int64_t>(epoch_correct_dev_.item());
+  LVIT_USER_CHECK(std::isfinite(epoch_loss_),
+                  "training diverged: the loss became {} by step {} (lower --lr?)", epoch_loss_,
+                  progress_.global_step);
+}
+
 double Trainer::step() {
+  const double l = step_async().item();
+  LVIT_USER_CHECK(std::isfinite(l), "training diverged: loss is {} at step {} (lower --lr?)", l,
+                  progress_.global_step);
+  return l;
+}
+
+Tensor Trainer::step_async() {
   begin_epoch_if_needed();
   data::Batch b;
   LVIT_CHECK(loader_->next(b), "loader ran dry at batch {} of epoch {}", progress_.batch_in_epoch,
@@ -401,14 +426,22 @@ double Trainer::step() {
   ++progress_.global_step;
   ++progress_.batch_in_epoch;
   progress_.dropout_offset = model_->dropout_generator().offset();
-  const double l = loss.item();
-  LVIT_USER_CHECK(std::isfinite(l), "training diverged: loss is {} at step {} (lower --lr?)", l,
-                  progress_.global_step);
-  epoch_loss_ += l;
-  epoch_correct_ += ops::topk_correct(logits, b.labels, 1);
   epoch_seen_ += b.labels.numel();
   ++epoch_batches_;
-  return l;
+  if (device_.is_cuda()) {
+    // Queued behind the step; nothing here waits for the GPU.
+    autograd::NoGradGuard no_grad;
+    if (!epoch_loss_dev_.defined()) reset_epoch_stats();
+    ops::axpy_(epoch_loss_dev_, loss.detach().view({}), 1.0);
+    ops::add_top1_correct_(logits.detach(), b.labels.to(device_), epoch_correct_dev_);
+  } else {
+    const double l = loss.item();
+    LVIT_USER_CHECK(std::isfinite(l), "training diverged: loss is {} at step {} (lower --lr?)", l,
+                    progress_.global_step);
+    epoch_loss_ += l;
+    epoch_correct_ += ops::topk_correct(logits, b.labels, 1);
+  }
+  return loss;
 }
 
 void Trainer::save_checkpoint(const std::string& run_dir) const {
@@ -454,20 +487,30 @@ void Trainer::run(const std::string& out_dir) {
   }
   while (progress_.epoch < opt_.epochs) {
     const int64_t epoch = progress_.epoch;
-    epoch_loss_ = 0;
-    epoch_correct_ = epoch_seen_ = epoch_batches_ = 0;
+    reset_epoch_stats();
     const auto t0 = Clock::now();
     auto last_print = Clock::now() - std::chrono::seconds(10);
     int64_t last_decile = -1;
     while (progress_.batch_in_epoch < spe) {
       const double lr_used = current_lr();
-      const double l = step();
+      const Tensor loss = step_async();
       const int64_t done = progress_.batch_in_epoch;
+      // The loss is read (on a GPU: waited for) only where it is printed or logged.
+      double l = NAN;
+      auto read_loss = [&] {
+        if (std::isnan(l)) {
+          l = loss.item();
+          LVIT_USER_CHECK(std::isfinite(l),
+                          "training diverged: loss is {} at step {} (lower --lr?)", l,
+                          progress_.global_step);
+        }
+        return l;
+      };
       if (steps.is_open() && progress_.global_step % opt_.log_every == 0) {
         steps << nlohmann::json{{"step", progress_.global_step},
                                 {"epoch",
                                  static_cast<double>(epoch) + static_cast<double>(done) / spe},
-                                {"loss", l},
+                                {"loss", read_loss()},
                                 {"lr", lr_used}}
                      .dump()
               << "\n";
@@ -488,8 +531,8 @@ void Trainer::run(const std::string& out_dir) {
                        "%sepoch %lld/%lld [%s] %lld/%lld loss %.4f lr %.2e %.0f img/s ETA %s%s",
                        tty ? "\r" : "", static_cast<long long>(epoch + 1),
                        static_cast<long long>(opt_.epochs), bar.c_str(),
-                       static_cast<long long>(done), static_cast<long long>(spe), l, current_lr(),
-                       ips, fmt_duration(eta).c_str(), tty ? "" : "\n");
+                       static_cast<long long>(done), static_cast<long long>(spe), read_loss(),
+                       current_lr(), ips, fmt_duration(eta).c_str(), tty ? "" : "\n");
           std::fflush(stderr);
           last_print = Clock::now();
           last_decile = decile;
@@ -497,6 +540,7 @@ void Trainer::run(const std::string& out_dir) {
       }
     }
     if (text && opt_.progress && tty) std::fprintf(stderr, "\n");
+    read_epoch_stats();
     const double train_secs = seconds_since(t0);
     nlohmann::json m = {{"epoch", epoch + 1},
                         {"step", progress_.global_step},

@@ -88,8 +88,12 @@ class Trainer {
                                          const data::ImageDataset* test);
 
   // One optimisation step on the next batch (starting the next epoch when one ends). Returns
-  // the batch loss.
+  // the batch loss; on a GPU reading it waits for the step to finish.
   double step();
+  // The same step without waiting for the device: the batch loss as a scalar tensor on the
+  // model's device. The epoch's loss and top-1 sums are kept on the device too, so a GPU never
+  // idles between steps; run() reads them when it prints and at the epoch's end.
+  Tensor step_async();
   // Trains to the end of the configured epochs, evaluating, logging metrics to
   // out_dir/metrics.jsonl and checkpointing after every epoch. out_dir may be empty (no files).
   void run(const std::string& out_dir);
@@ -106,6 +110,8 @@ class Trainer {
           const data::ImageDataset* test);
   void begin_epoch_if_needed();
   void update_ema();
+  void reset_epoch_stats();
+  void read_epoch_stats();  // device sums -> epoch_loss_ / epoch_correct_ (a sync on a GPU)
 
   TrainOptions opt_;
   const data::ImageDataset& train_;
@@ -120,9 +126,11 @@ class Trainer {
   std::unique_ptr<data::Loader> loader_;
   TrainProgress progress_;
   int64_t loader_epoch_ = -1;
-  // running sums over the current epoch
+  // running sums over the current epoch; on a GPU the loss and top-1 sums accumulate in the
+  // device scalars and are copied into epoch_loss_ / epoch_correct_ by read_epoch_stats()
   double epoch_loss_ = 0;
   int64_t epoch_correct_ = 0, epoch_seen_ = 0, epoch_batches_ = 0;
+  Tensor epoch_loss_dev_, epoch_correct_dev_;
 };
 
 }  // namespace lvit::app

@@ -1,6 +1,30 @@
 #include "ops/metrics.h"
 
+#include "ops/dispatch.h"
+
+#ifdef LVIT_WITH_CUDA
+#include "cuda/metrics.cuh"
+#endif
+
 namespace lvit::ops {
+
+void add_top1_correct_(const Tensor& logits, const Tensor& labels, Tensor& count) {
+  LVIT_CHECK(logits.dim() == 2 && labels.dim() == 1 && labels.shape()[0] == logits.shape()[0],
+             "add_top1_correct_: logits {} labels {}", shape_str(logits.shape()),
+             shape_str(labels.shape()));
+  LVIT_CHECK(count.dtype() == DType::i64 && count.numel() == 1 &&
+                 count.device() == logits.device() && labels.device() == logits.device(),
+             "add_top1_correct_: count must be one i64 beside the logits and labels");
+  if (on_cuda("add_top1_correct_", {logits, labels})) {
+#ifdef LVIT_WITH_CUDA
+    const Tensor z = logits.contiguous(), y = labels.contiguous();
+    cuda::add_top1_correct(z.dtype(), z.raw_data(), y.raw_data(), y.dtype(), z.shape()[0],
+                           z.shape()[1], count.data<int64_t>(), cuda_stream(z));
+#endif
+    return;
+  }
+  count.data<int64_t>()[0] += topk_correct(logits, labels, 1);
+}
 
 int64_t topk_correct(const Tensor& logits, const Tensor& labels, int64_t k) {
   LVIT_CHECK(logits.dim() == 2 && labels.dim() == 1 && labels.shape()[0] == logits.shape()[0],

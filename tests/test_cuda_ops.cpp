@@ -4,8 +4,10 @@
 // op runs, so an element a kernel leaves unwritten fails. Skips cleanly without a GPU.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/rng.h"
@@ -280,6 +282,33 @@ TEST_CASE("CUDA cross-entropy: hard labels with smoothing, soft targets") {
   Tensor t = ops::softmax(randn({B, C}, 31));
   compare_op("cross_entropy soft", [](auto& v) { return ops::cross_entropy_soft(v[0], v[1]); },
              {logits, t}, Arith::f32, B * C, C, {1});
+}
+
+TEST_CASE("CUDA top-1 count accumulates on the device as topk_correct counts on the host") {
+  LVIT_SKIP_WITHOUT_GPU();
+  for (const auto& [B, C] :
+       std::vector<std::pair<int64_t, int64_t>>{{37, 100}, {1, 3}, {600, 33}}) {
+    CAPTURE(B);
+    CAPTURE(C);
+    // Coarse values make ties common, so the lower-index rule is exercised.
+    std::vector<double> z = randn({B, C}, 40 + B).to_vector<double>();
+    for (double& v : z) v = std::round(v * 2);
+    const Tensor logits = Tensor::from_vector(z, {B, C}).to(DType::f32);
+    std::vector<int64_t> y(B);
+    for (int64_t i = 0; i < B; ++i) y[i] = (i * 7 + 3) % C;
+    const Tensor labels = Tensor::from_vector(y, {B});
+    const int64_t want = ops::topk_correct(logits, labels, 1);
+    REQUIRE(want > 0);
+    for (DType dt : {DType::f32, DType::bf16}) {
+      for (DType lt : {DType::i64, DType::i32}) {
+        Tensor count = Tensor::full({}, 5, DType::i64, Device::cuda(0));
+        const Tensor zl = to_gpu(logits.to(dt)), yl = to_gpu(labels.to(lt));
+        ops::add_top1_correct_(zl, yl, count);
+        ops::add_top1_correct_(zl, yl, count);
+        CHECK(static_cast<int64_t>(count.item()) == 5 + 2 * want);
+      }
+    }
+  }
 }
 
 TEST_CASE("CUDA AdamW, SGD and grad-norm clipping match the CPU") {

@@ -4,7 +4,11 @@
 // without a GPU.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
 
 #include "apps/trainer.h"
 #include "models/vit.h"
@@ -119,4 +123,70 @@ TEST_CASE("the trainer with CUDA graphs reproduces the eager trainer bit for bit
                           eager_params[i].size() * sizeof(float)) == 0);
     }
   }
+}
+
+// run() keeps the epoch's loss and top-1 sums on the device (no per-step sync): its train_loss
+// must be the mean of the losses the same steps return one by one.
+TEST_CASE("cuda trainer: epoch metrics accumulated on the device") {
+  LVIT_SKIP_WITHOUT_GPU();
+  data::ImageDataset ds = synthetic_dataset();
+  ViTConfig c = preset_config("vit-micro");
+  c.image_size = 16;
+  c.dim = 32;
+  c.depth = 2;
+  c.num_heads = 4;
+  c.num_classes = 10;
+  app::TrainOptions o;
+  o.batch_size = 16;
+  o.epochs = 1;
+  o.workers = 0;
+  o.progress = false;
+  o.log_every = 0;
+  o.device = "cuda";
+  o.log_format = "json";
+  double mean = 0;
+  {
+    app::Trainer t(c, o, ds, nullptr);
+    const int64_t spe = t.steps_per_epoch();
+    for (int64_t s = 0; s < spe; ++s) mean += t.step() / static_cast<double>(spe);
+  }
+  test::TempDir dir("lvit-cuda-metrics");
+  app::Trainer t(c, o, ds, nullptr);
+  t.run(dir.str());
+  std::ifstream f(dir.str("metrics.jsonl"));
+  std::string line;
+  REQUIRE(std::getline(f, line));
+  const auto m = nlohmann::json::parse(line);
+  CHECK(m.at("train_loss").get<double>() == doctest::Approx(mean).epsilon(1e-6));
+  const double acc = m.at("train_acc").get<double>();
+  CHECK(acc >= 0);
+  CHECK(acc <= 100);
+  const double hits = acc * static_cast<double>(ds.size) / 100;  // a whole number of images
+  CHECK(hits == doctest::Approx(std::round(hits)).epsilon(1e-9));
+}
+
+// With the loss read only at print time and at the epoch's end, divergence is still an error.
+TEST_CASE("cuda trainer: a diverging run stops with an error") {
+  LVIT_SKIP_WITHOUT_GPU();
+  data::ImageDataset ds = synthetic_dataset();
+  ViTConfig c = preset_config("vit-micro");
+  c.image_size = 16;
+  c.dim = 32;
+  c.depth = 2;
+  c.num_heads = 4;
+  c.num_classes = 10;
+  app::TrainOptions o;
+  o.batch_size = 16;
+  o.epochs = 1;
+  o.workers = 0;
+  o.progress = false;
+  o.log_every = 0;
+  o.device = "cuda";
+  o.log_format = "json";
+  o.lr = 1e30;
+  o.warmup_epochs = 0;
+  o.clip_grad = 0;
+  app::Trainer t(c, o, ds, nullptr);
+  const std::string msg = test::error_message([&] { t.run(""); });
+  CHECK(msg.find("training diverged") != std::string::npos);
 }
