@@ -1,6 +1,7 @@
 // Copy, dtype-conversion and fill kernels with their launchers (declared in cuda/copy.cuh).
 // The host-side planning (which tensors to pack, stage or convert) is in cuda/copy.cpp.
 #include <cstdint>
+#include <string>
 #include <type_traits>
 
 #include "cuda/check.cuh"
@@ -133,7 +134,14 @@ void launch_typed(void* dst, const void* src, const CopyLayout& l, cudaStream_t 
   } else {
     copy_strided_kernel<S, D, int64_t><<<grid_for(n), kThreads, 0, stream>>>(d, s, n, l);
   }
-  after_launch("copy_kernel", stream);
+  if (!profiling()) return after_launch("copy_kernel", stream);
+  // The profile tells the copies apart by kind and size (2^k elements and up).
+  int log2n = 0;
+  while ((int64_t{2} << log2n) <= n) ++log2n;
+  const std::string what = std::string(l.contiguous() ? "copy " : "copy strided ") +
+                           std::to_string(sizeof(S)) + "B->" + std::to_string(sizeof(D)) +
+                           "B n>=2^" + std::to_string(log2n);
+  after_launch(what.c_str(), stream);
 }
 
 // Calls fn(T{}) with T the device element type of `t`.
