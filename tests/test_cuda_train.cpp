@@ -143,7 +143,7 @@ TEST_CASE("cuda trainer: epoch metrics accumulated on the device") {
   o.progress = false;
   o.log_every = 0;
   o.device = "cuda";
-  o.log_format = "json";
+  o.log_format = "jsonl";
   double mean = 0;
   {
     app::Trainer t(c, o, ds, nullptr);
@@ -182,7 +182,7 @@ TEST_CASE("cuda trainer: a diverging run stops with an error") {
   o.progress = false;
   o.log_every = 0;
   o.device = "cuda";
-  o.log_format = "json";
+  o.log_format = "jsonl";
   o.lr = 1e30;
   o.warmup_epochs = 0;
   o.clip_grad = 0;
