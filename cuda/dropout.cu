@@ -1,5 +1,6 @@
 // Dropout / drop-path mask kernel and launcher (declared in cuda/dropout.cuh).
 #include <cmath>
+#include <type_traits>
 
 #include "core/rng.h"
 #include "cuda/check.cuh"
@@ -209,6 +210,115 @@ void gelu_dropout_fwd(DType dtype, const void* x, void* y, int64_t n, double p, 
 void gelu_dropout_bwd(DType dtype, const void* g, const void* x, void* gx, int64_t n, double p,
                       uint64_t seed, uint64_t offset, cudaStream_t stream) {
   launch_gelu_dropout<true>(dtype, g, x, gx, n, p, seed, offset, stream);
+}
+
+namespace {
+// ---- the residual add fused with its branch's dropout ----
+
+// The keep bits of elements 8t .. 8t+7 (Philox blocks 2t and 2t+1: dropout_kernel's words).
+__device__ __forceinline__ unsigned keep_bits8(int64_t t, float p, uint64_t seed, uint64_t offset) {
+  unsigned bits = 0;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const uint64_t blk = static_cast<uint64_t>(2 * t + h);
+    uint32_t c[4] = {static_cast<uint32_t>(blk), static_cast<uint32_t>(blk >> 32),
+                     static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32)};
+    Philox::block(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+      bits |= (static_cast<float>(c[k] >> 8) * (1.0f / 16777216.0f) >= p ? 1u : 0u) << (4 * h + k);
+  }
+  return bits;
+}
+
+// Forward (kBackward false): out (R) = a + round_Y(keep ? b * scale : 0) with a = x (R), b = y (Y).
+// Backward: out (Y) = keep ? a * scale : 0 with a = g (R); b unused. Thread t owns elements
+// 8t .. 8t+7, moved with 16-byte accesses when `vec` (every pointer aligned, n % 8 == 0), else
+// one by one with bounds checks.
+template <typename R, typename Y, bool kBackward>
+__global__ void add_dropout_kernel(const R* __restrict__ a, const Y* __restrict__ b,
+                                   void* __restrict__ out_raw, int64_t n, float p, acc_t<R> scale,
+                                   uint64_t seed, uint64_t offset,
+                                   const uint64_t* __restrict__ shift, bool vec) {
+  using A = acc_t<R>;
+  using O = std::conditional_t<kBackward, Y, R>;
+  O* __restrict__ out = static_cast<O*>(out_raw);
+  offset += *shift;
+  const int64_t groups = (n + kVec - 1) / kVec;
+  for (int64_t t = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; t < groups;
+       t += int64_t{gridDim.x} * blockDim.x) {
+    const unsigned keep = keep_bits8(t, p, seed, offset);
+    const int64_t i0 = kVec * t;
+    alignas(16) R av[kVec];
+    alignas(16) Y bv[kVec];
+    alignas(16) O ov[kVec];
+    if (vec) {
+      load8(a + i0, av);
+      if constexpr (!kBackward) load8(b + i0, bv);
+    } else {
+      for (int e = 0; e < kVec; ++e) {
+        av[e] = i0 + e < n ? a[i0 + e] : R(0);
+        if constexpr (!kBackward) bv[e] = i0 + e < n ? b[i0 + e] : Y(0);
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) {
+      const bool kept = (keep >> e) & 1u;
+      if constexpr (kBackward) {
+        ov[e] = st<Y>(kept ? A(ld(av[e])) * scale : A(0));
+      } else {
+        const Y d = st<Y>(kept ? A(ld(bv[e])) * scale : A(0));
+        ov[e] = st<R>(A(ld(av[e])) + A(ld(d)));
+      }
+    }
+    if (vec) {
+      store8(out + i0, ov);
+    } else {
+      for (int e = 0; e < kVec && i0 + e < n; ++e) out[i0 + e] = ov[e];
+    }
+  }
+}
+
+template <bool kBackward>
+void launch_add_dropout(DType rdtype, const void* a, DType ydtype, const void* b, void* out,
+                        int64_t n, double p, uint64_t seed, uint64_t offset, cudaStream_t stream) {
+  if (n == 0) return;
+  int device = 0;
+  LVIT_CUDA_CHECK(cudaGetDevice(&device));
+  const uint64_t* shift = context(device).philox_shift;
+  auto launch = [&](auto r_tag, auto y_tag) {
+    using R = decltype(r_tag);
+    using Y = decltype(y_tag);
+    const R* pa = static_cast<const R*>(a);
+    const Y* pb = static_cast<const Y*>(b);
+    const bool vec =
+        vec_ok(n, sizeof(R), pa) &&
+        (kBackward ? vec_ok(n, sizeof(Y), static_cast<const Y*>(out))
+                   : vec_ok(n, sizeof(Y), pb) && vec_ok(n, sizeof(R), static_cast<const R*>(out)));
+    add_dropout_kernel<R, Y, kBackward><<<grid_for((n + kVec - 1) / kVec), kThreads, 0, stream>>>(
+        pa, pb, out, n, static_cast<float>(p), static_cast<acc_t<R>>(1.0 / (1.0 - p)), seed, offset,
+        shift, vec);
+  };
+  if (rdtype == DType::f32 && ydtype == DType::bf16)
+    launch(float{}, __nv_bfloat16{});
+  else if (rdtype == DType::f32 && ydtype == DType::f32)
+    launch(float{}, float{});
+  else if (rdtype == DType::f64 && ydtype == DType::f64)
+    launch(double{}, double{});
+  else
+    unsupported_dtype("add_dropout (residual and branch dtypes)", ydtype);
+  after_launch(kBackward ? "add_dropout_bwd" : "add_dropout_fwd", stream);
+}
+}  // namespace
+
+void add_dropout_fwd(DType rdtype, const void* x, DType ydtype, const void* y, void* out, int64_t n,
+                     double p, uint64_t seed, uint64_t offset, cudaStream_t stream) {
+  launch_add_dropout<false>(rdtype, x, ydtype, y, out, n, p, seed, offset, stream);
+}
+
+void add_dropout_bwd(DType rdtype, const void* g, DType ydtype, void* gy, int64_t n, double p,
+                     uint64_t seed, uint64_t offset, cudaStream_t stream) {
+  launch_add_dropout<true>(rdtype, g, ydtype, nullptr, gy, n, p, seed, offset, stream);
 }
 
 }  // namespace lvit::cuda

@@ -23,4 +23,15 @@ void gelu_dropout_fwd(DType dtype, const void* x, void* y, int64_t n, double p, 
 void gelu_dropout_bwd(DType dtype, const void* g, const void* x, void* gx, int64_t n, double p,
                       uint64_t seed, uint64_t offset, cudaStream_t stream);
 
+// The residual add fused with the dropout of its branch (ops::add_dropout), over n contiguous
+// elements with apply_mask's mask (group 1). Forward: out = x + d with d = keep ? y / (1 - p) : 0
+// rounded to y's dtype first (the value the separate dropout would store). Backward:
+// gy = keep ? g / (1 - p) : 0 in y's dtype (x's gradient is g itself). `rdtype` is that of the
+// residual x, out and g; `ydtype` that of the branch y and gy: equal (f32 or f64), or f32 with
+// a bf16 branch (mixed precision).
+void add_dropout_fwd(DType rdtype, const void* x, DType ydtype, const void* y, void* out, int64_t n,
+                     double p, uint64_t seed, uint64_t offset, cudaStream_t stream);
+void add_dropout_bwd(DType rdtype, const void* g, DType ydtype, void* gy, int64_t n, double p,
+                     uint64_t seed, uint64_t offset, cudaStream_t stream);
+
 }  // namespace lvit::cuda

@@ -147,8 +147,14 @@ Block::Block(const ViTConfig& cfg, int64_t index, double dp, Generator& init,
 }
 
 Tensor Block::forward(const Tensor& x) const {
-  Tensor h = ops::add(x, drop_path->forward(attn->forward(norm1->forward(x))));
-  return ops::add(h, drop_path->forward(mlp->forward(norm2->forward(h))));
+  if (drop_path->p > 0 && drop_path->is_training()) {
+    Tensor h = ops::add(x, drop_path->forward(attn->forward(norm1->forward(x))));
+    return ops::add(h, drop_path->forward(mlp->forward(norm2->forward(h))));
+  }
+  // No stochastic depth: each branch's last dropout is fused with its residual add (the same
+  // values and masks as add(x, dropout(branch)); one pass on the GPU).
+  Tensor h = attn->proj_drop->forward_residual(x, attn->forward_undropped(norm1->forward(x)));
+  return mlp->drop->forward_residual(h, mlp->forward_undropped(norm2->forward(h)));
 }
 
 ViT::ViT(const ViTConfig& cfg, uint64_t seed)

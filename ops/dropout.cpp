@@ -4,6 +4,7 @@
 #include "core/thread_pool.h"
 #include "ops/activation.h"
 #include "ops/dispatch.h"
+#include "ops/elementwise.h"
 
 #ifdef LVIT_WITH_CUDA
 #include "cuda/dropout.cuh"
@@ -121,6 +122,35 @@ Tensor gelu_dropout(const Tensor& x_in, double p, bool training, Generator& gen)
                      return std::vector<Tensor>{gx};
                    });
   return y;
+#else
+  return Tensor();
+#endif
+}
+
+Tensor add_dropout(const Tensor& x_in, const Tensor& y_in, double p, bool training,
+                   Generator& gen) {
+  LVIT_CHECK(p >= 0 && p < 1, "add_dropout: probability {} not in [0, 1)", p);
+  if (!training || p == 0) return add(x_in, y_in);
+  if (!on_cuda("add_dropout", {x_in, y_in}) || x_in.shape() != y_in.shape())
+    return add(x_in, dropout(y_in, p, training, gen));
+#ifdef LVIT_WITH_CUDA
+  const uint64_t seed = gen.seed(), offset = gen.next_offset();
+  const Tensor x = x_in.contiguous(), y = y_in.contiguous();
+  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  cuda::add_dropout_fwd(x.dtype(), x.raw_data(), y.dtype(), y.raw_data(), out.raw_data(), x.numel(),
+                        p, seed, offset, cuda_stream(x));
+  autograd::record(out, {x_in, y_in}, "AddDropoutBackward",
+                   [p, seed, offset, ydt = y.dtype()](const Tensor& g_in, const autograd::Node& n) {
+                     Tensor gy;
+                     if (n.needs_input_grad(1)) {
+                       const Tensor g = g_in.contiguous();
+                       gy = Tensor::empty(g.shape(), ydt, g.device());
+                       cuda::add_dropout_bwd(g.dtype(), g.raw_data(), ydt, gy.raw_data(), g.numel(),
+                                             p, seed, offset, cuda_stream(g));
+                     }
+                     return std::vector<Tensor>{n.needs_input_grad(0) ? g_in : Tensor(), gy};
+                   });
+  return out;
 #else
   return Tensor();
 #endif

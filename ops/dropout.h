@@ -13,6 +13,10 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
 // dropout(gelu(x), p): the same values, mask and generator offset as the two ops; on the GPU
 // one fused pass each way (the MLP's hidden layer: no intermediate GELU output in memory).
 Tensor gelu_dropout(const Tensor& x, double p, bool training, Generator& gen);
+// x + dropout(y, p): a residual add with its branch's dropout, the same values, mask and
+// generator offset as the two ops (add's mixed f32 + bf16 included); on the GPU one pass each
+// way (no dropped copy of y in memory, and y's gradient comes out in y's dtype directly).
+Tensor add_dropout(const Tensor& x, const Tensor& y, double p, bool training, Generator& gen);
 // Zeroes whole samples (dimension 0) with probability p, scaling kept ones by 1/(1-p).
 Tensor drop_path(const Tensor& x, double p, bool training, Generator& gen);
 

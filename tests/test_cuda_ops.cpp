@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <utility>
@@ -258,6 +259,40 @@ TEST_CASE("CUDA fused gelu_dropout equals dropout(gelu(x)) on the CPU") {
         },
         {x}, Arith::f32, 1, 1);
     CHECK(gc.offset() == gg.offset());
+  }
+}
+
+TEST_CASE("CUDA fused add_dropout equals add(x, dropout(y)) on the CPU") {
+  LVIT_SKIP_WITHOUT_GPU();
+  // [5, 17, 33]: n % 8 != 0 (the element-wise path); [64, 384]: the 16-byte path.
+  for (const Shape& s : {Shape{5, 17, 33}, Shape{64, 384}}) {
+    const Tensor x = randn(s, 34), y = randn(s, 35, 2.0);
+    Generator gc(555), gg(555);
+    compare_op(
+        "add_dropout " + shape_str(s),
+        [&](auto& v) {
+          Generator& gen = v[0].device().is_cuda() ? gg : gc;
+          return ops::add_dropout(v[0], v[1], 0.25, true, gen);
+        },
+        {x, y}, Arith::f32, 2, 1);
+    CHECK(gc.offset() == gg.offset());
+    // Mixed precision: an f32 residual with a bf16 branch gives the values of the separate ops
+    // (the dropped branch rounded to bf16, then added in f32) and a bf16 branch gradient.
+    Generator g1(77), g2(77);
+    const Tensor xg = to_gpu(x), yg = to_gpu(y.to(DType::bf16));
+    Tensor yv = yg.detach();
+    yv.set_requires_grad(true);
+    const Tensor fused = ops::add_dropout(xg, yv, 0.25, true, g1);
+    const Tensor separate = ops::add(xg, ops::dropout(yg, 0.25, true, g2));
+    CHECK(fused.dtype() == DType::f32);
+    const auto a = fused.to_vector<float>(), b = separate.to_vector<float>();
+    CHECK(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0);
+    const Tensor g = randn(s, 36);
+    fused.backward(to_gpu(g));
+    REQUIRE(yv.grad().dtype() == DType::bf16);
+    Generator g3(77);
+    const Tensor want = ops::dropout(g, 0.25, true, g3);  // CPU f32, the same mask
+    expect_close(want, yv.grad().to(DType::f32), Arith::bf16, 1, "add_dropout bf16 branch grad");
   }
 }
 

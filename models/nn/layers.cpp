@@ -33,6 +33,10 @@ Tensor Dropout::forward_gelu(const Tensor& x) const {
   return ops::gelu_dropout(x, p, is_training(), *gen_);
 }
 
+Tensor Dropout::forward_residual(const Tensor& residual, const Tensor& x) const {
+  return ops::add_dropout(residual, x, p, is_training(), *gen_);
+}
+
 Tensor DropPath::forward(const Tensor& x) const {
   return ops::drop_path(x, p, is_training(), *gen_);
 }
@@ -45,8 +49,10 @@ MLP::MLP(int64_t dim, int64_t hidden, double dropout, Generator& init,
   register_module("drop", drop);
 }
 
-Tensor MLP::forward(const Tensor& x) const {
-  return drop->forward(fc2->forward(drop->forward_gelu(fc1->forward(x))));
+Tensor MLP::forward(const Tensor& x) const { return drop->forward(forward_undropped(x)); }
+
+Tensor MLP::forward_undropped(const Tensor& x) const {
+  return fc2->forward(drop->forward_gelu(fc1->forward(x)));
 }
 
 PatchEmbed::Proj::Proj(Tensor w, Tensor b) {

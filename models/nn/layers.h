@@ -29,6 +29,8 @@ class Dropout : public Module {
   Tensor forward(const Tensor& x) const;
   // dropout(gelu(x)) in one pass (the same mask and offsets as the two ops).
   Tensor forward_gelu(const Tensor& x) const;
+  // residual + dropout(x) in one pass (the same mask and offsets as the two ops).
+  Tensor forward_residual(const Tensor& residual, const Tensor& x) const;
   double p;
 
  private:
@@ -50,6 +52,8 @@ class MLP : public Module {
  public:
   MLP(int64_t dim, int64_t hidden, double dropout, Generator& init, std::shared_ptr<Generator> gen);
   Tensor forward(const Tensor& x) const;
+  // forward(x) without the final dropout (the caller applies `drop`, e.g. fused with a residual).
+  Tensor forward_undropped(const Tensor& x) const;
   std::shared_ptr<Linear> fc1, fc2;
   std::shared_ptr<Dropout> drop;
 };
