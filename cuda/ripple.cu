@@ -37,6 +37,7 @@
 
 #include "cuda/check.cuh"
 #include "cuda/ripple.cuh"
+#include "cuda/ripple_alpha.cuh"
 #include "cuda/ripple_plan.cuh"
 #include "cuda/smem.cuh"
 
@@ -143,14 +144,7 @@ __device__ __forceinline__ int pair_level(int i, int j) { return (33 - __clz(i ^
 __device__ void pass_weights(const float* logits, int h, const Geom& m, const Pass& pass,
                              float* coef, float* w) {
   double alpha[kMaxStages];
-  double rem = 1.0;  // prod_{s' < s} (1 - sigmoid(beta_s'))
-  for (int s = 0; s + 1 < m.S; ++s) {
-    const double x = logits[h * (m.S - 1) + s];
-    const double sg = x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x));
-    alpha[s] = sg * rem;
-    rem *= 1 - sg;
-  }
-  alpha[m.S - 1] = rem;
+  ripple_detail::stage_weights(logits, h, m.S, alpha);
   if (pass.seg_cells == 0) {
     *coef = static_cast<float>(alpha[m.S - 1]);
     for (int l = 0; l < 4; ++l)

@@ -1,5 +1,6 @@
 // Ripple attention kernels (math in ops/ripple.h, DESIGN.md "Linear-time form" and
-// docs/attention.md), f32. Host-only header.
+// docs/attention.md): the linear form in f32 for any size, and the dense form on tensor cores
+// in bf16 for short sequences (below). Host-only header.
 //
 // One CTA per (image, head) computes the linear-time telescoped form in shared memory:
 //   num_i = alpha_{S-1} phi(q_i)^T [KV_all, z_all]  +  sum_j W(i, j) (phi(q_i).phi(k_j)) [v_j, 1]
@@ -37,6 +38,27 @@ int64_t ripple_bwd_workspace_doubles(int64_t B, int64_t heads, int64_t stages);
 void ripple_bwd(const float* gout, const float* qkv, const float* logits, const float* out,
                 const float* den, int64_t B, int64_t N, int64_t D, int64_t heads, int64_t stages,
                 int64_t grid, float* gqkv, float* glogits, double* workspace, cudaStream_t stream);
+
+// ---- the dense form on tensor cores (cuda/ripple_small.cu) ----
+// For short sequences the N x N weights fit on chip: one CTA of ceil(N/16) warps per (image,
+// head) computes s = phi(Q) phi(K)^T, the weighted P and O = P V with bf16 mma.sync (fp32
+// accumulation), like the softmax kernels of cuda/attention_small.cu. Same contract as
+// ripple_fwd / ripple_bwd (logits, den, glogits f32; the workspace of
+// ripple_bwd_workspace_doubles), but qkv, out, gout and gqkv are bf16 and 16-byte aligned, and
+// the backward does not read the output (it recomputes g_i . o_i in fp32, see the kernel).
+// ops/ripple.cpp runs them for bf16 where ripple_small_supported (RippleImpl::automatic) or when
+// asked to (RippleImpl::dense); everything else takes the linear kernels.
+
+// Whether the dense tensor-core kernels take N tokens of head width head_dim: N <= 128 (grids
+// up to 8x8) and head_dim 16, 32 or 64.
+bool ripple_small_supported(int64_t N, int64_t head_dim);
+
+void ripple_small_fwd(const void* qkv, const float* logits, int64_t B, int64_t N, int64_t D,
+                      int64_t heads, int64_t stages, int64_t grid, void* out, float* den,
+                      cudaStream_t stream);
+void ripple_small_bwd(const void* gout, const void* qkv, const float* logits, const float* den,
+                      int64_t B, int64_t N, int64_t D, int64_t heads, int64_t stages, int64_t grid,
+                      void* gqkv, float* glogits, double* workspace, cudaStream_t stream);
 
 // glogits [heads, stages - 1] = d loss / d logits from galpha [B, heads, stages], d loss /
 // d alpha per image and head (what ripple_bwd leaves in its workspace): the batch sum, then the

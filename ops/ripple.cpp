@@ -1,6 +1,8 @@
 // Ripple attention op: checks, the stage logits -> weights (stick-breaking) map and its
 // Jacobian, and the autograd node around the CPU kernels of ops/cpu/ripple.cpp and the CUDA
-// kernels of cuda/ripple.cu (f32 only; they map logits to weights and back on the device).
+// kernels (they map logits to weights and back on the device): the linear form of
+// cuda/ripple.cu (f32) and the dense form on tensor cores of cuda/ripple_small.cu (bf16, short
+// sequences).
 #include "ops/ripple.h"
 
 #include <cmath>
@@ -72,13 +74,36 @@ std::vector<double> stick_breaking_grad(const std::vector<double>& galpha,
 }
 
 #ifdef LVIT_WITH_CUDA
-// The CUDA path: same contract as the CPU one, with the stage weights and the logits' gradient
-// computed on the device (no host synchronisation, so the step stays capturable as a graph).
+// A packed copy of the logits [heads, stages-1] (undefined for 1 stage): backward recomputes the
+// stage weights from it, so it must see the values the forward used even if the parameter
+// changes in between (the CPU path saves them on the host).
+Tensor saved_logits(const Tensor& logits, int64_t stages) {
+  return stages > 1 ? logits.detach().clone() : Tensor();
+}
+const float* logits_ptr(const Tensor& lg) { return lg.defined() ? lg.data<float>() : nullptr; }
+
+// What a CUDA backward writes: gqkv (like qkv, in `dtype`), the f64 workspace of d loss / d alpha
+// per (image, head), and glogits [heads, stages-1] (f32; undefined unless it is needed).
+struct CudaGrads {
+  Tensor gqkv, ws, glogits;
+  CudaGrads(const Tensor& qkv, DType dtype, int64_t heads, int64_t stages, bool logits_grad)
+      : gqkv(Tensor::empty(qkv.shape(), dtype, qkv.device())),
+        ws(Tensor::empty({cuda::ripple_bwd_workspace_doubles(qkv.shape()[0], heads, stages)},
+                         DType::f64, qkv.device())) {
+    if (stages > 1 && logits_grad)
+      glogits = Tensor::empty({heads, stages - 1}, DType::f32, qkv.device());
+  }
+  float* glogits_ptr() const { return glogits.defined() ? glogits.data<float>() : nullptr; }
+  std::vector<Tensor> result(const autograd::Node& n) const {
+    return {n.needs_input_grad(0) ? gqkv : Tensor(), glogits};
+  }
+};
+
+// The linear-form CUDA path: same contract as the CPU one, with the stage weights and the
+// logits' gradient computed on the device (no host synchronisation, so the step stays
+// capturable as a graph).
 Tensor ripple_attention_cuda(const Tensor& qkv_in, const Tensor& logits, int64_t heads,
-                             int64_t stages, int64_t grid, RippleImpl impl) {
-  LVIT_USER_CHECK(impl == RippleImpl::linear,
-                  "ripple attention: dense ripple is a CPU reference only (CUDA runs the linear "
-                  "form)");
+                             int64_t stages, int64_t grid) {
   LVIT_USER_CHECK(qkv_in.dtype() == DType::f32,
                   "ripple attention on CUDA supports f32 only, got {} (keep the attention core "
                   "in f32 under mixed precision)",
@@ -88,33 +113,65 @@ Tensor ripple_attention_cuda(const Tensor& qkv_in, const Tensor& logits, int64_t
                   "ripple attention on CUDA supports head widths up to {}, got {}",
                   cuda::kRippleMaxHeadDim, D / heads);
   Tensor qkv = qkv_in.contiguous();
-  // A packed copy of the logits [heads, stages-1] (undefined for 1 stage): backward recomputes the
-  // stage weights from it, so it must see the values the forward used even if the parameter
-  // changes in between (the CPU path saves them on the host).
-  const Tensor lg = stages > 1 ? logits.detach().clone() : Tensor();
-  const float* lp = lg.defined() ? lg.data<float>() : nullptr;
+  const Tensor lg = saved_logits(logits, stages);
   Tensor out = Tensor::empty({B, N, D}, qkv.dtype(), qkv.device());
   Tensor den = Tensor::empty({B, heads, N}, qkv.dtype(), qkv.device());
-  cuda::ripple_fwd(qkv.data<float>(), lp, B, N, D, heads, stages, grid, out.data<float>(),
-                   den.data<float>(), cuda_stream(qkv));
+  cuda::ripple_fwd(qkv.data<float>(), logits_ptr(lg), B, N, D, heads, stages, grid,
+                   out.data<float>(), den.data<float>(), cuda_stream(qkv));
+  autograd::record(out, {qkv_in, logits}, "RippleAttentionBackward",
+                   [qkv = qkv.detach(), lg, out = out.detach(), den, heads, stages, grid](
+                       const Tensor& g_in, const autograd::Node& n) {
+                     const Tensor g = g_in.contiguous();
+                     const int64_t B = qkv.shape()[0], N = qkv.shape()[1], D = qkv.shape()[2] / 3;
+                     const CudaGrads r(qkv, DType::f32, heads, stages, n.needs_input_grad(1));
+                     cuda::ripple_bwd(g.data<float>(), qkv.data<float>(), logits_ptr(lg),
+                                      out.data<float>(), den.data<float>(), B, N, D, heads, stages,
+                                      grid, r.gqkv.data<float>(), r.glogits_ptr(),
+                                      r.ws.data<double>(), cuda_stream(qkv));
+                     return r.result(n);
+                   });
+  return out;
+}
+
+// A contiguous tensor whose data starts on a 16-byte boundary (the bf16 kernels move 16-byte
+// vectors); fresh allocations always do, a view with an offset may not and is then copied.
+Tensor packed16(const Tensor& t) {
+  Tensor c = t.contiguous();
+  if (reinterpret_cast<uintptr_t>(c.raw_data()) % 16 != 0) c = c.clone();
+  return c;
+}
+
+// The dense tensor-core path (bf16 qkv, out and gradient; f32 logits, den and logits gradient):
+// the node of the linear path, minus the saved output (the backward recomputes what it needs
+// of it in fp32).
+Tensor ripple_attention_cuda_dense(const Tensor& qkv_in, const Tensor& logits, int64_t heads,
+                                   int64_t stages, int64_t grid) {
+  const int64_t B = qkv_in.shape()[0], N = qkv_in.shape()[1], D = qkv_in.shape()[2] / 3;
+  LVIT_USER_CHECK(qkv_in.dtype() == DType::bf16 && cuda::ripple_small_supported(N, D / heads),
+                  "dense ripple attention on CUDA runs bf16 tensor-core kernels for up to 128 "
+                  "tokens and head widths 16, 32 or 64; got {} with {} tokens and head width {}",
+                  dtype_name(qkv_in.dtype()), N, D / heads);
+  LVIT_CHECK(
+      !logits.defined() || (logits.dtype() == DType::f32 && logits.device() == qkv_in.device()),
+      "ripple_attention: logits must be f32 on {} for bf16 qkv, got {} on {}",
+      qkv_in.device().str(), dtype_name(logits.dtype()), logits.device().str());
+  Tensor qkv = packed16(qkv_in);
+  const Tensor lg = saved_logits(logits, stages);
+  Tensor out = Tensor::empty({B, N, D}, DType::bf16, qkv.device());
+  Tensor den = Tensor::empty({B, heads, N}, DType::f32, qkv.device());
+  cuda::ripple_small_fwd(qkv.raw_data(), logits_ptr(lg), B, N, D, heads, stages, grid,
+                         out.raw_data(), den.data<float>(), cuda_stream(qkv));
   autograd::record(
       out, {qkv_in, logits}, "RippleAttentionBackward",
-      [qkv = qkv.detach(), lg, out = out.detach(), den, heads, stages, grid](
-          const Tensor& g_in, const autograd::Node& n) {
-        const Tensor g = g_in.contiguous();
+      [qkv = qkv.detach(), lg, den, heads, stages, grid](const Tensor& g_in,
+                                                         const autograd::Node& n) {
+        const Tensor g = packed16(g_in.dtype() == DType::bf16 ? g_in : g_in.to(DType::bf16));
         const int64_t B = qkv.shape()[0], N = qkv.shape()[1], D = qkv.shape()[2] / 3;
-        Tensor gqkv = Tensor::empty(qkv.shape(), DType::f32, qkv.device());
-        Tensor ws = Tensor::empty({cuda::ripple_bwd_workspace_doubles(B, heads, stages)},
-                                  DType::f64, qkv.device());
-        Tensor glogits;
-        if (stages > 1 && n.needs_input_grad(1))
-          glogits = Tensor::empty({heads, stages - 1}, DType::f32, qkv.device());
-        cuda::ripple_bwd(g.data<float>(), qkv.data<float>(),
-                         lg.defined() ? lg.data<float>() : nullptr, out.data<float>(),
-                         den.data<float>(), B, N, D, heads, stages, grid, gqkv.data<float>(),
-                         glogits.defined() ? glogits.data<float>() : nullptr, ws.data<double>(),
-                         cuda_stream(qkv));
-        return std::vector<Tensor>{n.needs_input_grad(0) ? gqkv : Tensor(), glogits};
+        const CudaGrads r(qkv, DType::bf16, heads, stages, n.needs_input_grad(1));
+        cuda::ripple_small_bwd(g.raw_data(), qkv.raw_data(), logits_ptr(lg), den.data<float>(), B,
+                               N, D, heads, stages, grid, r.gqkv.raw_data(), r.glogits_ptr(),
+                               r.ws.data<double>(), cuda_stream(qkv));
+        return r.result(n);
       });
   return out;
 }
@@ -148,16 +205,24 @@ Tensor ripple_attention(const Tensor& qkv_in, const Tensor& logits, int64_t head
                         int64_t grid_h, int64_t grid_w, RippleImpl impl) {
   check_ripple_geometry(stages, grid_h, grid_w);
   const bool gpu = on_cuda("ripple_attention", {qkv_in, logits});
-  // Mixed precision: the kernels accumulate in fp32 from f32 operands; bf16 activations are
-  // widened around them.
-  if (gpu && qkv_in.dtype() == DType::bf16)
-    return cast(
-        ripple_attention(cast(qkv_in, DType::f32), logits, heads, stages, grid_h, grid_w, impl),
-        DType::bf16);
-  check_same("ripple_attention", {qkv_in, logits});
   LVIT_CHECK(qkv_in.dim() == 3 && qkv_in.shape()[2] % 3 == 0,
              "ripple_attention: qkv {} must be [B, N, 3D]", shape_str(qkv_in.shape()));
   const int64_t B = qkv_in.shape()[0], N = qkv_in.shape()[1], D = qkv_in.shape()[2] / 3;
+  if (gpu && qkv_in.dtype() == DType::bf16) {
+#ifdef LVIT_WITH_CUDA
+    // Mixed precision: short sequences run the dense form on tensor cores in bf16 (fp32
+    // accumulation); everything else widens the activations around the f32 linear kernels.
+    const bool dense =
+        impl == RippleImpl::dense || (impl == RippleImpl::automatic && heads > 0 &&
+                                      D % heads == 0 && cuda::ripple_small_supported(N, D / heads));
+    if (!dense)
+#endif
+      return cast(ripple_attention(cast(qkv_in, DType::f32), logits, heads, stages, grid_h, grid_w,
+                                   RippleImpl::linear),
+                  DType::bf16);
+  } else {
+    check_same("ripple_attention", {qkv_in, logits});
+  }
   LVIT_CHECK(heads > 0 && D % heads == 0, "ripple_attention: {} heads do not divide D = {}", heads,
              D);
   LVIT_CHECK(N == 1 + grid_h * grid_w,
@@ -174,7 +239,9 @@ Tensor ripple_attention(const Tensor& qkv_in, const Tensor& logits, int64_t head
 
   if (gpu) {
 #ifdef LVIT_WITH_CUDA
-    return ripple_attention_cuda(qkv_in, logits, heads, stages, grid_h, impl);
+    if (qkv_in.dtype() == DType::bf16 || impl == RippleImpl::dense)
+      return ripple_attention_cuda_dense(qkv_in, logits, heads, stages, grid_h);
+    return ripple_attention_cuda(qkv_in, logits, heads, stages, grid_h);
 #endif
   }
 
@@ -183,7 +250,7 @@ Tensor ripple_attention(const Tensor& qkv_in, const Tensor& logits, int64_t head
   cpu::RippleArgs args{heads, stages, grid_h, stick_breaking(sig, heads, stages)};
   Tensor out = Tensor::empty({B, N, D}, qkv.dtype(), qkv.device());
   Tensor den = Tensor::empty({B, heads, N}, qkv.dtype(), qkv.device());
-  if (impl == RippleImpl::dense)
+  if (impl == RippleImpl::dense)  // automatic is the linear form on the CPU
     cpu::ripple_dense_fwd(qkv, args, out, den);
   else
     cpu::ripple_linear_fwd(qkv, args, out, den);

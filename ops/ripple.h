@@ -18,17 +18,21 @@
 namespace lvit::ops {
 
 enum class RippleImpl {
-  linear,  // telescoped dyadic-block form: O(S n d^2) time, O(n d) extra memory per head
-  dense,   // n x n weighted kernel per head: O(n^2 d) time, O(n^2) memory; the reference
+  automatic,  // CPU: linear; CUDA: dense on tensor cores for bf16 where the kernels apply
+              // (N <= 128, head width 16, 32 or 64; cuda::ripple_small_supported), else linear
+  linear,     // telescoped dyadic-block form: O(S n d^2) time, O(n d) extra memory per head
+  dense,      // n x n weighted kernel per head: O(n^2 d) time, O(n^2) memory; on the CPU the
+              // reference, on CUDA the bf16 tensor-core kernels (only there: an error otherwise)
 };
 
 // qkv [B, N, 3D] (q, then k, then v; head h owns channels h*d .. h*d+d-1 of each, as timm),
 // logits [heads, stages-1] (undefined when stages == 1), N = 1 + grid_h * grid_w -> [B, N, D].
 // Fused forward and hand-written backward for qkv and logits; saves qkv, the output and the
-// denominators [B, H, N]. f32 and f64 on the CPU; f32 on CUDA (linear form only: dense throws
-// there), with the stage weights and the logits' gradient computed on the device.
+// denominators [B, H, N]. f32 and f64 on the CPU. On CUDA the linear form runs in f32 (bf16
+// activations are widened around it) and the dense form in bf16 (f32 logits; denominators
+// saved in f32), both with the stage weights and the logits' gradient computed on the device.
 Tensor ripple_attention(const Tensor& qkv, const Tensor& logits, int64_t heads, int64_t stages,
-                        int64_t grid_h, int64_t grid_w, RippleImpl impl = RippleImpl::linear);
+                        int64_t grid_h, int64_t grid_w, RippleImpl impl = RippleImpl::automatic);
 
 // Throws lvit::UserError (one line) unless 1 <= stages <= 32 and the grid is a power-of-two
 // square.

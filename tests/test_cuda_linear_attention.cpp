@@ -76,17 +76,20 @@ Tensor rand_logits(int64_t H, int64_t S, uint64_t seed) {
   return Tensor::from_vector(v, {H, S - 1}).to(DType::f32);
 }
 
+// The op and its backward with qkv and the upstream gradient in `dtype` (logits stay f32), on
+// the GPU or the CPU, with kernel choice `impl`.
 Run run_ripple(const Tensor& qkv_host, const Tensor& logits_host, int64_t H, int64_t S, int64_t g,
-               const Tensor& gout_host, bool gpu, bool logits_grad) {
-  Tensor qkv = place(qkv_host, gpu);
+               const Tensor& gout_host, bool gpu, bool logits_grad, DType dtype = DType::f32,
+               ops::RippleImpl impl = ops::RippleImpl::automatic) {
+  Tensor qkv = place(qkv_host.to(dtype), gpu);
   qkv.set_requires_grad(true);
   Tensor logits;
   if (logits_host.defined()) {
     logits = place(logits_host, gpu);
     logits.set_requires_grad(logits_grad);
   }
-  Tensor y = ops::ripple_attention(qkv, logits, H, S, g, g);
-  y.backward(place(gout_host, gpu));
+  Tensor y = ops::ripple_attention(qkv, logits, H, S, g, g, impl);
+  y.backward(place(gout_host.to(dtype), gpu));
   Run r{y, qkv.grad(), {}};
   if (logits.defined() && logits_grad) r.glogits = logits.grad();
   return r;
@@ -117,6 +120,49 @@ void check_ripple(const RippleCase& c, uint64_t seed, bool logits_grad = true) {
   } else {
     CHECK_FALSE(gpu.glogits.defined());
   }
+}
+
+Tensor bf16_rounded(const Tensor& t) { return t.to(DType::bf16).to(DType::f32); }
+Tensor as_f32(const Tensor& t) { return t.to(DType::f32); }
+
+// The dense tensor-core kernels (bf16; cuda/ripple_small.cu) against the CPU dense reference in
+// f32 on the same bf16-rounded qkv and upstream gradient, and against the linear CUDA kernels
+// (f32 inside, bf16 widened around them) on the same inputs. Tolerances (cuda_test_util.h, u =
+// 2^-8): the kernels round phi(q), phi(k), P (or P / den and dS) to bf16 as mma operands and
+// the results once. As for softmax attention (tests/test_cuda_attention.cpp), P and the
+// denominator weight every key's error by its share of the row, so the output stays a few u
+// of its largest element whatever N is: K = 4 forward, K = 16 for the qkv gradient (a rounded
+// dS inside dq and dk, a rounded P / den inside dv, the stored gradient). The logits' gradient
+// sums s_ij dP_ij over B N^2 pairs of both signs that cancel to a small remainder; the
+// rounded phi leaves an error of u per pair that does not cancel: K = N. (A numpy emulation of
+// the kernels' rounding points on these shapes put the worst error at 0.6, 0.3 and 1.0 of
+// these tolerances.)
+void check_ripple_dense(const RippleCase& c, uint64_t seed) {
+  CAPTURE(c.B);
+  CAPTURE(c.H);
+  CAPTURE(c.d);
+  CAPTURE(c.S);
+  CAPTURE(c.g);
+  const int64_t N = 1 + c.g * c.g, D = c.H * c.d;
+  const Tensor qkv = bf16_rounded(cudatest::randn({c.B, N, 3 * D}, seed));
+  const Tensor logits = rand_logits(c.H, c.S, seed + 1);
+  const Tensor gout = bf16_rounded(cudatest::randn({c.B, N, D}, seed + 2));
+  const Run cpu =
+      run_ripple(qkv, logits, c.H, c.S, c.g, gout, false, true, DType::f32, ops::RippleImpl::dense);
+  const Run gpu =
+      run_ripple(qkv, logits, c.H, c.S, c.g, gout, true, true, DType::bf16, ops::RippleImpl::dense);
+  const Run lin = run_ripple(qkv, logits, c.H, c.S, c.g, gout, true, true, DType::bf16,
+                             ops::RippleImpl::linear);
+  REQUIRE(gpu.out.dtype() == DType::bf16);
+  REQUIRE(gpu.gqkv.dtype() == DType::bf16);
+  for (const Run* want : {&cpu, &lin}) {
+    const std::string tag = want == &cpu ? " vs CPU dense" : " vs CUDA linear";
+    expect_close(as_f32(want->out), as_f32(gpu.out), Arith::bf16, 4, "dense ripple out" + tag);
+    expect_close(as_f32(want->gqkv), as_f32(gpu.gqkv), Arith::bf16, 16, "dense ripple gqkv" + tag);
+    if (c.S > 1)
+      expect_close(want->glogits, gpu.glogits, Arith::bf16, N, "dense ripple glogits" + tag);
+  }
+  if (c.S == 1) CHECK_FALSE(gpu.glogits.defined());
 }
 
 }  // namespace
@@ -216,6 +262,61 @@ TEST_CASE("cuda ripple: forward and backward match the CPU op") {
   }
 }
 
+TEST_CASE("cuda ripple dense (bf16 tensor cores): forward and every gradient match the CPU") {
+  LVIT_SKIP_WITHOUT_GPU();
+  // Every grid the kernels take (N = 1 + g^2 <= 128: 2, 5, 17, 65 tokens, i.e. 1, 1, 2 and 5
+  // blocks of 16, all but N = 16 k padded), every head width, 1 to 4 stages (S = 4 on grids
+  // below 8x8: stages beyond the grid's levels; S = 1: no logits), batch 1 to 3, 1 to 3 heads.
+  const int64_t heads[] = {1, 3, 2};
+  uint64_t seed = 3000;
+  int i = 0;
+  for (int64_t g : {1, 2, 4, 8})
+    for (int64_t d : {16, 32, 64})
+      for (int64_t S : {1, 2, 3, 4}) {
+        check_ripple_dense({1 + i % 3, heads[(i + i / 3) % 3], d, S, g}, seed);
+        seed += 10;
+        ++i;
+      }
+}
+
+TEST_CASE("cuda ripple dense: the ripple-cifar shape, and the automatic kernel choice") {
+  LVIT_SKIP_WITHOUT_GPU();
+  check_ripple_dense({4, 6, 64, 3, 8}, 4000);
+  // automatic = dense for bf16 within the kernels' sizes, linear otherwise (f32; bf16 with
+  // d = 8 or 257 tokens): the kernels are deterministic, so the results are bit for bit those of
+  // the forced choice.
+  struct Pick {
+    RippleCase c;
+    DType dtype;
+    ops::RippleImpl same_as;
+  };
+  const Pick picks[] = {{{2, 2, 32, 3, 8}, DType::bf16, ops::RippleImpl::dense},
+                        {{2, 2, 32, 3, 8}, DType::f32, ops::RippleImpl::linear},
+                        {{2, 2, 8, 3, 8}, DType::bf16, ops::RippleImpl::linear},
+                        {{1, 2, 64, 3, 16}, DType::bf16, ops::RippleImpl::linear}};
+  uint64_t seed = 4100;
+  for (const Pick& p : picks) {
+    const RippleCase& c = p.c;
+    CAPTURE(c.d);
+    CAPTURE(c.g);
+    CAPTURE(dtype_name(p.dtype));
+    const int64_t N = 1 + c.g * c.g, D = c.H * c.d;
+    const Tensor qkv = cudatest::randn({c.B, N, 3 * D}, seed);
+    const Tensor logits = rand_logits(c.H, c.S, seed + 1);
+    const Tensor gout = cudatest::randn({c.B, N, D}, seed + 2);
+    seed += 10;
+    const Run a = run_ripple(qkv, logits, c.H, c.S, c.g, gout, true, true, p.dtype);
+    const Run f = run_ripple(qkv, logits, c.H, c.S, c.g, gout, true, true, p.dtype, p.same_as);
+    CHECK(a.out.dtype() == p.dtype);
+    auto same = [](const Tensor& x, const Tensor& y) {
+      return cudatest::to_cpu(x).to_vector<double>() == cudatest::to_cpu(y).to_vector<double>();
+    };
+    CHECK(same(a.out, f.out));
+    CHECK(same(a.gqkv, f.gqkv));
+    CHECK(same(a.glogits, f.glogits));
+  }
+}
+
 TEST_CASE("cuda ripple: logits that need no gradient") {
   LVIT_SKIP_WITHOUT_GPU();
   check_ripple({2, 2, 16, 3, 8}, 77, /*logits_grad=*/false);
@@ -262,13 +363,13 @@ TEST_CASE("cuda ripple: the pass plan") {
 }
 #endif
 
-TEST_CASE("cuda hydra and ripple: bf16 is widened to f32, f64 and the dense form throw") {
+TEST_CASE("cuda hydra and ripple: bf16 widening, f64 and unsupported dense calls throw") {
   LVIT_SKIP_WITHOUT_GPU();
   const int64_t g = 4, N = 1 + g * g, H = 2, d = 8, D = H * d, S = 3;
   const Tensor qkv = cudatest::randn({1, N, 3 * D}, 5);
   {
-    // Mixed precision: bf16 activations run the kernels on the widened values (Hydra reads bf16
-    // itself, Ripple is cast around its f32 kernels).
+    // Mixed precision: bf16 activations. Hydra reads bf16 itself; Ripple at d = 8 (no dense
+    // tensor-core kernel) runs its f32 kernels on the widened values.
     const Tensor xb = cudatest::to_gpu(qkv.to(DType::bf16));
     const Tensor xw = xb.to(DType::f32);
     const Tensor logits = cudatest::to_gpu(ops::ripple_init_logits(H, S));
@@ -291,9 +392,13 @@ TEST_CASE("cuda hydra and ripple: bf16 is widened to f32, f64 and the dense form
         error_message([&] { (void)ops::ripple_attention(x, logits, H, S, g, g); });
     CHECK(rm.find("ripple attention on CUDA supports f32 only") != std::string::npos);
   }
-  const Tensor x = cudatest::to_gpu(qkv);
+  // The dense form on CUDA is the bf16 tensor-core kernels: f32, and d = 8, are refused.
   const Tensor logits = cudatest::to_gpu(ops::ripple_init_logits(H, S));
-  const std::string msg = error_message(
-      [&] { (void)ops::ripple_attention(x, logits, H, S, g, g, ops::RippleImpl::dense); });
-  CHECK(msg.find("dense ripple is a CPU reference only") != std::string::npos);
+  for (DType dt : {DType::f32, DType::bf16}) {
+    const Tensor x = cudatest::to_gpu(qkv.to(dt));
+    const std::string msg = error_message(
+        [&] { (void)ops::ripple_attention(x, logits, H, S, g, g, ops::RippleImpl::dense); });
+    CHECK(msg.find("dense ripple attention on CUDA runs bf16 tensor-core kernels") !=
+          std::string::npos);
+  }
 }

@@ -17,10 +17,11 @@ class RippleAttention final : public Attention {
   TokenLayout layout;
   int64_t stages;
   Tensor logits;  // undefined when stages == 1
-  // The kernel that mixes the tokens; both give the same result (tests compare them). The
+  // The kernel that mixes the tokens; all give the same result (tests compare them). The
   // linear form costs O(S n d^2) instead of O(n^2 d): break-even near n = d for S <= 3, 2-3x
-  // faster at 257 tokens, d = 64 (docs/attention.md).
-  ops::RippleImpl impl = ops::RippleImpl::linear;
+  // faster at 257 tokens, d = 64 (docs/attention.md). `automatic`: linear on the CPU; on CUDA
+  // the dense form on tensor cores for bf16 activations of up to 128 tokens.
+  ops::RippleImpl impl = ops::RippleImpl::automatic;
 
  protected:
   Tensor mix(const Tensor& qkv) const override;

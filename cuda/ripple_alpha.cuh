@@ -1,0 +1,23 @@
+// The stick-breaking stage weights of Ripple attention on the device (kernel files only), as
+// ops/ripple.cpp computes them on the host: alpha_s = sigmoid(beta_s) prod_{s'<s} (1 -
+// sigmoid(beta_s')) for s < S-1, alpha_{S-1} = prod_{s'<S-1} (1 - sigmoid(beta_s')). Shared by
+// the linear-form kernels (cuda/ripple.cu) and the dense tensor-core ones (cuda/ripple_small.cu),
+// so that both read the same f64 weights out of the f32 logits.
+#pragma once
+#include <cuda_runtime.h>
+
+namespace lvit::cuda::ripple_detail {
+
+// alpha[0 .. S-1] of head h from logits [H, S-1] (unread when S == 1: alpha = {1}).
+__device__ inline void stage_weights(const float* logits, int h, int S, double* alpha) {
+  double rem = 1.0;  // prod_{s' < s} (1 - sigmoid(beta_s'))
+  for (int s = 0; s + 1 < S; ++s) {
+    const double x = logits[h * (S - 1) + s];
+    const double sg = x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x));
+    alpha[s] = sg * rem;
+    rem *= 1 - sg;
+  }
+  alpha[S - 1] = rem;
+}
+
+}  // namespace lvit::cuda::ripple_detail
