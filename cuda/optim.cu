@@ -1,4 +1,6 @@
 // Multi-tensor optimizer and grad-norm kernels with their launchers (declared in cuda/optim.cuh).
+#include <cuda_bf16.h>
+
 #include <cmath>
 
 #include "core/storage.h"
@@ -225,6 +227,38 @@ void clip_grad_norm(const std::vector<float*>& grads, const std::vector<int64_t>
                                after_launch("grad_scale", stream);
                              });
   alloc->deallocate(scratch, bytes);  // stream-ordered reuse: see cuda/allocator.cuh
+}
+
+namespace {
+struct CastTable {
+  const float* src[kTensorsPerLaunch];
+  __nv_bfloat16* dst[kTensorsPerLaunch];
+  int64_t n[kTensorsPerLaunch];
+};
+
+__global__ void cast_bf16_kernel(Launch<CastTable> l) {
+  const int t = l.map.tensor[blockIdx.x];
+  const int64_t begin = l.map.chunk[blockIdx.x] * kChunk;
+  const int64_t end = min(l.table.n[t], begin + kChunk);
+  const float* __restrict__ src = l.table.src[t];
+  __nv_bfloat16* __restrict__ dst = l.table.dst[t];
+  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x)
+    dst[i] = __float2bfloat16_rn(src[i]);
+}
+}  // namespace
+
+void cast_to_bf16_many(const std::vector<CastPair>& pairs, cudaStream_t stream) {
+  for_each_launch<CastTable>(
+      static_cast<int>(pairs.size()), [&](int i) { return pairs[i].numel; },
+      [&](CastTable& t, int slot, int i) {
+        t.src[slot] = pairs[i].src;
+        t.dst[slot] = static_cast<__nv_bfloat16*>(pairs[i].dst_bf16);
+        t.n[slot] = pairs[i].numel;
+      },
+      [&](const Launch<CastTable>& l, int blocks, int64_t) {
+        cast_bf16_kernel<<<blocks, kThreads, 0, stream>>>(l);
+        after_launch("cast_to_bf16_many", stream);
+      });
 }
 
 }  // namespace lvit::cuda

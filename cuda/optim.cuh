@@ -1,5 +1,6 @@
 // Optimizer steps and gradient-norm clipping over many parameter tensors at once (the CUDA half
-// of models/optim/optimizer.cpp). Host-only header; f32 parameters, gradients and state.
+// of models/optim/optimizer.cpp), and the per-step bf16 copies of the parameters for mixed
+// precision (ops/autocast.h). Host-only header; f32 parameters, gradients and state.
 //
 // Multi-tensor: the launchers take the whole parameter list and pack it into kernel-argument
 // tables of up to kTensorsPerLaunch tensors and kBlocksPerLaunch blocks, so a step over a ViT's
@@ -53,6 +54,15 @@ void sgd_step(const std::vector<SGDParam>& params, const float* lr, float moment
 // the partial sums are in double and added in a fixed order (deterministic). No host sync.
 void clip_grad_norm(const std::vector<float*>& grads, const std::vector<int64_t>& numels,
                     double max_norm, double* norm_out, cudaStream_t stream);
+
+// dst = src rounded to bf16 (nearest even) for every pair: the parameters' bf16 GEMM operands
+// of a mixed-precision step in a few launches instead of one per tensor.
+struct CastPair {
+  const float* src;
+  void* dst_bf16;
+  int64_t numel;
+};
+void cast_to_bf16_many(const std::vector<CastPair>& pairs, cudaStream_t stream);
 
 inline constexpr int kTensorsPerLaunch = 64;
 inline constexpr int kBlocksPerLaunch = 1536;

@@ -186,6 +186,8 @@ Tensor ViT::forward(const Tensor& images) const {
              "ViT: images {} do not match the model's {}x{}x{}", shape_str(images.shape()),
              cfg_.in_chans, cfg_.image_size, cfg_.image_size);
   const int64_t B = images.shape()[0];
+  // Under bf16 autocast on a GPU: every weight's bf16 copy in one multi-tensor cast.
+  const ops::AutocastParamCopies weight_copies(parameters());
   // [B, N, D]; the residual stream is f32 even under mixed precision.
   Tensor x = ops::cast(patch_embed->forward(images), cls_token.dtype());
   Tensor cls = ops::broadcast_to(cls_token, {B, 1, cfg_.dim});

@@ -1,6 +1,7 @@
 #include "ops/linear.h"
 
 #include "autograd/engine.h"
+#include "ops/autocast.h"
 #include "ops/cpu/linear.h"
 #include "ops/dispatch.h"
 #include "ops/shape.h"
@@ -110,8 +111,8 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
     cuda_stream(x);  // makes x's device current for the GEMM
     // Mixed precision: bf16 activations with f32 parameters multiply bf16 copies of the
     // parameters (fp32 accumulation); the parameter gradients come back f32.
-    wc = wc.to(x.dtype());
-    Tensor bc = b.defined() ? b.contiguous().to(x.dtype()) : Tensor();
+    wc = autocast_param(wc, x.dtype());
+    Tensor bc = b.defined() ? autocast_param(b.contiguous(), x.dtype()) : Tensor();
     cuda::gemm(x.dtype(), x.dtype(), false, true, x2.shape()[0], out, in, x2.raw_data(), in, 0,
                wc.raw_data(), in, 0, y.raw_data(), out, 0, 1,
                bc.defined() ? bc.raw_data() : nullptr);

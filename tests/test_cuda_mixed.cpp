@@ -4,6 +4,9 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
+#include <optional>
+#include <vector>
 
 #include "models/vit.h"
 #include "ops/ops.h"
@@ -37,6 +40,40 @@ TEST_CASE("bf16 linear with f32 parameters") {
           return round_bf16(ops::linear(round_bf16(v[0]), round_bf16(v[1]), round_bf16(v[2])));
         },
         {x, w, b}, Arith::bf16, K, std::max(M, N));
+  }
+}
+
+// The one multi-tensor cast of AutocastParamCopies gives the same bf16 operands as the
+// per-layer casts: linear's output and gradients are bit-identical with and without it.
+TEST_CASE("bf16 parameter copies from one multi-tensor cast") {
+  LVIT_SKIP_WITHOUT_GPU();
+  const Tensor x = to_gpu(randn({37, 70}, 4)).to(DType::bf16);
+  std::vector<Tensor> params = {to_gpu(randn({23, 70}, 5, 0.1)), to_gpu(randn({23}, 6)),
+                                to_gpu(randn({3, 5, 7}, 7))};  // an unused one, odd-sized
+  auto run = [&](bool copies) {
+    for (Tensor& p : params) {
+      p = p.detach();
+      p.set_requires_grad(true);
+    }
+    ops::AutocastGuard guard(DType::bf16);
+    std::optional<ops::AutocastParamCopies> c;
+    if (copies) {
+      c.emplace(params);
+      const Tensor w1 = ops::autocast_param(params[0], DType::bf16);
+      const Tensor w2 = ops::autocast_param(params[0], DType::bf16);
+      CHECK(w1.raw_data() == w2.raw_data());  // the cached copy, not a new cast
+      CHECK(w1.dtype() == DType::bf16);
+    }
+    Tensor y = ops::linear(x, params[0], params[1]);
+    y.backward(to_gpu(randn({37, 23}, 8)).to(DType::bf16));
+    return std::vector<std::vector<float>>{y.to(DType::f32).to_vector<float>(),
+                                           params[0].grad().to_vector<float>(),
+                                           params[1].grad().to_vector<float>()};
+  };
+  const auto a = run(false), b = run(true);
+  for (size_t i = 0; i < a.size(); ++i) {
+    REQUIRE(a[i].size() == b[i].size());
+    CHECK(std::memcmp(a[i].data(), b[i].data(), a[i].size() * sizeof(float)) == 0);
   }
 }
 
