@@ -167,34 +167,83 @@ __global__ void layernorm_fwd_vec_kernel(const float* __restrict__ x, const floa
   }
 }
 
-template <int C, typename TY>
-__global__ void layernorm_bwd_gx_vec_kernel(const TY* __restrict__ g, const float* __restrict__ x,
-                                            const float* __restrict__ w,
-                                            const float* __restrict__ mean,
-                                            const float* __restrict__ rstd, int64_t M, int D,
-                                            float* __restrict__ gx) {
-  const int64_t row = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.y;
-  if (row >= M) return;
+// gx rows as layernorm_bwd_gx_kernel, rows strided over the grid (warp per row). With kWB, the
+// same pass also sums g xhat and g over the block's rows into part_w[blockIdx.x, :] and
+// part_b[blockIdx.x, :] (the weight and bias gradients' partials, finished by
+// layernorm_bwd_wb_final_kernel), so g and x are read once for all three gradients. The warps
+// add their column sums into shared memory one after another: a fixed order, deterministic.
+template <int C, typename TY, bool kWB>
+__global__ void layernorm_bwd_vec_kernel(const TY* __restrict__ g, const float* __restrict__ x,
+                                         const float* __restrict__ w,
+                                         const float* __restrict__ mean,
+                                         const float* __restrict__ rstd, int64_t M, int D,
+                                         float* __restrict__ gx, float* __restrict__ part_w,
+                                         float* __restrict__ part_b) {
   const int lane = threadIdx.x;
-  const float mu = mean[row], rs = rstd[row];
-  float4 gw[C], xh[C];  // g * w and xhat
-  float sgw = 0, sgwx = 0;
+  float4 pw[kWB ? C : 1], pb[kWB ? C : 1];  // this lane's column sums (kWB)
+  if constexpr (kWB)
 #pragma unroll
-  for (int c = 0; c < C; ++c) {
-    const int j = 4 * (lane + 32 * c);
-    const float4 gv = load4(g + row * D + j), xv = load4(x + row * D + j), wv = load4(w + j);
-    gw[c] = make_float4(gv.x * wv.x, gv.y * wv.y, gv.z * wv.z, gv.w * wv.w);
-    xh[c] = make_float4((xv.x - mu) * rs, (xv.y - mu) * rs, (xv.z - mu) * rs, (xv.w - mu) * rs);
-    sgw += (gw[c].x + gw[c].y) + (gw[c].z + gw[c].w);
-    sgwx += (gw[c].x * xh[c].x + gw[c].y * xh[c].y) + (gw[c].z * xh[c].z + gw[c].w * xh[c].w);
+    for (int c = 0; c < C; ++c) pw[c] = pb[c] = make_float4(0.f, 0.f, 0.f, 0.f);
+  for (int64_t row = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.y; row < M;
+       row += int64_t{gridDim.x} * kRowsPerBlock) {
+    const float mu = mean[row], rs = rstd[row];
+    float4 gw[C], xh[C];  // g * w and xhat
+    float sgw = 0, sgwx = 0;
+#pragma unroll
+    for (int c = 0; c < C; ++c) {
+      const int j = 4 * (lane + 32 * c);
+      const float4 gv = load4(g + row * D + j), xv = load4(x + row * D + j), wv = load4(w + j);
+      gw[c] = make_float4(gv.x * wv.x, gv.y * wv.y, gv.z * wv.z, gv.w * wv.w);
+      xh[c] = make_float4((xv.x - mu) * rs, (xv.y - mu) * rs, (xv.z - mu) * rs, (xv.w - mu) * rs);
+      sgw += (gw[c].x + gw[c].y) + (gw[c].z + gw[c].w);
+      sgwx += (gw[c].x * xh[c].x + gw[c].y * xh[c].y) + (gw[c].z * xh[c].z + gw[c].w * xh[c].w);
+      if constexpr (kWB) {
+        pw[c].x += gv.x * xh[c].x;
+        pw[c].y += gv.y * xh[c].y;
+        pw[c].z += gv.z * xh[c].z;
+        pw[c].w += gv.w * xh[c].w;
+        pb[c].x += gv.x;
+        pb[c].y += gv.y;
+        pb[c].z += gv.z;
+        pb[c].w += gv.w;
+      }
+    }
+    const float a = warp_sum(sgw) / static_cast<float>(D);
+    const float cc = warp_sum(sgwx) / static_cast<float>(D);
+    if (gx) {
+#pragma unroll
+      for (int c = 0; c < C; ++c) {
+        const int j = 4 * (lane + 32 * c);
+        store4(gx + row * D + j, rs * (gw[c].x - a - xh[c].x * cc),
+               rs * (gw[c].y - a - xh[c].y * cc), rs * (gw[c].z - a - xh[c].z * cc),
+               rs * (gw[c].w - a - xh[c].w * cc));
+      }
+    }
   }
-  const float a = warp_sum(sgw) / static_cast<float>(D);
-  const float cc = warp_sum(sgwx) / static_cast<float>(D);
+  if constexpr (kWB) {
+    __shared__ float4 sw[C * 32], sb[C * 32];  // element 4 (lane + 32 c) + k, as the registers
+    for (int warp = 0; warp < kRowsPerBlock; ++warp) {
+      if (threadIdx.y == warp) {
 #pragma unroll
-  for (int c = 0; c < C; ++c) {
-    const int j = 4 * (lane + 32 * c);
-    store4(gx + row * D + j, rs * (gw[c].x - a - xh[c].x * cc), rs * (gw[c].y - a - xh[c].y * cc),
-           rs * (gw[c].z - a - xh[c].z * cc), rs * (gw[c].w - a - xh[c].w * cc));
+        for (int c = 0; c < C; ++c) {
+          const int k = lane + 32 * c;
+          if (warp == 0) {
+            sw[k] = pw[c];
+            sb[k] = pb[c];
+          } else {
+            sw[k] = make_float4(sw[k].x + pw[c].x, sw[k].y + pw[c].y, sw[k].z + pw[c].z,
+                                sw[k].w + pw[c].w);
+            sb[k] = make_float4(sb[k].x + pb[c].x, sb[k].y + pb[c].y, sb[k].z + pb[c].z,
+                                sb[k].w + pb[c].w);
+          }
+        }
+      }
+      __syncthreads();
+    }
+    for (int k = threadIdx.y * 32 + lane; k < C * 32; k += kRowsPerBlock * 32) {
+      reinterpret_cast<float4*>(part_w + int64_t{blockIdx.x} * D)[k] = sw[k];
+      reinterpret_cast<float4*>(part_b + int64_t{blockIdx.x} * D)[k] = sb[k];
+    }
   }
 }
 
@@ -301,19 +350,55 @@ void layernorm_bwd(DType dtype, DType g_dtype, const void* g, const void* x, con
       const TY* pg = static_cast<const TY*>(g);
       const T* px = static_cast<const T*>(x);
       const T *pm = static_cast<const T*>(mean), *pr = static_cast<const T*>(rstd);
+      int device = 0;
+      LVIT_CUDA_CHECK(cudaGetDevice(&device));
+      Allocator* alloc = caching_allocator(device);
+      T* part = nullptr;
+      size_t bytes = 0;
+      int64_t chunks = 0;  // rows of partial column sums
+      auto final_sums = [&] {
+        layernorm_bwd_wb_final_kernel<T><<<grid_for(D), kThreads, 0, stream>>>(
+            part, part + chunks * D, chunks, D, static_cast<T*>(gw), static_cast<T*>(gb));
+        after_launch("layernorm_bwd_wb_final", stream);
+        alloc->deallocate(part, bytes);  // stream-ordered reuse: see cuda/allocator.cuh
+      };
+      // f32, D a multiple of 128 up to 1024, 16-byte aligned: rows in registers, and the
+      // weight/bias partials in the same pass (up to 1024 blocks of 8 warps striding the rows).
+      if constexpr (std::is_same_v<T, float>) {
+        const bool wb = gw || gb;
+        const int64_t blocks = std::clamp<int64_t>(row_blocks(M), 1, 1024);
+        const bool vec = M > 0 && aligned16(g) && aligned16(x) && aligned16(w) &&
+                         (!gx || aligned16(gx)) && (gx || wb);
+        if (vec && with_chunks(D, [&](auto c) {
+              constexpr int C = decltype(c)::value;
+              float *pw = nullptr, *pb = nullptr;
+              if (wb) {
+                chunks = blocks;
+                bytes = static_cast<size_t>(2 * chunks * D) * sizeof(float);
+                part = static_cast<T*>(alloc->allocate(bytes));
+                pw = part;
+                pb = part + chunks * D;
+              }
+              const dim3 threads(32, kRowsPerBlock);
+              if (wb)
+                layernorm_bwd_vec_kernel<C, TY, true>
+                    <<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
+                        pg, px, static_cast<const float*>(w), pm, pr, M, static_cast<int>(D),
+                        static_cast<float*>(gx), pw, pb);
+              else
+                layernorm_bwd_vec_kernel<C, TY, false>
+                    <<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
+                        pg, px, static_cast<const float*>(w), pm, pr, M, static_cast<int>(D),
+                        static_cast<float*>(gx), nullptr, nullptr);
+              after_launch(wb ? "layernorm_bwd_fused" : "layernorm_bwd_gx", stream);
+            })) {
+          if (wb) final_sums();
+          return;
+        }
+      }
       if (gx && M > 0) {
-        bool done = false;
-        if constexpr (std::is_same_v<T, float>)
-          done = aligned16(g) && aligned16(x) && aligned16(w) && aligned16(gx) &&
-                 with_chunks(D, [&](auto chunks) {
-                   layernorm_bwd_gx_vec_kernel<decltype(chunks)::value, TY>
-                       <<<row_blocks(M), dim3(32, kRowsPerBlock), 0, stream>>>(
-                           pg, px, static_cast<const float*>(w), pm, pr, M, static_cast<int>(D),
-                           static_cast<float*>(gx));
-                 });
-        if (!done)
-          layernorm_bwd_gx_kernel<T, TY><<<row_blocks(M), dim3(32, kRowsPerBlock), 0, stream>>>(
-              pg, px, static_cast<const T*>(w), pm, pr, M, D, static_cast<T*>(gx));
+        layernorm_bwd_gx_kernel<T, TY><<<row_blocks(M), dim3(32, kRowsPerBlock), 0, stream>>>(
+            pg, px, static_cast<const T*>(w), pm, pr, M, D, static_cast<T*>(gx));
         after_launch("layernorm_bwd_gx", stream);
       }
       if (!gw && !gb) return;
@@ -321,12 +406,9 @@ void layernorm_bwd(DType dtype, DType g_dtype, const void* g, const void* x, con
       const int64_t col_blocks = (D + 31) / 32;
       const int64_t want = std::max<int64_t>(1, 1024 / col_blocks);
       const int64_t rows_per = std::max<int64_t>(64, (M + want - 1) / want);
-      const int64_t chunks = std::max<int64_t>(1, (M + rows_per - 1) / rows_per);
-      int device = 0;
-      LVIT_CUDA_CHECK(cudaGetDevice(&device));
-      Allocator* alloc = caching_allocator(device);
-      const size_t bytes = static_cast<size_t>(2 * chunks * D) * sizeof(T);
-      T* part = static_cast<T*>(alloc->allocate(bytes));
+      chunks = std::max<int64_t>(1, (M + rows_per - 1) / rows_per);
+      bytes = static_cast<size_t>(2 * chunks * D) * sizeof(T);
+      part = static_cast<T*>(alloc->allocate(bytes));
       if (M == 0)
         LVIT_CUDA_CHECK(cudaMemsetAsync(part, 0, bytes, stream));
       else {
@@ -335,10 +417,7 @@ void layernorm_bwd(DType dtype, DType g_dtype, const void* g, const void* x, con
                0, stream>>>(pg, px, pm, pr, M, D, rows_per, part, part + chunks * D);
         after_launch("layernorm_bwd_wb_partial", stream);
       }
-      layernorm_bwd_wb_final_kernel<T><<<grid_for(D), kThreads, 0, stream>>>(
-          part, part + chunks * D, chunks, D, static_cast<T*>(gw), static_cast<T*>(gb));
-      after_launch("layernorm_bwd_wb_final", stream);
-      alloc->deallocate(part, bytes);  // stream-ordered reuse: see cuda/allocator.cuh
+      final_sums();
     });
   });
 }

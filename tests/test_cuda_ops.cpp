@@ -201,6 +201,15 @@ TEST_CASE("CUDA layer_norm, gelu, softmax") {
         [](auto& v) { return ops::layer_norm(v[0], v[1], v[2], 1e-6); }, {x, w, b}, Arith::f32, D,
         std::max(M, D));
   }
+  // Rows beyond one pass of the fused backward's grid (1024 blocks of 8 warps): each warp
+  // strides over several rows and the weight/bias partials cover 1024 row groups.
+  {
+    const int64_t M = 9000, D = 128;
+    compare_op(
+        "layer_norm M=9000 (grid-strided fused backward)",
+        [](auto& v) { return ops::layer_norm(v[0], v[1], v[2], 1e-6); },
+        {randn({M, D}, 41, 2.0), randn({D}, 42), randn({D}, 43)}, Arith::f32, D, M);
+  }
   Tensor x3 = randn({4, 65, 128}, 24);
   compare_op(
       "layer_norm 3-D", [](auto& v) { return ops::layer_norm(v[0], v[1], v[2], 1e-6); },
