@@ -12,7 +12,7 @@ namespace lvit::app {
 
 Allocator* upload_allocator(Device device) {
 #ifdef LVIT_WITH_CUDA
-  if (device.is_cuda()) return cuda::pinned_allocator();
+  if (device.is_cuda()) return cuda::pinned_allocator(device.index);
 #endif
   (void)device;
   return nullptr;

@@ -2,6 +2,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include <array>
+#include <atomic>
 #include <deque>
 #include <mutex>
 #include <unordered_map>
@@ -9,6 +11,7 @@
 #include <vector>
 
 #include "cuda/check.cuh"
+#include "cuda/context.cuh"
 #include "cuda/copy.cuh"
 
 namespace lvit::cuda {
@@ -20,6 +23,8 @@ constexpr size_t kMaxCached = size_t{1} << 30;
 
 class PinnedAllocator final : public Allocator {
  public:
+  explicit PinnedAllocator(int device) : device_(device) {}
+
   void* allocate(size_t nbytes) override {
     if (nbytes == 0) return nullptr;
     {
@@ -33,7 +38,9 @@ class PinnedAllocator final : public Allocator {
       }
     }
     void* p = nullptr;
-    // Portable: pinned for every device's context, not only the current one.
+    // With the device current, so that a loader thread does not create device 0's context;
+    // portable: pinned for every device's context all the same.
+    DeviceGuard guard(device_);
     LVIT_CUDA_CHECK(cudaHostAlloc(&p, nbytes, cudaHostAllocPortable));
     return p;
   }
@@ -51,6 +58,7 @@ class PinnedAllocator final : public Allocator {
   }
 
  private:
+  int device_;
   std::mutex mutex_;
   std::unordered_map<size_t, std::vector<void*>> free_;
   size_t cached_ = 0;
@@ -87,14 +95,29 @@ class InFlight {
   std::deque<std::pair<cudaEvent_t, std::shared_ptr<Storage>>> pending_;
 };
 
-PinnedAllocator* g_pinned = new PinnedAllocator();  // never destroyed, like the contexts
+// Never destroyed, like the contexts: pinned blocks may be freed during exit.
+std::array<std::atomic<PinnedAllocator*>, 64> g_pinned{};
+std::mutex g_pinned_mutex;
 InFlight* g_in_flight = new InFlight();
 
 }  // namespace
 
-Allocator* pinned_allocator() { return g_pinned; }
+Allocator* pinned_allocator(int device) {
+  check_device(device);
+  PinnedAllocator* p = g_pinned[device].load(std::memory_order_acquire);
+  if (p) return p;
+  std::lock_guard<std::mutex> lock(g_pinned_mutex);
+  p = g_pinned[device].load(std::memory_order_relaxed);
+  if (!p) {
+    p = new PinnedAllocator(device);
+    g_pinned[device].store(p, std::memory_order_release);
+  }
+  return p;
+}
 
-bool is_pinned(const Storage& storage) { return storage.allocator() == g_pinned; }
+bool is_pinned(const Storage& storage) {
+  return dynamic_cast<const PinnedAllocator*>(storage.allocator()) != nullptr;
+}
 
 void keep_until_done(std::shared_ptr<Storage> storage, cudaStream_t stream) {
   g_in_flight->add(std::move(storage), stream);

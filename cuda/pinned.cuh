@@ -14,11 +14,11 @@
 
 namespace lvit::cuda {
 
-// The process's pinned host allocator (never destroyed). Its first allocation initialises the
-// CUDA runtime and throws lvit::Error when that fails (no driver).
-Allocator* pinned_allocator();
+// The pinned host allocator for uploads to `device` (one per device, never destroyed; it
+// allocates with that device current). Throws lvit::Error for a device that does not exist.
+Allocator* pinned_allocator(int device);
 
-// Whether `storage` came from pinned_allocator().
+// Whether `storage` came from a pinned_allocator().
 bool is_pinned(const Storage& storage);
 
 }  // namespace lvit::cuda

@@ -95,7 +95,7 @@ TEST_CASE("cuda: uploads from pinned memory, and a loader epoch finished on the 
 #ifdef LVIT_WITH_CUDA
   const Device gpu = Device::cuda(0);
   Allocator* pinned = app::upload_allocator(gpu);
-  REQUIRE(pinned == cuda::pinned_allocator());
+  REQUIRE(pinned == cuda::pinned_allocator(0));
   CHECK(app::upload_allocator(Device::cpu()) == nullptr);
   // Many uploads in a row from recycled pinned blocks: each arrives intact.
   for (int i = 0; i < 20; ++i) {
