@@ -115,14 +115,20 @@ double cpu_seconds() {  // user + system time of the whole process (all threads)
          1e-6 * static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
 }
 
-// The loader settings of lvit-train's plain (crop + flip) and strong recipes.
-data::LoaderConfig loader_recipe(const std::string& recipe, const data::ImageDataset& ds) {
+// The loader settings of lvit-train's plain (crop + flip) and strong recipes, and of the strong
+// recipe's RandAugment alone ("randaug"). uint8: the GPU data path's batches (apps/gpu_data.h),
+// which leave crop/flip/normalise to the GPU (here in ordinary host memory: the CPU's share).
+data::LoaderConfig loader_recipe(const std::string& recipe, bool uint8,
+                                 const data::ImageDataset& ds) {
   data::LoaderConfig c;
   c.batch_size = 128;
   c.norm = data::normalization_for(ds.name);
-  if (recipe == "strong") {
+  c.uint8_batches = uint8;
+  if (recipe == "strong" || recipe == "randaug") {
     c.randaugment.num_ops = 2;
     c.randaugment.magnitude = 9;
+  }
+  if (recipe == "strong") {
     c.reprob = 0.25;
     c.mix.mixup_alpha = 0.8;
     c.mix.cutmix_alpha = 1.0;
@@ -150,7 +156,7 @@ LoaderResult bench_loader(const data::ImageDataset& ds, data::LoaderConfig c, in
   const auto t0 = Clock::now();
   for (int64_t epoch = 0; r.images < images; ++epoch) {
     if (epoch > 0) loader.start_epoch(epoch);
-    while (r.images < images && loader.next(b)) r.images += b.images.shape()[0];
+    while (r.images < images && loader.next(b)) r.images += b.labels.shape()[0];
   }
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   r.img_s = r.images / secs;
@@ -164,19 +170,29 @@ int run_loader_bench(const std::string& data_dir, const std::string& datasets,
   for (const std::string& w : split_list(workers_list)) workers.push_back(std::stoi(w));
   std::printf("lvit-bench --loader: batch 128, %lld images per measurement, %u hardware threads\n",
               static_cast<long long>(images), std::thread::hardware_concurrency());
-  std::printf("%-14s %-8s %8s %12s %16s %16s\n", "dataset", "recipe", "workers", "img/s",
-              "img/s per worker", "img per CPU-s");
+  std::printf("%-14s %-8s %-7s %8s %12s %16s %16s\n", "dataset", "recipe", "batches", "workers",
+              "img/s", "img/s per worker", "img per CPU-s");
+  struct Row {
+    const char* recipe;
+    bool uint8;
+  };
+  // The strong recipe's erasing and mixing need f32 batches: no uint8 row for it.
+  const Row rows[] = {
+      {"plain", false}, {"plain", true}, {"randaug", false}, {"randaug", true}, {"strong", false}};
   for (const std::string& name : split_list(datasets)) {
     const data::ImageDataset ds = data::load_dataset(data_dir, name, true);
-    for (const char* recipe : {"plain", "strong"})
+    for (const Row& row : rows)
       for (int w : workers) {
         LVIT_USER_CHECK(w >= 1, "--loader-workers: {} must be at least 1", w);
-        const LoaderResult r = bench_loader(ds, loader_recipe(recipe, ds), w, images);
-        std::printf("%-14s %-8s %8d %12.0f %16.0f %16.0f\n", ds.name.c_str(), recipe, w, r.img_s,
-                    r.img_s / w, r.img_per_cpu_s);
+        const LoaderResult r =
+            bench_loader(ds, loader_recipe(row.recipe, row.uint8, ds), w, images);
+        const char* batches = row.uint8 ? "uint8" : "f32";
+        std::printf("%-14s %-8s %-7s %8d %12.0f %16.0f %16.0f\n", ds.name.c_str(), row.recipe,
+                    batches, w, r.img_s, r.img_s / w, r.img_per_cpu_s);
         std::fflush(stdout);
         nlohmann::json j = {{"dataset", ds.name},
-                            {"recipe", recipe},
+                            {"recipe", row.recipe},
+                            {"batches", batches},
                             {"workers", w},
                             {"images", r.images},
                             {"img_per_s", r.img_s},
@@ -217,7 +233,8 @@ int main(int argc, char** argv) {
                  "Print parameter counts and analytical forward FLOPs instead of timing");
     cli.add_flag("--loader", loader,
                  "Measure the data loader instead: img/s for the plain (crop+flip) and strong "
-                 "(RandAugment n2 m9, erasing 0.25, mixup/CutMix) recipes");
+                 "(RandAugment n2 m9, erasing 0.25, mixup/CutMix) recipes and RandAugment alone, "
+                 "with f32 batches and with the GPU data path's uint8 batches");
     cli.add_option("--data-dir", data_dir, "Folder holding the dataset folders (--loader)");
     cli.add_option("--loader-datasets", loader_datasets, "Comma-separated datasets (--loader)");
     cli.add_option("--loader-workers", loader_workers,

@@ -38,6 +38,9 @@ int main(int argc, char** argv) {
     cli.add_option("--threads", threads, "Compute threads (0: all cores)");
     cli.add_option("--workers", workers, "Data loader threads");
     cli.add_option("--device", device, "cpu or cuda[:N]");
+    bool gpu_data = true;
+    cli.add_flag("!--no-gpu-data", gpu_data,
+                 "GPU: normalise on the CPU and upload f32 instead of uploading uint8 images");
     cli.add_option("--precision", precision,
                    "GPU arithmetic: fp32 (default), tf32, or bf16 (mixed precision)");
     cli.add_option("--dump-logits", dump,
@@ -97,7 +100,7 @@ int main(int argc, char** argv) {
 
     ops::AutocastGuard autocast(app::autocast_dtype_for(dev, precision));
     app::EvalResult r =
-        app::evaluate(*model, test, norm, batch_size, limit, workers, tta == "flip");
+        app::evaluate(*model, test, norm, batch_size, limit, workers, tta == "flip", gpu_data);
     std::printf(
         "%s on %s test (%lld images%s): loss %.4f  top-1 %.2f%%  top-5 %.2f%%  %.0f img/s\n",
         c.preset.c_str(), test.name.c_str(), static_cast<long long>(r.images),

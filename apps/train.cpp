@@ -67,6 +67,9 @@ int main(int argc, char** argv) {
     cli.add_option("--device", o.device, "cpu or cuda[:N]");
     cli.add_flag("!--no-cuda-graphs", o.cuda_graphs,
                  "GPU: run every step eagerly instead of replaying a captured CUDA graph");
+    cli.add_flag("!--no-gpu-data", o.gpu_data,
+                 "GPU: build f32 batches on the CPU instead of uploading uint8 images and "
+                 "cropping, flipping and normalising them on the GPU");
     cli.add_option("--precision", o.precision,
                    "GPU arithmetic: fp32, tf32 (TF32 tensor-core GEMMs, fp32 elsewhere), or bf16 "
                    "(default; mixed precision: bf16 activations and GEMMs, fp32 weights and loss)");
@@ -115,6 +118,8 @@ int main(int argc, char** argv) {
           static_cast<long long>(train.size), static_cast<long long>(test.size),
           static_cast<long long>(trainer->steps_per_epoch()), num_threads(),
           app::device_description(parse_device(o.device)).c_str());
+    if (o.log_format == "text" && !trainer->data_path().empty())
+      std::fprintf(stderr, "lvit-train: data path: %s\n", trainer->data_path().c_str());
     if (o.log_format == "text" && df.skip_bad_images)
       std::fprintf(stderr, "lvit-train: %lld bad images skipped\n",
                    static_cast<long long>(skipped));

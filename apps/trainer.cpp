@@ -1,6 +1,7 @@
 #include "apps/trainer.h"
 
 #include "apps/common.h"
+#include "apps/gpu_data.h"
 #include "apps/graph_step.h"
 
 #include <unistd.h>
@@ -149,7 +150,7 @@ Tensor flip_width(const Tensor& images) {
 }
 
 EvalResult evaluate(ViT& model, const data::ImageDataset& ds, const data::Normalization& norm,
-                    int64_t batch_size, int64_t limit, int workers, bool tta_flip) {
+                    int64_t batch_size, int64_t limit, int workers, bool tta_flip, bool gpu_data) {
   const bool was_training = model.is_training();
   const Device device = model.parameters().front().device();
   model.eval();
@@ -161,6 +162,11 @@ EvalResult evaluate(ViT& model, const data::ImageDataset& ds, const data::Normal
   lc.augment = false;
   lc.norm = norm;
   lc.workers = workers;
+  gpu_data = gpu_data && device.is_cuda();
+  if (gpu_data) {
+    lc.uint8_batches = true;
+    lc.host_allocator = upload_allocator(device);
+  }
   data::Loader loader(ds, lc);
   loader.start_epoch(0);
   EvalResult r;
@@ -173,13 +179,15 @@ EvalResult evaluate(ViT& model, const data::ImageDataset& ds, const data::Normal
   auto t0 = Clock::now();
   data::Batch b;
   while ((limit < 0 || r.images < limit) && loader.next(b)) {
-    Tensor images = b.images, labels = b.labels;
+    Tensor images = gpu_data
+                        ? finish_uint8_images(b.images_u8.to(device), b.crop_flip.to(device), norm)
+                        : b.images.to(device);
+    Tensor labels = b.labels;
     if (limit >= 0 && r.images + images.shape()[0] > limit) {
       const int64_t keep = limit - r.images;
       images = ops::slice(images, 0, 0, keep).contiguous();
       labels = ops::slice(labels, 0, 0, keep).contiguous();
     }
-    images = images.to(device);
     labels = labels.to(device);
     const int64_t n = images.shape()[0];
     Tensor logits = model.forward(images);
@@ -255,6 +263,19 @@ Trainer::Trainer(std::unique_ptr<ViT> model, const TrainOptions& opt,
   lc.mix.switch_prob = opt_.mixup_switch_prob;
   lc.mix.label_smoothing = opt_.label_smoothing;
   lc.mix.num_classes = c.num_classes;
+  // The GPU data path where the recipe allows it (one log line says which path and why).
+  const std::string blocker = uint8_batches_blocker(lc);
+  gpu_data_ = device_.is_cuda() && opt_.gpu_data && blocker.empty();
+  if (gpu_data_) {
+    lc.uint8_batches = true;
+    lc.host_allocator = upload_allocator(device_);
+    data_path_ = lc.randaugment.enabled()
+                     ? "uint8 batches (RandAugment on the CPU), normalised on the GPU"
+                     : "uint8 batches, crop/flip/normalise on the GPU";
+  } else if (device_.is_cuda()) {
+    data_path_ = opt_.gpu_data ? "f32 batches from the CPU (" + blocker + " run on the CPU)"
+                               : "f32 batches from the CPU (--no-gpu-data)";
+  }
   loader_ = std::make_unique<data::Loader>(train_, lc);
   if (opt_.ema_decay > 0) {  // starts as a copy of the initial weights (timm's ModelEmaV2)
     ema_ = std::make_unique<ViT>(c, opt_.seed);
@@ -296,6 +317,7 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir, const Train
   o.device = overrides.device;
   o.precision = overrides.precision;
   o.cuda_graphs = overrides.cuda_graphs;
+  o.gpu_data = overrides.gpu_data;
   std::unique_ptr<ViT> model = load_model(model_path);
   std::unique_ptr<Trainer> t(new Trainer(std::move(model), o, train, test));
   t->progress_ = load_train_state(state_path, *t->optimizer_);
@@ -390,15 +412,18 @@ Tensor Trainer::step_async() {
   model_->train();
   const double lr = current_lr();
   const DType autocast_dtype = autocast_dtype_for(device_, opt_.precision);
-  // The step on device tensors: forward, loss, backward, clip, optimizer update.
+  // The step on device tensors (images, or uint8 images and their crop/flip; then the targets):
+  // finishing the images, forward, loss, backward, clip, optimizer update.
   auto body = [&](const std::vector<Tensor>& in) {
+    const Tensor images = gpu_data_ ? finish_uint8_images(in[0], in[1], norm_) : in[0];
+    const Tensor& y = in.back();
     Tensor logits, loss;
     {
       ops::AutocastGuard autocast(autocast_dtype);
-      logits = model_->forward(in[0]);
+      logits = model_->forward(images);
       // Mixed batches carry soft targets (f32, label smoothing already in them).
-      loss = is_floating(in[1].dtype()) ? ops::cross_entropy_soft(logits, in[1])
-                                        : ops::cross_entropy(logits, in[1], opt_.label_smoothing);
+      loss = is_floating(y.dtype()) ? ops::cross_entropy_soft(logits, y)
+                                    : ops::cross_entropy(logits, y, opt_.label_smoothing);
     }
     model_->zero_grad();
     loss.backward();
@@ -408,6 +433,9 @@ Tensor Trainer::step_async() {
     return std::vector<Tensor>{loss, logits};
   };
   const Tensor target = b.targets.defined() ? b.targets : b.labels;
+  const std::vector<Tensor> inputs = gpu_data_
+                                         ? std::vector<Tensor>{b.images_u8, b.crop_flip, target}
+                                         : std::vector<Tensor>{b.images, target};
   std::vector<Tensor> out;
   // One eager step first (it creates the cuBLASLt plans and fills the allocator's cache), then
   // the step is captured as a CUDA graph and replayed.
@@ -415,10 +443,12 @@ Tensor Trainer::step_async() {
     if (!graph_step_)
       graph_step_ = std::make_unique<GraphStep>(device_, model_->dropout_generator());
     out = graph_step_->run(
-        {b.images, target}, [&] { optimizer_->prepare(lr); }, body);
+        inputs, [&] { optimizer_->prepare(lr); }, body);
   } else {
     optimizer_->prepare(lr);
-    out = body({b.images.to(device_), target.to(device_)});
+    std::vector<Tensor> on_device;
+    for (const Tensor& t : inputs) on_device.push_back(t.to(device_));
+    out = body(on_device);
     ++eager_steps_;
   }
   const Tensor& loss = out[0];
@@ -553,8 +583,8 @@ void Trainer::run(const std::string& out_dir) {
       // test_loss/top1/top5 of the weights, then test_*_ema of the EMA weights.
       auto evaluate_into = [&](ViT& model, const std::string& suffix) {
         ops::AutocastGuard autocast(autocast_dtype_for(device_, opt_.precision));
-        EvalResult r =
-            evaluate(model, *test_, norm_, opt_.eval_batch_size, opt_.eval_limit, opt_.workers);
+        EvalResult r = evaluate(model, *test_, norm_, opt_.eval_batch_size, opt_.eval_limit,
+                                opt_.workers, false, opt_.gpu_data);
         m["test_loss" + suffix] = r.loss;
         m["test_top1" + suffix] = r.top1;
         m["test_top5" + suffix] = r.top5;

@@ -51,6 +51,9 @@ struct TrainOptions {
   // GPU arithmetic: fp32 | tf32 | bf16 (mixed precision, the default); the CPU computes fp32.
   std::string precision = "bf16";
   bool cuda_graphs = true;  // GPU: capture the step once, replay it (apps/graph_step.h)
+  // GPU: uint8 batches uploaded from pinned memory and finished on the device (apps/gpu_data.h);
+  // the same numbers as the CPU's f32 batches. Ignored on the CPU.
+  bool gpu_data = true;
 
   nlohmann::json to_json() const;  // identity fields only
   static TrainOptions from_json(const nlohmann::json& j);
@@ -66,9 +69,11 @@ struct EvalResult {
   std::vector<int64_t> confusion;
 };
 
-// tta_flip: the logits are the mean of the image's and its left-right mirror's.
+// tta_flip: the logits are the mean of the image's and its left-right mirror's. gpu_data: on a
+// CUDA model, normalise on the GPU (apps/gpu_data.h; same logits).
 EvalResult evaluate(ViT& model, const data::ImageDataset& ds, const data::Normalization& norm,
-                    int64_t batch_size, int64_t limit = -1, int workers = 2, bool tta_flip = false);
+                    int64_t batch_size, int64_t limit = -1, int workers = 2, bool tta_flip = false,
+                    bool gpu_data = true);
 
 // images [B, C, H, W] f32 (CPU) mirrored left-right.
 Tensor flip_width(const Tensor& images);
@@ -103,6 +108,9 @@ class Trainer {
   ViT* ema_model() { return ema_.get(); }  // null unless --ema-decay > 0
   const TrainProgress& progress() const { return progress_; }
   int64_t steps_per_epoch() const;
+  // How training batches reach a GPU model, for the log: e.g. "uint8 batches, crop/flip/normalise
+  // on the GPU" ("" on the CPU).
+  const std::string& data_path() const { return data_path_; }
   double current_lr() const;
 
  private:
@@ -119,6 +127,8 @@ class Trainer {
   data::Normalization norm_;
   Device device_ = Device::cpu();
   std::unique_ptr<GraphStep> graph_step_;
+  bool gpu_data_ = false;  // the loader delivers uint8 batches, finished on the device
+  std::string data_path_;
   int64_t eager_steps_ = 0;
   std::unique_ptr<ViT> model_;
   std::unique_ptr<ViT> ema_;  // exponential moving average of model_'s weights (or null)

@@ -22,6 +22,8 @@ Allocator* allocator_for(Device d);
 class Storage {
  public:
   Storage(size_t nbytes, Device device);
+  // Memory from `allocator` (e.g. pinned host memory for a CPU storage, cuda/pinned.cuh).
+  Storage(size_t nbytes, Device device, Allocator* allocator);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -29,6 +31,7 @@ class Storage {
   void* data() const { return data_; }
   size_t nbytes() const { return nbytes_; }
   Device device() const { return device_; }
+  Allocator* allocator() const { return allocator_; }
 
  private:
   void* data_ = nullptr;

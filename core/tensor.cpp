@@ -38,9 +38,18 @@ Shape contiguous_strides(const Shape& s) {
 // ---- factories ----
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
+  return empty_on(shape, dtype, device, allocator_for(device));
+}
+
+Tensor Tensor::empty_host(const Shape& shape, DType dtype, Allocator* allocator) {
+  return empty_on(shape, dtype, Device::cpu(), allocator ? allocator : cpu_allocator());
+}
+
+Tensor Tensor::empty_on(const Shape& shape, DType dtype, Device device, Allocator* allocator) {
   for (int64_t d : shape) LVIT_CHECK(d >= 0, "negative dimension in shape {}", shape_str(shape));
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(shape_numel(shape) * dtype_size(dtype), device);
+  impl->storage =
+      std::make_shared<Storage>(shape_numel(shape) * dtype_size(dtype), device, allocator);
   impl->shape = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;

@@ -45,6 +45,9 @@ class Tensor {
 
   // ---- factories ----
   static Tensor empty(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu());
+  // A host tensor whose memory comes from `allocator` (e.g. cuda/pinned.cuh's pinned memory,
+  // which uploads without staging); null means the CPU allocator, as empty().
+  static Tensor empty_host(const Shape& shape, DType dtype, Allocator* allocator);
   static Tensor zeros(const Shape& shape, DType dtype = DType::f32, Device device = Device::cpu());
   static Tensor full(const Shape& shape, double value, DType dtype = DType::f32,
                      Device device = Device::cpu());
@@ -109,6 +112,7 @@ class Tensor {
   std::string str(int64_t max_elems = 16) const;
 
  private:
+  static Tensor empty_on(const Shape& shape, DType dtype, Device device, Allocator* allocator);
   std::shared_ptr<TensorImpl> impl_;
 };
 

@@ -12,6 +12,7 @@
 #include "cuda/check.cuh"
 #include "cuda/context.cuh"
 #include "cuda/copy.cuh"
+#include "cuda/pinned.cuh"
 
 namespace lvit::cuda {
 namespace {
@@ -148,6 +149,13 @@ void host_to_device(const Tensor& dst, const Tensor& src) {
   const int dev = dst.device().index;
   Context& ctx = context(dev);
   DeviceGuard guard(dev);
+  if (is_pinned(*src.storage()) && src.is_contiguous() && dst.dtype() == src.dtype() &&
+      dst.is_contiguous()) {  // DMA straight from the source
+    LVIT_CUDA_CHECK(cudaMemcpyAsync(dst.raw_data(), src.raw_data(), src.nbytes(),
+                                    cudaMemcpyHostToDevice, ctx.stream));
+    keep_until_done(src.storage(), ctx.stream);
+    return;
+  }
   // The host packs a strided source; the device converts and scatters.
   const Tensor packed = src.contiguous();
   if (dst.dtype() == src.dtype() && dst.is_contiguous()) {

@@ -6,8 +6,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 
 #include "core/dtype.h"
+#include "core/storage.h"
 
 namespace lvit {
 class Tensor;
@@ -20,11 +22,19 @@ namespace lvit::cuda {
 // at least one is a GPU. Device-side conversions and strided gathers/scatters run as kernels
 // on the context stream. Ordering with the host:
 //  - host -> device returns as soon as the source has been copied into pinned staging memory,
-//    so the caller may change or free the source at once; the transfer itself stays queued;
+//    so the caller may change or free the source at once; the transfer itself stays queued.
+//    A contiguous source in pinned memory (cuda/pinned.cuh) of the destination's dtype skips
+//    the staging: one cudaMemcpyAsync straight from it, which keeps its storage alive until the
+//    copy is done; the caller must not write the source until the stream has passed the copy;
 //  - device -> host returns when the data has arrived in `dst` (it synchronises the stream);
 //  - device -> device is queued and returns at once.
 // Overlapping src and dst (a copy between two views of one storage) is not supported.
 void copy_tensor(Tensor& dst, const Tensor& src);
+
+// Keeps `storage` (pinned host memory that an upload queued on `stream` reads) alive until the
+// work queued on `stream` so far has completed, so that its block is not reused under the DMA.
+// (cuda/pinned.cpp)
+void keep_until_done(std::shared_ptr<Storage> storage, cudaStream_t stream);
 
 // Every element of the CUDA tensor `t` (any strides, any dtype) set to `value`, converted as
 // the host converts it. Queued on the context stream.

@@ -17,20 +17,27 @@ inline int bounded(uint32_t w, uint32_t n) {
   return static_cast<int>((static_cast<uint64_t>(w) * n) >> 32);
 }
 
-// out[x] = in[x] * scale + bias for x in [0, n): the hot loop, contiguous on both sides so the
-// compiler vectorises it (u8 -> f32 convert + FMA).
+// out[x] = fma(in[x], scale, bias) for x in [0, n): the hot loop, contiguous on both sides so
+// the compiler vectorises it (u8 -> f32 convert + FMA). The fused multiply-add is written out
+// (one rounding, whatever -ffp-contract says), so the GPU's __fmaf_rn (cuda/augment.cu) gives the
+// same bits; without hardware FMA (LVIT_CPU_ARCH='') std::fma is a slower library call.
 inline void affine_row(const uint8_t* __restrict in, float* __restrict out, int n, float scale,
                        float bias) {
-  for (int x = 0; x < n; ++x) out[x] = static_cast<float>(in[x]) * scale + bias;
+  for (int x = 0; x < n; ++x) out[x] = std::fma(static_cast<float>(in[x]), scale, bias);
 }
 
-// out[x] = in[-x] * scale + bias: the mirrored row (in points at the last source pixel).
+// out[x] = fma(in[-x], scale, bias): the mirrored row (in points at the last source pixel).
 inline void affine_row_reversed(const uint8_t* __restrict in, float* __restrict out, int n,
                                 float scale, float bias) {
-  for (int x = 0; x < n; ++x) out[x] = static_cast<float>(in[-x]) * scale + bias;
+  for (int x = 0; x < n; ++x) out[x] = std::fma(static_cast<float>(in[-x]), scale, bias);
 }
 
 }  // namespace
+
+AffineNorm normalize_affine(const Normalization& norm, int channel) {
+  LVIT_CHECK(channel >= 0 && channel < 3, "channel {} outside [0, 3)", channel);
+  return {1.0f / (255.0f * norm.std[channel]), -norm.mean[channel] / norm.std[channel]};
+}
 
 CropFlip draw_crop_flip(uint64_t seed, int64_t epoch, int64_t sample_index, int padding,
                         bool hflip) {
@@ -63,8 +70,7 @@ void crop_flip_normalize(const uint8_t* src, int channels, int height, int width
   const int x1 = std::min(W, cf.flip ? W + dx : W - dx);
   for (int c = 0; c < channels; ++c) {
     // (v/255 - mean) / std = v * scale + bias; padding pixels are v = 0, i.e. bias.
-    const float scale = 1.0f / (255.0f * norm.std[c]);
-    const float bias = -norm.mean[c] / norm.std[c];
+    const auto [scale, bias] = normalize_affine(norm, c);
     const uint8_t* plane = src + static_cast<int64_t>(c) * H * W;
     float* out = dst + static_cast<int64_t>(c) * H * W;
     for (int y = 0; y < H; ++y, out += W) {
@@ -148,6 +154,17 @@ void augment_image(const uint8_t* src, int channels, int height, int width, uint
                    const Normalization& norm, float* dst) {
   crop_flip_normalize(src, channels, height, width,
                       draw_crop_flip(seed, epoch, sample_index, padding, hflip), norm, dst);
+}
+
+void finish_images(const uint8_t* src, const int32_t* crop_flip, int64_t batch, int channels,
+                   int height, int width, const Normalization& norm, float* dst) {
+  const int64_t per = static_cast<int64_t>(channels) * height * width;
+  for (int64_t i = 0; i < batch; ++i) {
+    const int32_t* p = crop_flip + 3 * i;
+    LVIT_CHECK(p[2] == 0 || p[2] == 1, "sample {}: flip flag {} is not 0 or 1", i, p[2]);
+    crop_flip_normalize(src + i * per, channels, height, width, CropFlip{p[0], p[1], p[2] != 0},
+                        norm, dst + i * per);
+  }
 }
 
 }  // namespace lvit::data

@@ -27,13 +27,23 @@ struct CropFlip {
   bool flip = false;
 };
 
+// Normalisation as one affine map per channel: (v/255 - mean) / std computed as
+// fma(v, scale, bias) with scale = 1 / (255 std) and bias = -mean / std (f32, these expressions:
+// the GPU finishing step takes them from here). Padding pixels are exactly `bias`.
+struct AffineNorm {
+  float scale;
+  float bias;
+};
+AffineNorm normalize_affine(const Normalization& norm, int channel);
+
 // The random choices for `sample_index` in `epoch`. padding = 0 gives no shift; hflip = false
 // never flips (the other choice does not change: the words are drawn independently).
 CropFlip draw_crop_flip(uint64_t seed, int64_t epoch, int64_t sample_index, int padding,
                         bool hflip);
 
 // dst[c, y, x] = (src[c, y + dy, x' + dx] / 255 - mean[c]) / std[c] with x' = flip ? W-1-x : x,
-// and (0 - mean[c]) / std[c] where the source pixel is outside the image.
+// and (0 - mean[c]) / std[c] where the source pixel is outside the image (as normalize_affine
+// computes them).
 // src: [C, H, W] uint8, dst: [C, H, W] f32 (not overlapping). C is 1 (uses channel 0's
 // statistics) or 3. |dy| < H and |dx| < W.
 void crop_flip_normalize(const uint8_t* src, int channels, int height, int width, CropFlip cf,
@@ -58,6 +68,12 @@ void crop_flip_u8(const uint8_t* src, int channels, int height, int width, CropF
 enum class EraseMode { pixel, constant };
 bool random_erase(float* img, int channels, int height, int width, double probability,
                   EraseMode mode, uint64_t seed, int64_t epoch, int64_t sample_index);
+
+// The finishing step of uint8 batches (LoaderConfig::uint8_batches), on the CPU: for each of
+// `batch` samples, crop_flip_normalize of src[i] ([C, H, W] uint8) with crop_flip[i] = (dy, dx,
+// flip 0/1) into dst[i] ([C, H, W] f32). The reference for cuda/augment.cu.
+void finish_images(const uint8_t* src, const int32_t* crop_flip, int64_t batch, int channels,
+                   int height, int width, const Normalization& norm, float* dst);
 
 // draw_crop_flip + crop_flip_normalize.
 void augment_image(const uint8_t* src, int channels, int height, int width, uint64_t seed,

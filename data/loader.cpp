@@ -62,6 +62,8 @@ Loader::Loader(const ImageDataset& ds, LoaderConfig cfg) : ds_(ds), cfg_(cfg) {
                       cfg_.randaugment.magnitude < cfg_.randaugment.num_bins,
                   "RandAugment n {} / m {} outside [0, 16] / [0, {})", cfg_.randaugment.num_ops,
                   cfg_.randaugment.magnitude, cfg_.randaugment.num_bins);
+  LVIT_USER_CHECK(!cfg_.uint8_batches || (cfg_.reprob <= 0 && !cfg_.mix.enabled()),
+                  "uint8 batches cannot carry random erasing or mixup/CutMix (f32 steps)");
   cfg_.prefetch = std::max(cfg_.prefetch, 1);
   slots_.resize(static_cast<size_t>(cfg_.prefetch));
   for (int i = 0; i < cfg_.workers; ++i) threads_.emplace_back([this] { worker_loop(); });
@@ -119,6 +121,23 @@ void Loader::skip_to(int64_t batch_index) {
   work_cv_.notify_all();
 }
 
+Tensor finish_images(const Tensor& images_u8, const Tensor& crop_flip, const Normalization& norm) {
+  LVIT_CHECK(images_u8.dim() == 4 && images_u8.dtype() == DType::u8 && images_u8.device().is_cpu(),
+             "finish_images: images must be u8 [B, C, H, W] on the CPU, got {} {}",
+             dtype_name(images_u8.dtype()), shape_str(images_u8.shape()));
+  const int64_t B = images_u8.shape()[0];
+  LVIT_CHECK(crop_flip.dtype() == DType::i32 && crop_flip.shape() == Shape({B, 3}) &&
+                 crop_flip.device().is_cpu(),
+             "finish_images: crop_flip must be i32 [{}, 3] on the CPU, got {} {}", B,
+             dtype_name(crop_flip.dtype()), shape_str(crop_flip.shape()));
+  const Tensor src = images_u8.contiguous(), params = crop_flip.contiguous();
+  Tensor out = Tensor::empty(src.shape(), DType::f32);
+  finish_images(src.data<uint8_t>(), params.data<int32_t>(), B, static_cast<int>(src.shape()[1]),
+                static_cast<int>(src.shape()[2]), static_cast<int>(src.shape()[3]), norm,
+                out.data<float>());
+  return out;
+}
+
 Batch Loader::build_batch(const Plan& plan, int64_t b, bool parallel) const {
   // Cheap guard against the dataset changing under us (it is referenced, not owned).
   LVIT_CHECK(ds_.images.size() == static_cast<size_t>(ds_.size * ds_.image_numel()) &&
@@ -132,11 +151,46 @@ Batch Loader::build_batch(const Plan& plan, int64_t b, bool parallel) const {
 
   Batch out;
   out.index = b;
-  out.images = Tensor::empty({B, C, H, W}, DType::f32);
   out.labels = Tensor::empty({B}, DType::i64);
-  float* img = out.images.data<float>();
   int64_t* lab = out.labels.data<int64_t>();
   const bool uint8_ops = cfg_.augment && cfg_.randaugment.enabled();
+  if (cfg_.uint8_batches) {
+    out.images_u8 = Tensor::empty_host({B, C, H, W}, DType::u8, cfg_.host_allocator);
+    out.crop_flip = Tensor::empty({B, 3}, DType::i32);
+    uint8_t* img = out.images_u8.data<uint8_t>();
+    int32_t* params = out.crop_flip.data<int32_t>();
+    auto fill = [&](int64_t i0, int64_t i1) {
+      std::vector<uint8_t> scratch(uint8_ops ? static_cast<size_t>(per) : 0);
+      for (int64_t i = i0; i < i1; ++i) {
+        const int64_t s = plan.order[static_cast<size_t>(begin + i)];
+        uint8_t* dst = img + i * per;
+        lab[i] = ds_.labels[static_cast<size_t>(s)];
+        // The crop/flip left for the consumer: none for evaluation, and none once RandAugment
+        // (which needs the cropped image) has run here.
+        CropFlip cf;
+        if (cfg_.augment)
+          cf = draw_crop_flip(cfg_.seed, plan.epoch, s, cfg_.crop_padding, cfg_.hflip);
+        if (uint8_ops) {
+          crop_flip_u8(ds_.image(s), C, H, W, cf, dst);
+          randaugment_image(cfg_.randaugment, cfg_.seed, plan.epoch, s, dst, C, H, W,
+                            scratch.data());
+          cf = CropFlip{};
+        } else {
+          std::copy(ds_.image(s), ds_.image(s) + per, dst);
+        }
+        params[3 * i] = cf.dy;
+        params[3 * i + 1] = cf.dx;
+        params[3 * i + 2] = cf.flip ? 1 : 0;
+      }
+    };
+    if (parallel)
+      parallel_for(B, 16, fill);
+    else
+      fill(0, B);
+    return out;
+  }
+  out.images = Tensor::empty({B, C, H, W}, DType::f32);
+  float* img = out.images.data<float>();
   auto fill = [&](int64_t i0, int64_t i1) {
     std::vector<uint8_t> buf(uint8_ops ? static_cast<size_t>(2 * per) : 0);  // image + scratch
     for (int64_t i = i0; i < i1; ++i) {

@@ -7,6 +7,14 @@
 // (data/mix.h), each on its own Philox stream, so the batches are bit-identical for any number of
 // workers and after skip_to() (mid-epoch resume).
 //
+// uint8 batches (LoaderConfig::uint8_batches): a batch carries the images before their last
+// steps, as uint8, plus each sample's crop and flip, and the consumer finishes them (crop, flip,
+// normalise: finish_images below on the CPU, cuda/augment.cuh on the GPU, bit for bit the f32
+// batch). Without RandAugment the images are the dataset's own and the crop/flip the drawn one;
+// with it, the CPU has already cropped, flipped and RandAugmented them and the crop/flip is the
+// identity. Random erasing and mixup/CutMix work on f32 and are not available there. The random
+// choices are the f32 path's (same streams), so the determinism contract above holds as well.
+//
 // Threads: workers are plain std::threads that never call parallel_for (the shared pool runs one
 // parallel region at a time, so a worker inside it would stall the training step). With
 // workers = 0 batches are built on the caller's thread inside next(), using parallel_for.
@@ -43,21 +51,34 @@ struct LoaderConfig {
   EraseMode erase_mode = EraseMode::pixel;
   MixConfig mix;  // mix.num_classes must be set when mix.enabled()
   Normalization norm{{0.f, 0.f, 0.f}, {1.f, 1.f, 1.f}};
+  // Deliver Batch::images_u8 + Batch::crop_flip instead of Batch::images (see above); needs
+  // reprob = 0 and mixing off.
+  bool uint8_batches = false;
+  // Where images_u8 lives (e.g. pinned host memory, cuda/pinned.cuh, so that the upload is one
+  // asynchronous DMA); null: the CPU allocator. The allocator must outlive the batches.
+  Allocator* host_allocator = nullptr;
   uint64_t seed = 0;
   int workers = 2;   // 0: build batches inline in next()
   int prefetch = 4;  // batches built ahead of the consumer (>= 1)
 };
 
 struct Batch {
-  lvit::Tensor images;   // f32 [B, C, H, W], normalised, CPU
-  lvit::Tensor labels;   // i64 [B]
-  lvit::Tensor targets;  // f32 [B, classes] mixed soft targets when mixing is on, else undefined
-  int64_t index = 0;     // batch index within the epoch
+  lvit::Tensor images;     // f32 [B, C, H, W], normalised, CPU (undefined with uint8 batches)
+  lvit::Tensor images_u8;  // uint8 batches: u8 [B, C, H, W], the images still to finish
+  lvit::Tensor crop_flip;  // uint8 batches: i32 [B, 3], (dy, dx, flip 0/1) for each image
+  lvit::Tensor labels;     // i64 [B]
+  lvit::Tensor targets;    // f32 [B, classes] mixed soft targets when mixing is on, else undefined
+  int64_t index = 0;       // batch index within the epoch
 };
 
 // The sample order of `epoch`: a permutation of [0, n), Fisher-Yates driven by Philox words on a
 // stream of its own (it shares no numbers with the augmentation).
 std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch);
+
+// The f32 images of a uint8 batch (images_u8 + crop_flip, CPU tensors): finish_images of
+// data/augment.h. The CPU reference of the GPU finishing step.
+lvit::Tensor finish_images(const lvit::Tensor& images_u8, const lvit::Tensor& crop_flip,
+                           const Normalization& norm);
 
 class Loader {
  public:

@@ -1,7 +1,8 @@
 // Whole training steps on the GPU: one step of every preset against the CPU in f32 (loss and
 // every parameter gradient), and the trainer with CUDA graphs against the trainer without
-// them (bit for bit: a replay runs the captured kernels on the same data). Skips cleanly
-// without a GPU.
+// them (bit for bit: a replay runs the captured kernels on the same data), and the GPU data
+// path (uint8 batches finished on the device) against the CPU's f32 batches, bit for bit.
+// Skips cleanly without a GPU.
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -29,6 +30,30 @@ using cudatest::to_gpu;
 namespace {
 
 data::ImageDataset synthetic_dataset() { return test::synthetic_dataset(64, 5); }
+
+// A two-block ViT for the 16x16 synthetic images, and trainer options for it on the GPU.
+ViTConfig small_config(const char* attention = "softmax") {
+  ViTConfig c = preset_config("vit-micro");
+  c.attention_type = attention;
+  c.image_size = 16;
+  c.dim = 32;
+  c.depth = 2;
+  c.num_heads = 4;
+  c.num_classes = 10;
+  return c;
+}
+
+app::TrainOptions gpu_options(const char* precision) {
+  app::TrainOptions o;
+  o.batch_size = 16;
+  o.epochs = 2;
+  o.workers = 0;
+  o.progress = false;
+  o.log_every = 0;
+  o.device = "cuda";
+  o.precision = precision;
+  return o;
+}
 
 }  // namespace
 
@@ -86,24 +111,11 @@ TEST_CASE("the trainer with CUDA graphs reproduces the eager trainer bit for bit
   for (const char* attention : {"softmax", "ripple", "hydra"}) {
     for (const char* precision : {"tf32", "bf16"}) {
       INFO(attention << " " << precision);
-      ViTConfig c = preset_config("vit-micro");
-      c.attention_type = attention;
-      c.image_size = 16;
-      c.dim = 32;
-      c.depth = 2;
-      c.num_heads = 4;
-      c.num_classes = 10;
+      ViTConfig c = small_config(attention);
       c.dropout = 0.1;
       c.drop_path = 0.1;
-      app::TrainOptions o;
-      o.batch_size = 16;
-      o.epochs = 2;
-      o.workers = 0;
-      o.progress = false;
-      o.log_every = 0;
+      app::TrainOptions o = gpu_options(precision);
       o.warmup_epochs = 0.5;
-      o.device = "cuda";
-      o.precision = precision;
       auto run = [&](bool graphs) {
         app::TrainOptions og = o;
         og.cuda_graphs = graphs;
@@ -189,4 +201,55 @@ TEST_CASE("cuda trainer: a diverging run stops with an error") {
   app::Trainer t(c, o, ds, nullptr);
   const std::string msg = test::error_message([&] { t.run(""); });
   CHECK(msg.find("training diverged") != std::string::npos);
+}
+
+TEST_CASE("the GPU data path trains exactly as the CPU's f32 batches; resume; fallback") {
+  LVIT_SKIP_WITHOUT_GPU();
+  data::ImageDataset ds = synthetic_dataset();
+  const ViTConfig c = small_config();
+  app::TrainOptions o = gpu_options("bf16");
+  o.workers = 2;
+  for (bool graphs : {false, true})
+    for (int randaugment_n : {0, 2}) {
+      INFO("graphs " << graphs << " randaugment " << randaugment_n);
+      auto run = [&](bool gpu_data) {
+        app::TrainOptions og = o;
+        og.cuda_graphs = graphs;
+        og.gpu_data = gpu_data;
+        og.randaugment_n = randaugment_n;
+        app::Trainer t(c, og, ds, nullptr);
+        CHECK(t.data_path().find(gpu_data ? "on the GPU" : "--no-gpu-data") != std::string::npos);
+        std::vector<double> losses;
+        for (int s = 0; s < 5; ++s) losses.push_back(t.step());  // crosses into epoch 1
+        const app::EvalResult r = app::evaluate(t.model(), ds, data::normalization_for(ds.name), 16,
+                                                40, 2, false, gpu_data);
+        losses.push_back(r.loss);
+        return losses;
+      };
+      const std::vector<double> cpu = run(false), gpu = run(true);
+      for (size_t s = 0; s < cpu.size(); ++s) CHECK(gpu[s] == cpu[s]);  // bit for bit
+    }
+
+  // --resume on the GPU data path: 2 steps + save + resume + 2 steps == 4 steps, bitwise.
+  test::TempDir dir("lvit_test_gpu_data_");
+  std::vector<double> straight, resumed;
+  {
+    app::Trainer t(c, o, ds, nullptr);
+    for (int s = 0; s < 4; ++s) straight.push_back(t.step());
+  }
+  {
+    app::Trainer t(c, o, ds, nullptr);
+    for (int s = 0; s < 2; ++s) resumed.push_back(t.step());
+    t.save_checkpoint(dir.str());
+  }
+  auto t = app::Trainer::resume(dir.str(), o, ds, nullptr);
+  for (int s = 0; s < 2; ++s) resumed.push_back(t->step());
+  for (size_t s = 0; s < straight.size(); ++s) CHECK(resumed[s] == straight[s]);
+
+  // Random erasing needs f32 batches: the trainer keeps the CPU path and says why.
+  app::TrainOptions oe = o;
+  oe.reprob = 0.25;
+  app::Trainer te(c, oe, ds, nullptr);
+  CHECK(te.data_path() == "f32 batches from the CPU (random erasing run on the CPU)");
+  te.step();
 }
