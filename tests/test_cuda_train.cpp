@@ -142,19 +142,9 @@ TEST_CASE("the trainer with CUDA graphs reproduces the eager trainer bit for bit
 TEST_CASE("cuda trainer: epoch metrics accumulated on the device") {
   LVIT_SKIP_WITHOUT_GPU();
   data::ImageDataset ds = synthetic_dataset();
-  ViTConfig c = preset_config("vit-micro");
-  c.image_size = 16;
-  c.dim = 32;
-  c.depth = 2;
-  c.num_heads = 4;
-  c.num_classes = 10;
-  app::TrainOptions o;
-  o.batch_size = 16;
+  const ViTConfig c = small_config();
+  app::TrainOptions o = gpu_options("bf16");
   o.epochs = 1;
-  o.workers = 0;
-  o.progress = false;
-  o.log_every = 0;
-  o.device = "cuda";
   o.log_format = "jsonl";
   double mean = 0;
   {
@@ -181,19 +171,9 @@ TEST_CASE("cuda trainer: epoch metrics accumulated on the device") {
 TEST_CASE("cuda trainer: a diverging run stops with an error") {
   LVIT_SKIP_WITHOUT_GPU();
   data::ImageDataset ds = synthetic_dataset();
-  ViTConfig c = preset_config("vit-micro");
-  c.image_size = 16;
-  c.dim = 32;
-  c.depth = 2;
-  c.num_heads = 4;
-  c.num_classes = 10;
-  app::TrainOptions o;
-  o.batch_size = 16;
+  const ViTConfig c = small_config();
+  app::TrainOptions o = gpu_options("bf16");
   o.epochs = 1;
-  o.workers = 0;
-  o.progress = false;
-  o.log_every = 0;
-  o.device = "cuda";
   o.log_format = "jsonl";
   o.lr = 1e30;
   o.warmup_epochs = 0;
