@@ -281,16 +281,28 @@ bool with_chunks(int64_t D, Fn&& fn) {
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// gw[col] = sum over chunks of part_w[chunk, col] (gb likewise). Block (bx, by): columns
+// [32 bx, 32 bx + 32), 32 x 8 threads; thread row ty adds chunks ty, ty + 8, ... and the 8 row
+// sums are added in order: fixed, deterministic, and 8 loads in flight per column.
 template <typename T>
 __global__ void layernorm_bwd_wb_final_kernel(const T* __restrict__ part_w,
                                               const T* __restrict__ part_b, int64_t chunks,
                                               int64_t D, T* __restrict__ gw, T* __restrict__ gb) {
-  const int64_t col = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-  if (col >= D) return;
+  __shared__ T tw[8][33], tb[8][33];
+  const int64_t col = blockIdx.x * int64_t{32} + threadIdx.x;
   T sw = 0, sb = 0;
-  for (int64_t c = 0; c < chunks; ++c) {
-    sw += part_w[c * D + col];
-    sb += part_b[c * D + col];
+  if (col < D)
+    for (int64_t c = threadIdx.y; c < chunks; c += 8) {
+      sw += part_w[c * D + col];
+      sb += part_b[c * D + col];
+    }
+  tw[threadIdx.y][threadIdx.x] = sw;
+  tb[threadIdx.y][threadIdx.x] = sb;
+  __syncthreads();
+  if (threadIdx.y != 0 || col >= D) return;
+  for (int i = 1; i < 8; ++i) {
+    sw += tw[i][threadIdx.x];
+    sb += tb[i][threadIdx.x];
   }
   if (gw) gw[col] = sw;
   if (gb) gb[col] = sb;
@@ -357,16 +369,18 @@ void layernorm_bwd(DType dtype, DType g_dtype, const void* g, const void* x, con
       size_t bytes = 0;
       int64_t chunks = 0;  // rows of partial column sums
       auto final_sums = [&] {
-        layernorm_bwd_wb_final_kernel<T><<<grid_for(D), kThreads, 0, stream>>>(
-            part, part + chunks * D, chunks, D, static_cast<T*>(gw), static_cast<T*>(gb));
+        layernorm_bwd_wb_final_kernel<T>
+            <<<static_cast<unsigned>((D + 31) / 32), dim3(32, 8), 0, stream>>>(
+                part, part + chunks * D, chunks, D, static_cast<T*>(gw), static_cast<T*>(gb));
         after_launch("layernorm_bwd_wb_final", stream);
         alloc->deallocate(part, bytes);  // stream-ordered reuse: see cuda/allocator.cuh
       };
       // f32, D a multiple of 128 up to 1024, 16-byte aligned: rows in registers, and the
-      // weight/bias partials in the same pass (up to 1024 blocks of 8 warps striding the rows).
+      // weight/bias partials in the same pass (up to 512 blocks of 8 warps striding the rows:
+      // about 4 blocks per SM, and few enough partial rows for the final sum).
       if constexpr (std::is_same_v<T, float>) {
         const bool wb = gw || gb;
-        const int64_t blocks = std::clamp<int64_t>(row_blocks(M), 1, 1024);
+        const int64_t blocks = std::clamp<int64_t>(row_blocks(M), 1, 512);
         const bool vec = M > 0 && aligned16(g) && aligned16(x) && aligned16(w) &&
                          (!gx || aligned16(gx)) && (gx || wb);
         if (vec && with_chunks(D, [&](auto c) {

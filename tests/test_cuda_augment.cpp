@@ -77,7 +77,8 @@ TEST_CASE("cuda crop_flip_normalize equals the CPU reference bit for bit") {
                         {24, 1, 15, 13}, {33, 3, 64, 64}, {20, 3, 1, 9},  {17, 3, 7, 1}};
   const data::Normalization norms[] = {data::normalization_for("cifar100"),
                                        data::normalization_for("tiny-imagenet"),
-                                       data::Normalization{}};  // bias -0.0 on the padding
+                                       // mean 0, std 1: bias -0.0 on the padding
+                                       data::Normalization{{0.f, 0.f, 0.f}, {1.f, 1.f, 1.f}}};
   uint64_t seed = 11;
   for (const Case& k : cases)
     for (const data::Normalization& norm : norms) {
