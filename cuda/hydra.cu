@@ -447,6 +447,54 @@ __device__ __forceinline__ float group_sum(float x, int tpb) {
   return x;
 }
 
+// The lane's vectors of one row (vector v at p + v * vs; zeros where !ok or v >= vpt).
+template <typename T>
+__device__ __forceinline__ void load_vecs(const T* p, const FastLane& l, const Fast& f, bool ok,
+                                          Raw8<T> (&r)[kMaxVpt]) {
+#pragma unroll
+  for (int v = 0; v < kMaxVpt; ++v) r[v] = load_raw8(p + v * l.vs, ok && v < f.vpt);
+}
+
+// The branch's norm of x and, when DOT, gphi . x with gphi = y * s (s: channels in shared
+// memory): the lane's terms in registers, then the group's sum. All lanes of the warp call it.
+struct BranchSums {
+  float norm, dot;
+};
+template <bool DOT, typename T>
+__device__ __forceinline__ BranchSums branch_sums(const Raw8<T> (&xr)[kMaxVpt],
+                                                  const Raw8<T> (&yr)[kMaxVpt], const float* s,
+                                                  const FastLane& l, const Fast& f) {
+  float ss = 0.f, dot = 0.f;
+#pragma unroll
+  for (int v = 0; v < kMaxVpt; ++v) {
+    if (v >= f.vpt) break;
+    float x[8];
+    widen(xr[v], x);
+    for (int i = 0; i < 8; ++i) ss = fmaf(x[i], x[i], ss);
+    if constexpr (DOT) {
+      float y[8], c[8];
+      widen(yr[v], y);
+      get8(s + l.ch0 + v * l.vs, c);
+      for (int i = 0; i < 8; ++i) dot = fmaf(y[i] * c[i], x[i], dot);
+    }
+  }
+  BranchSums r{sqrtf(group_sum(ss, f.tpb)), 0.f};
+  if constexpr (DOT) r.dot = group_sum(dot, f.tpb);
+  return r;
+}
+
+// dst[c] = sum of the image's chunk partials in chunk order (also to kv when not null).
+__device__ __forceinline__ void sum_chunks(const float* partial, int b, const Fast& f, float* dst,
+                                           float* kv) {
+  const float* part = partial + static_cast<int64_t>(b) * f.chunks * f.D;
+  for (int c = threadIdx.x; c < f.D; c += kCtaThreads) {
+    float s = 0.f;
+    for (int ch = 0; ch < f.chunks; ++ch) s += part[ch * f.D + c];
+    dst[c] = s;
+    if (kv) kv[c] = s;
+  }
+}
+
 // dst[c] = sum over the P row slots of acc[slot][c], in slot order. After a __syncthreads().
 __device__ __forceinline__ void sum_slots(const float* acc, const Fast& f, float* dst) {
   for (int c = threadIdx.x; c < f.D; c += kCtaThreads) {
@@ -477,19 +525,9 @@ __global__ void __launch_bounds__(kCtaThreads)
     const bool ok = l.on && t < t1;
     const T* k = img + (ok ? t : 0) * row + f.D + l.ch0;
     Raw8<T> kr[kMaxVpt], vr[kMaxVpt];
-#pragma unroll
-    for (int v = 0; v < kMaxVpt; ++v) {
-      kr[v] = load_raw8(k + v * l.vs, ok && v < f.vpt);
-      vr[v] = load_raw8(k + f.D + v * l.vs, ok && v < f.vpt);
-    }
-    float ss = 0.f;
-#pragma unroll
-    for (int v = 0; v < kMaxVpt; ++v) {
-      float x[8];
-      widen(kr[v], x);
-      for (int i = 0; i < 8; ++i) ss = fmaf(x[i], x[i], ss);
-    }
-    const float inv = 1.f / fmaxf(sqrtf(group_sum(ss, f.tpb)), kEps);
+    load_vecs(k, l, f, ok, kr);
+    load_vecs(k + f.D, l, f, ok, vr);
+    const float inv = 1.f / fmaxf(branch_sums<false>(kr, kr, nullptr, l, f).norm, kEps);
     if (ok) {
 #pragma unroll
       for (int v = 0; v < kMaxVpt; ++v) {
@@ -520,29 +558,14 @@ __global__ void __launch_bounds__(kCtaThreads)
   const int64_t row = 3 * static_cast<int64_t>(f.D);  // qkv row stride
   const T* img = qkv + static_cast<int64_t>(b) * f.N * row;
 
-  const float* part = partial + static_cast<int64_t>(b) * f.chunks * f.D;
-  for (int c = threadIdx.x; c < f.D; c += kCtaThreads) {
-    float s = 0.f;
-    for (int ch = 0; ch < f.chunks; ++ch) s += part[ch * f.D + c];
-    kvs[c] = s;
-    if (chunk == 0) kv[static_cast<int64_t>(b) * f.D + c] = s;
-  }
+  sum_chunks(partial, b, f, kvs, chunk == 0 ? kv + static_cast<int64_t>(b) * f.D : nullptr);
   __syncthreads();
   for (int base = t0; base < t1; base += f.P) {
     const int t = base + l.slot;
     const bool ok = l.on && t < t1;
-    const T* q = img + (ok ? t : 0) * row + l.ch0;
     Raw8<T> qr[kMaxVpt];
-#pragma unroll
-    for (int v = 0; v < kMaxVpt; ++v) qr[v] = load_raw8(q + v * l.vs, ok && v < f.vpt);
-    float ss = 0.f;
-#pragma unroll
-    for (int v = 0; v < kMaxVpt; ++v) {
-      float x[8];
-      widen(qr[v], x);
-      for (int i = 0; i < 8; ++i) ss = fmaf(x[i], x[i], ss);
-    }
-    const float inv = 1.f / fmaxf(sqrtf(group_sum(ss, f.tpb)), kEps);
+    load_vecs(img + (ok ? t : 0) * row + l.ch0, l, f, ok, qr);
+    const float inv = 1.f / fmaxf(branch_sums<false>(qr, qr, nullptr, l, f).norm, kEps);
     if (ok) {
       T* o = out + (static_cast<int64_t>(b) * f.N + t) * f.D + l.ch0;
 #pragma unroll
@@ -588,27 +611,10 @@ __global__ void __launch_bounds__(kCtaThreads)
     const T* q = img + (ok ? t : 0) * row + l.ch0;
     const T* g = gout + tok * f.D + l.ch0;
     Raw8<T> qr[kMaxVpt], gr[kMaxVpt];
-#pragma unroll
-    for (int v = 0; v < kMaxVpt; ++v) {
-      qr[v] = load_raw8(q + v * l.vs, ok && v < f.vpt);
-      gr[v] = load_raw8(g + v * l.vs, ok && v < f.vpt);
-    }
-    float ss = 0.f, dot = 0.f;  // sum q^2 and gphi . q, gphi = g * kv
-#pragma unroll
-    for (int v = 0; v < kMaxVpt; ++v) {
-      if (v >= f.vpt) break;
-      float x[8], y[8], s[8];
-      widen(qr[v], x);
-      widen(gr[v], y);
-      get8(kvs + l.ch0 + v * l.vs, s);
-      for (int i = 0; i < 8; ++i) {
-        ss = fmaf(x[i], x[i], ss);
-        dot = fmaf(y[i] * s[i], x[i], dot);
-      }
-    }
-    const float norm = sqrtf(group_sum(ss, f.tpb));
-    dot = group_sum(dot, f.tpb);
-    const float inv = 1.f / fmaxf(norm, kEps);
+    load_vecs(q, l, f, ok, qr);
+    load_vecs(g, l, f, ok, gr);
+    const BranchSums bs = branch_sums<true>(qr, gr, kvs, l, f);  // gphi = g * kv
+    const float inv = 1.f / fmaxf(bs.norm, kEps);
     if (ok) {
       T* gq = gqkv + tok * row + l.ch0;
 #pragma unroll
@@ -621,7 +627,7 @@ __global__ void __launch_bounds__(kCtaThreads)
         get8(acc + v * l.vs, a);
         for (int i = 0; i < 8; ++i) {
           a[i] = fmaf(y[i] * x[i], inv, a[i]);
-          s[i] = normalize_bwd(x[i], y[i] * s[i], norm, dot);
+          s[i] = normalize_bwd(x[i], y[i] * s[i], bs.norm, bs.dot);
         }
         put8(acc + v * l.vs, a);
         put8(gq + v * l.vs, s);
@@ -646,39 +652,17 @@ __global__ void __launch_bounds__(kCtaThreads)
   const int64_t row = 3 * static_cast<int64_t>(f.D);  // qkv row stride
   const T* img = qkv + static_cast<int64_t>(b) * f.N * row;
 
-  const float* part = partial + static_cast<int64_t>(b) * f.chunks * f.D;
-  for (int c = threadIdx.x; c < f.D; c += kCtaThreads) {
-    float s = 0.f;
-    for (int ch = 0; ch < f.chunks; ++ch) s += part[ch * f.D + c];
-    gkv[c] = s;
-  }
+  sum_chunks(partial, b, f, gkv, nullptr);
   __syncthreads();
   for (int base = t0; base < t1; base += f.P) {
     const int t = base + l.slot;
     const bool ok = l.on && t < t1;
     const T* k = img + (ok ? t : 0) * row + f.D + l.ch0;
     Raw8<T> kr[kMaxVpt], vr[kMaxVpt];
-#pragma unroll
-    for (int v = 0; v < kMaxVpt; ++v) {
-      kr[v] = load_raw8(k + v * l.vs, ok && v < f.vpt);
-      vr[v] = load_raw8(k + f.D + v * l.vs, ok && v < f.vpt);
-    }
-    float ss = 0.f, dot = 0.f;  // sum k^2 and gphi . k, gphi = v * gkv
-#pragma unroll
-    for (int v = 0; v < kMaxVpt; ++v) {
-      if (v >= f.vpt) break;
-      float x[8], y[8], s[8];
-      widen(kr[v], x);
-      widen(vr[v], y);
-      get8(gkv + l.ch0 + v * l.vs, s);
-      for (int i = 0; i < 8; ++i) {
-        ss = fmaf(x[i], x[i], ss);
-        dot = fmaf(y[i] * s[i], x[i], dot);
-      }
-    }
-    const float norm = sqrtf(group_sum(ss, f.tpb));
-    dot = group_sum(dot, f.tpb);
-    const float inv = 1.f / fmaxf(norm, kEps);
+    load_vecs(k, l, f, ok, kr);
+    load_vecs(k + f.D, l, f, ok, vr);
+    const BranchSums bs = branch_sums<true>(kr, vr, gkv, l, f);  // gphi = v * gkv
+    const float inv = 1.f / fmaxf(bs.norm, kEps);
     if (ok) {
       T* gk = gqkv + (static_cast<int64_t>(b) * f.N + t) * row + f.D + l.ch0;
 #pragma unroll
@@ -690,7 +674,7 @@ __global__ void __launch_bounds__(kCtaThreads)
         get8(gkv + l.ch0 + v * l.vs, s);
         for (int i = 0; i < 8; ++i) {
           const float gv = s[i] * x[i] * inv;
-          y[i] = normalize_bwd(x[i], y[i] * s[i], norm, dot);
+          y[i] = normalize_bwd(x[i], y[i] * s[i], bs.norm, bs.dot);
           x[i] = gv;
         }
         put8(gk + v * l.vs, y);
