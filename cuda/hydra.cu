@@ -392,23 +392,11 @@ struct Raw8 {
   uint4 w[kWords];
 };
 
-template <typename T>
-__device__ __forceinline__ Raw8<T> load_raw8(const T* p, bool ok) {
-  Raw8<T> r;
-#pragma unroll
-  for (int i = 0; i < Raw8<T>::kWords; ++i)
-    r.w[i] = ok ? __ldg(reinterpret_cast<const uint4*>(p) + i) : make_uint4(0, 0, 0, 0);
-  return r;
-}
-
 __device__ __forceinline__ void widen(const Raw8<float>& r, float (&f)[8]) {
+  const uint32_t u[8] = {r.w[0].x, r.w[0].y, r.w[0].z, r.w[0].w,
+                         r.w[1].x, r.w[1].y, r.w[1].z, r.w[1].w};
 #pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    f[4 * i] = __uint_as_float(r.w[i].x);
-    f[4 * i + 1] = __uint_as_float(r.w[i].y);
-    f[4 * i + 2] = __uint_as_float(r.w[i].z);
-    f[4 * i + 3] = __uint_as_float(r.w[i].w);
-  }
+  for (int i = 0; i < 8; ++i) f[i] = __uint_as_float(u[i]);
 }
 // bf16 -> f32 is exact: the 16 bits become the high half (element 2i is the low half of word i).
 __device__ __forceinline__ void widen(const Raw8<__nv_bfloat16>& r, float (&f)[8]) {
@@ -452,7 +440,11 @@ template <typename T>
 __device__ __forceinline__ void load_vecs(const T* p, const FastLane& l, const Fast& f, bool ok,
                                           Raw8<T> (&r)[kMaxVpt]) {
 #pragma unroll
-  for (int v = 0; v < kMaxVpt; ++v) r[v] = load_raw8(p + v * l.vs, ok && v < f.vpt);
+  for (int v = 0; v < kMaxVpt; ++v)
+#pragma unroll
+    for (int i = 0; i < Raw8<T>::kWords; ++i)
+      r[v].w[i] = ok && v < f.vpt ? __ldg(reinterpret_cast<const uint4*>(p + v * l.vs) + i)
+                                  : make_uint4(0, 0, 0, 0);
 }
 
 // The branch's norm of x and, when DOT, gphi . x with gphi = y * s (s: channels in shared
