@@ -345,8 +345,10 @@ __global__ void __launch_bounds__(kCtaThreads)
 // warp-wide load covers whole contiguous runs of the row). A row takes R = nb * tpb lanes, so a
 // CTA works on P = kCtaThreads / R rows at once (a "pass"; 16 for both presets). Each lane loads
 // its vectors with 16-byte loads, sums its squares (and, backward, its part of gphi . x) in
-// registers, and the group adds them with tpb - 1 xor shuffles (every lane of the group gets the
-// same sums); the elementwise results go straight back out of registers.
+// registers, and the group adds them with log2(tpb) xor shuffles (every lane of the group gets
+// the same sums); the elementwise results go straight back out of registers. The bf16 kernels
+// take at most 64 registers (ptxas, sm_90): 4 CTAs (1024 threads) per SM, several 16-byte loads
+// in flight per lane.
 //
 // Sums over the chunk's tokens: every lane adds its rows' terms into its own cells of acc
 // [P][D] in shared memory (one writer per cell, rows in order, no barrier), and after the passes
