@@ -16,6 +16,11 @@
 
 namespace lvit::cuda {
 
+// Whether hydra_fwd / hydra_bwd run the vectorised kernels for width D and `branches` (when,
+// in addition, qkv, out, gout and gqkv are 16-byte aligned); the generic kernels otherwise.
+// For the tests.
+bool hydra_fast_shape(int64_t D, int64_t branches);
+
 // Floats of workspace hydra_fwd / hydra_bwd need for B images of N tokens and width D.
 int64_t hydra_workspace_floats(int64_t B, int64_t N, int64_t D);
 

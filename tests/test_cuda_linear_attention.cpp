@@ -5,11 +5,14 @@
 // (Ripple: 1..7 stages, grids 1x1 to 32x32, head widths that are and are not multiples of the
 // kernels' 16-channel padding, the extra passes for blocks larger than a tile; Hydra: 1, 4 and D
 // branches, branch widths below, at and above a warp, token counts that are not multiples of
-// the 32-row chunks, the eps clamp) and the errors for what the kernels do not support. Every
-// case skips itself, and passes, without a GPU.
+// the 32-row chunks, the eps clamp, the fast kernels' lane layouts and the generic kernels (by
+// width, and for the presets' shapes through misaligned views) in f32 and bf16, bit-identical
+// reruns) and the errors for what the kernels do not support. Every case skips itself, and
+// passes, without a GPU.
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -20,6 +23,7 @@
 #include "tests/test_util.h"
 
 #ifdef LVIT_WITH_CUDA
+#include "cuda/hydra.cuh"
 #include "cuda/ripple_plan.cuh"
 #endif
 
@@ -63,6 +67,63 @@ void check_hydra(const HydraCase& c, const Tensor& qkv, uint64_t seed) {
   const int64_t K = c.N + c.D / c.branches;
   expect_close(cpu.out, gpu.out, Arith::f32, K, "hydra out");
   expect_close(cpu.gqkv, gpu.gqkv, Arith::f32, K, "hydra gqkv");
+}
+
+// The fast and the generic CUDA kernels: the launchers take the fast ones for the widths
+// cuda::hydra_fast_shape accepts when qkv, out, gout and gqkv are 16-byte aligned.
+bool fast_shape(const HydraCase& c) {
+#ifdef LVIT_WITH_CUDA
+  return cuda::hydra_fast_shape(c.D, c.branches);
+#else
+  (void)c;
+  return false;
+#endif
+}
+
+// `host` on the GPU in `dtype`: a fresh tensor (16-byte aligned), or a view one element into a
+// larger buffer (misaligned: the generic kernels run whatever the shape).
+Tensor on_gpu(const Tensor& host, DType dtype, bool misaligned) {
+  const Tensor h = host.to(dtype);
+  if (!misaligned) return cudatest::to_gpu(h);
+  const Tensor buf = Tensor::empty({h.numel() + 1}, dtype, Device::cuda(0));
+  Tensor v = buf.as_strided(h.shape(), contiguous_strides(h.shape()), 1);
+  v.copy_(h);
+  return v;
+}
+
+bool is_aligned16(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw_data()) % 16 == 0; }
+
+// Forward and backward on GPU tensors as given (their dtype and alignment).
+Run run_hydra_gpu(Tensor qkv, int64_t branches, const Tensor& gout) {
+  qkv.set_requires_grad(true);
+  Tensor y = ops::hydra_attention(qkv, branches);
+  y.backward(gout);
+  return {y, qkv.grad(), {}};
+}
+
+// CUDA with `dtype` storage against the CPU op in f32 on the same dtype-representable qkv and
+// upstream gradient: f32 noise over K = N + C (as check_hydra), or for bf16 the final rounding.
+void check_hydra_storage(const HydraCase& c, DType dtype, bool misaligned, uint64_t seed) {
+  CAPTURE(c.B);
+  CAPTURE(c.N);
+  CAPTURE(c.D);
+  CAPTURE(c.branches);
+  CAPTURE(dtype_name(dtype));
+  CAPTURE(misaligned);
+  const auto rounded = [&](const Tensor& t) { return t.to(dtype).to(DType::f32); };
+  const Tensor qkv = rounded(cudatest::randn({c.B, c.N, 3 * c.D}, seed));
+  const Tensor gout = rounded(cudatest::randn({c.B, c.N, c.D}, seed + 1));
+  const Run cpu = run_hydra(qkv, c.branches, gout, false);
+  const Tensor x = on_gpu(qkv, dtype, misaligned), g = on_gpu(gout, dtype, misaligned);
+  CHECK(is_aligned16(x) == !misaligned);
+  const Run gpu = run_hydra_gpu(x, c.branches, g);
+  REQUIRE(gpu.out.dtype() == dtype);
+  REQUIRE(gpu.gqkv.dtype() == dtype);
+  const bool bf16 = dtype == DType::bf16;
+  const Arith arith = bf16 ? Arith::bf16 : Arith::f32;
+  const int64_t K = bf16 ? 1 : c.N + c.D / c.branches;
+  expect_close(cpu.out, gpu.out.to(DType::f32), arith, K, "hydra out");
+  expect_close(cpu.gqkv, gpu.gqkv.to(DType::f32), arith, K, "hydra gqkv");
 }
 
 // ---- Ripple ----
@@ -199,15 +260,19 @@ TEST_CASE("cuda hydra: forward and backward match the CPU op") {
 
 TEST_CASE("cuda hydra: the eps clamp of all-zero q and k branches") {
   LVIT_SKIP_WITHOUT_GPU();
-  const HydraCase c{2, 9, 16, 4};
-  std::vector<double> v = cudatest::randn({c.B, c.N, 3 * c.D}, 7).to_vector<double>();
-  // image 0, token 3: q and k of branch 1 (channels 4..7) all zero; image 1, token 0: all of q
-  for (int64_t ch = 4; ch < 8; ++ch) {
-    v[(0 * c.N + 3) * 3 * c.D + ch] = 0;
-    v[(0 * c.N + 3) * 3 * c.D + c.D + ch] = 0;
+  // C = 4: the generic kernels; C = 16: the fast ones
+  for (const HydraCase& c : std::vector<HydraCase>{{2, 9, 16, 4}, {2, 9, 64, 4}}) {
+    CHECK(fast_shape(c) == (c.D == 64));
+    const int64_t C = c.D / c.branches;
+    std::vector<double> v = cudatest::randn({c.B, c.N, 3 * c.D}, 7).to_vector<double>();
+    // image 0, token 3: q and k of branch 1 all zero; image 1, token 0: all of q
+    for (int64_t ch = C; ch < 2 * C; ++ch) {
+      v[(0 * c.N + 3) * 3 * c.D + ch] = 0;
+      v[(0 * c.N + 3) * 3 * c.D + c.D + ch] = 0;
+    }
+    for (int64_t ch = 0; ch < c.D; ++ch) v[(1 * c.N + 0) * 3 * c.D + ch] = 0;
+    check_hydra(c, Tensor::from_vector(v, {c.B, c.N, 3 * c.D}).to(DType::f32), 7);
   }
-  for (int64_t ch = 0; ch < c.D; ++ch) v[(1 * c.N + 0) * 3 * c.D + ch] = 0;
-  check_hydra(c, Tensor::from_vector(v, {c.B, c.N, 3 * c.D}).to(DType::f32), 7);
 }
 
 // bf16 activations go straight into the kernels (f32 arithmetic, one rounding per stored value):
@@ -232,6 +297,70 @@ TEST_CASE("cuda hydra: bf16 storage, forward and backward") {
     expect_close(cpu.out, yb.to(DType::f32), Arith::bf16, 1, "hydra bf16 out");
     expect_close(cpu.gqkv, xb.grad().to(DType::f32), Arith::bf16, 1, "hydra bf16 gqkv");
   }
+}
+
+TEST_CASE("cuda hydra fast: f32 and bf16 storage match the CPU op") {
+  LVIT_SKIP_WITHOUT_GPU();
+  const std::vector<HydraCase> cases = {
+      {3, 65, 384, 4},   // hydra-cifar: C = 96, 4 lanes x 3 vectors per branch, 3 chunks
+      {2, 257, 384, 4},  // hydra-tiny: 9 chunks
+      {2, 257, 384, 1},  // hydra-tiny, one branch: C = 384, 16 lanes x 3 vectors
+      {3, 17, 64, 8},    // C = 8: a lane per branch, one vector
+      {2, 70, 96, 2},    // C = 48: 2 lanes x 3 vectors, 64 rows per pass
+      {1, 40, 256, 1},   // C = 256: 8 lanes x 4 vectors
+      {1, 300, 32, 1},   // a lane per row: 256 rows per pass, 2 chunks
+      {2, 33, 768, 12},  // C = 64: 24 lanes a row, 10 rows per pass (16 lanes idle)
+      {1, 9, 3072, 4},   // C = 768: 32 lanes x 3 vectors, 2 rows per pass
+      {1, 20, 1024, 1},  // C = 1024: 32 lanes x 4 vectors
+      {2, 1, 16, 2},     // a single token
+  };
+  uint64_t seed = 500;
+  for (const HydraCase& c : cases) {
+    CHECK(fast_shape(c));
+    for (DType dt : {DType::f32, DType::bf16}) check_hydra_storage(c, dt, false, seed);
+    seed += 10;
+  }
+}
+
+TEST_CASE("cuda hydra generic: f32 and bf16 storage match the CPU op") {
+  LVIT_SKIP_WITHOUT_GPU();
+  // Widths the fast kernels do not take, then the presets' shapes through misaligned views.
+  const std::vector<HydraCase> generic = {
+      {1, 70, 60, 5},    // C = 12: not a multiple of 8
+      {2, 17, 8, 4},     // C = 2
+      {2, 40, 40, 1},    // C = 40: five vectors
+      {1, 20, 1200, 1},  // C = 1200: 150 vectors
+  };
+  uint64_t seed = 700;
+  for (const HydraCase& c : generic) {
+    CHECK_FALSE(fast_shape(c));
+    for (DType dt : {DType::f32, DType::bf16}) check_hydra_storage(c, dt, false, seed);
+    seed += 10;
+  }
+  for (const HydraCase& c :
+       std::vector<HydraCase>{{3, 65, 384, 4}, {2, 257, 384, 4}, {2, 257, 384, 1}}) {
+    for (DType dt : {DType::f32, DType::bf16}) check_hydra_storage(c, dt, true, seed);
+    seed += 10;
+  }
+}
+
+TEST_CASE("cuda hydra: fast and generic kernels are deterministic") {
+  LVIT_SKIP_WITHOUT_GPU();
+  const HydraCase c{8, 65, 384, 4};
+  const Tensor qkv = cudatest::randn({c.B, c.N, 3 * c.D}, 41);
+  const Tensor gout = cudatest::randn({c.B, c.N, c.D}, 42);
+  const auto bits = [](const Tensor& t) { return cudatest::to_cpu(t).to_vector<double>(); };
+  for (DType dt : {DType::f32, DType::bf16})
+    for (bool misaligned : {false, true}) {
+      CAPTURE(dtype_name(dt));
+      CAPTURE(misaligned);
+      const Run a =
+          run_hydra_gpu(on_gpu(qkv, dt, misaligned), c.branches, on_gpu(gout, dt, misaligned));
+      const Run b =
+          run_hydra_gpu(on_gpu(qkv, dt, misaligned), c.branches, on_gpu(gout, dt, misaligned));
+      CHECK(bits(a.out) == bits(b.out));
+      CHECK(bits(a.gqkv) == bits(b.gqkv));
+    }
 }
 
 TEST_CASE("cuda ripple: forward and backward match the CPU op") {
