@@ -492,4 +492,9 @@ void attention_bwd(DType dtype, const void* gout, const void* qkv, const void* o
   });
 }
 
+bool attention_bwd_needs_delta(DType dtype, const AttentionDims& dims) {
+  return pick_family(dtype, dims, AttentionKernel::automatic, "attention_bwd_needs_delta") !=
+         Family::small;
+}
+
 }  // namespace lvit::cuda

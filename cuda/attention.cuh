@@ -58,11 +58,16 @@ void attention_fwd(DType dtype, const void* qkv, void* out, float* lse, const At
                    cudaStream_t stream, AttentionKernel kernel = AttentionKernel::automatic);
 
 // gqkv = d(loss)/d(qkv) from gout = d(loss)/d(out) and what the forward saved (qkv, out, lse).
-// `delta` is scratch of B*H*N floats (the small kernels leave it untouched). gout, qkv, out, gqkv
+// `delta` is scratch of B*H*N floats (the small kernels leave it untouched: see
+// attention_bwd_needs_delta). gout, qkv, out, gqkv
 // are of `dtype` and, for bf16, 16-byte aligned.
 void attention_bwd(DType dtype, const void* gout, const void* qkv, const void* out,
                    const float* lse, float* delta, void* gqkv, const AttentionDims& dims,
                    cudaStream_t stream, AttentionKernel kernel = AttentionKernel::automatic);
+
+// Whether attention_bwd with the automatic kernel choice uses its `delta` scratch (false for the
+// one-block-per-head kernels, which may then be given nullptr).
+bool attention_bwd_needs_delta(DType dtype, const AttentionDims& dims);
 
 namespace detail {
 // The tensor-core (bf16, mma.sync) launchers, called by the two above.

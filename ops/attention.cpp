@@ -55,10 +55,13 @@ Tensor softmax_attention_cuda(const Tensor& qkv_in, int64_t heads) {
       [qkv = qkv.detach(), out = out.detach(), lse, dims](const Tensor& g, const autograd::Node&) {
         Tensor go = packed(g.dtype() == qkv.dtype() ? g : g.to(qkv.dtype()));
         Tensor gqkv = Tensor::empty(qkv.shape(), qkv.dtype(), qkv.device());
-        Tensor delta = Tensor::empty(lse.shape(), DType::f32, qkv.device());
+        // Per-row scratch of the streaming kernels; the one-CTA-per-head kernels (bf16, short
+        // sequences) keep it on chip and get none.
+        const bool small = !cuda::attention_bwd_needs_delta(qkv.dtype(), dims);
+        Tensor delta = small ? Tensor() : Tensor::empty(lse.shape(), DType::f32, qkv.device());
         cuda::attention_bwd(qkv.dtype(), go.raw_data(), qkv.raw_data(), out.raw_data(),
-                            lse.data<float>(), delta.data<float>(), gqkv.raw_data(), dims,
-                            cuda_stream(qkv));
+                            lse.data<float>(), small ? nullptr : delta.data<float>(),
+                            gqkv.raw_data(), dims, cuda_stream(qkv));
         return std::vector<Tensor>{gqkv};
       });
   return out;
