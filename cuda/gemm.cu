@@ -167,21 +167,35 @@ __global__ void column_partial_vec_kernel(const T* __restrict__ x, int64_t M, in
   const int64_t r0 = blockIdx.y * rows_per;
   const int64_t r1 = min(M, r0 + rows_per);
   Acc a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+  // Four rows' loads in flight per thread (rows r, r + 8, r + 16, r + 24), then their adds in
+  // row order: the memory system sees 4x the outstanding requests of a row-at-a-time loop.
+  auto load4 = [&](int64_t r, Acc(&v)[4]) {
+    const T* p = x + r * N + col;
+    if constexpr (sizeof(T) == 2) {
+      const uint2 u = *reinterpret_cast<const uint2*>(p);
+      const T* e = reinterpret_cast<const T*>(&u);
+      for (int k = 0; k < 4; ++k) v[k] = static_cast<Acc>(e[k]);
+    } else {
+      for (int k = 0; k < 4; ++k) v[k] = static_cast<Acc>(p[k]);
+    }
+  };
   if (col < N)
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += 8) {
-      const T* p = x + r * N + col;
-      if constexpr (sizeof(T) == 2) {
-        const uint2 u = *reinterpret_cast<const uint2*>(p);
-        const T* v = reinterpret_cast<const T*>(&u);
-        a0 += static_cast<Acc>(v[0]);
-        a1 += static_cast<Acc>(v[1]);
-        a2 += static_cast<Acc>(v[2]);
-        a3 += static_cast<Acc>(v[3]);
-      } else {
-        a0 += static_cast<Acc>(p[0]);
-        a1 += static_cast<Acc>(p[1]);
-        a2 += static_cast<Acc>(p[2]);
-        a3 += static_cast<Acc>(p[3]);
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += 32) {
+      Acc v[4][4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        if (r + 8 * j < r1) {
+          load4(r + 8 * j, v[j]);
+        } else {
+          for (int k = 0; k < 4; ++k) v[j][k] = Acc(0);
+        }
+      }
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        a0 += v[j][0];
+        a1 += v[j][1];
+        a2 += v[j][2];
+        a3 += v[j][3];
       }
     }
   tile[threadIdx.y][4 * threadIdx.x] = a0;
@@ -198,13 +212,21 @@ __global__ void column_partial_vec_kernel(const T* __restrict__ x, int64_t M, in
   }
 }
 
+// out[col] = the sum of part[0 .. chunks, col]. Block (bx, by): columns [32 bx, 32 bx + 32),
+// 32 x 8 threads; thread row ty adds chunks ty, ty + 8, ..., and the 8 row sums are added in
+// order (fixed, deterministic; 8 loads in flight per column instead of one long serial chain).
 template <typename T, typename Acc>
 __global__ void column_final_kernel(const Acc* __restrict__ part, int64_t chunks, int64_t N,
                                     T* __restrict__ out) {
-  const int64_t col = blockIdx.x * int64_t{blockDim.x} + threadIdx.x;
-  if (col >= N) return;
+  __shared__ Acc tile[8][33];
+  const int64_t col = blockIdx.x * int64_t{32} + threadIdx.x;
   Acc s = 0;
-  for (int64_t c = 0; c < chunks; ++c) s += part[c * N + col];
+  if (col < N)
+    for (int64_t c = threadIdx.y; c < chunks; c += 8) s += part[c * N + col];
+  tile[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y != 0 || col >= N) return;
+  for (int i = 1; i < 8; ++i) s += tile[i][threadIdx.x];
   out[col] = st<T>(s);
 }
 
@@ -302,24 +324,26 @@ void column_sums(DType dtype, DType out_dtype, const void* x, int64_t M, int64_t
   if (N == 0) return;
   int device = 0;
   LVIT_CUDA_CHECK(cudaGetDevice(&device));
-  // ~4 row chunks per SM worth of blocks; each chunk at least 64 rows.
-  const int64_t col_blocks = (N + 31) / 32;
-  int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((M + 63) / 64, 1024 / col_blocks + 1));
-  const int64_t rows_per = (M + chunks - 1) / std::max<int64_t>(chunks, 1);
-  chunks = M == 0 ? 1 : (M + rows_per - 1) / rows_per;
   auto run = [&](auto t_zero, auto acc_zero, auto out_zero) {
     using T = decltype(t_zero);
     using Acc = decltype(acc_zero);
     using TO = decltype(out_zero);
+    const bool vec = N % 4 == 0 && reinterpret_cast<uintptr_t>(x) % (4 * sizeof(T)) == 0;
+    // About 1024 blocks (8 per SM of an H100/H200) split between column blocks and row chunks;
+    // each chunk at least 64 rows.
+    const int64_t col_blocks = vec ? (N + 127) / 128 : (N + 31) / 32;
+    int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((M + 63) / 64, 1024 / col_blocks + 1));
+    const int64_t rows_per = (M + chunks - 1) / std::max<int64_t>(chunks, 1);
+    chunks = M == 0 ? 1 : (M + rows_per - 1) / rows_per;
     Allocator* alloc = caching_allocator(device);
     const size_t bytes = static_cast<size_t>(chunks * N) * sizeof(Acc);
     Acc* part = static_cast<Acc*>(alloc->allocate(bytes));
     if (M == 0) {
       LVIT_CUDA_CHECK(cudaMemsetAsync(part, 0, bytes, stream));
-    } else if (N % 4 == 0 && reinterpret_cast<uintptr_t>(x) % (4 * sizeof(T)) == 0) {
+    } else if (vec) {
       column_partial_vec_kernel<T, Acc>
-          <<<dim3(static_cast<unsigned>((N + 127) / 128), static_cast<unsigned>(chunks)),
-             dim3(32, 8), 0, stream>>>(static_cast<const T*>(x), M, N, rows_per, part);
+          <<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(chunks)), dim3(32, 8), 0,
+             stream>>>(static_cast<const T*>(x), M, N, rows_per, part);
       after_launch("column_partial", stream);
     } else {
       column_partial_kernel<T, Acc>
@@ -327,8 +351,8 @@ void column_sums(DType dtype, DType out_dtype, const void* x, int64_t M, int64_t
              stream>>>(static_cast<const T*>(x), M, N, rows_per, part);
       after_launch("column_partial", stream);
     }
-    column_final_kernel<TO, Acc>
-        <<<grid_for(N), kThreads, 0, stream>>>(part, chunks, N, static_cast<TO*>(out));
+    column_final_kernel<TO, Acc><<<static_cast<unsigned>((N + 31) / 32), dim3(32, 8), 0, stream>>>(
+        part, chunks, N, static_cast<TO*>(out));
     after_launch("column_final", stream);
     alloc->deallocate(part, bytes);  // stream-ordered reuse: see cuda/allocator.cuh
   };
