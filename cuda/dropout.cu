@@ -72,11 +72,11 @@ __global__ void dropout_kernel(const T* __restrict__ x, T* __restrict__ y, int64
   }
 }
 
-// GELU fused with dropout, forward (kBackward false: out = keep ? gelu(x) scale : 0) or
-// backward (out = keep ? g gelu'(x) scale : 0); the GELU is only evaluated for kept elements.
-template <typename T, bool kBackward>
-__global__ void gelu_dropout_kernel(const T* __restrict__ g, const T* __restrict__ x,
-                                    T* __restrict__ out, int64_t n, float p, acc_t<T> scale,
+// GELU fused with dropout: y = keep ? gelu(x) scale : 0 and (kDeriv) dydx = keep ? gelu'(x)
+// scale : 0; the GELU is only evaluated for kept elements.
+template <typename T, bool kDeriv>
+__global__ void gelu_dropout_kernel(const T* __restrict__ x, T* __restrict__ y,
+                                    T* __restrict__ dydx, int64_t n, float p, acc_t<T> scale,
                                     uint64_t seed, uint64_t offset,
                                     const uint64_t* __restrict__ shift, bool vec) {
   using A = acc_t<T>;
@@ -86,23 +86,26 @@ __global__ void gelu_dropout_kernel(const T* __restrict__ g, const T* __restrict
        t += int64_t{gridDim.x} * blockDim.x) {
     const unsigned keep = keep_bits8(t, p, seed, offset);
     alignas(16) T xv[kVec];
-    alignas(16) T gv[kVec];
+    alignas(16) T dv[kVec];
     load_group(x, kVec * t, n, vec, xv);
-    if constexpr (kBackward) load_group(g, kVec * t, n, vec, gv);
 #pragma unroll
     for (int e = 0; e < kVec; ++e) {
-      A r = A(0);
+      A r = A(0), dr = A(0);
       if ((keep >> e) & 1u) {
         const A v = ld(xv[e]);
-        if constexpr (kBackward) {
-          r = ld(gv[e]) * gelu_exact_grad(v) * scale;
+        if constexpr (kDeriv) {
+          gelu_exact_and_grad(v, r, dr);
+          r *= scale;
+          dr *= scale;
         } else {
           r = gelu_exact(v) * scale;
         }
       }
       xv[e] = st<T>(r);
+      if constexpr (kDeriv) dv[e] = st<T>(dr);
     }
-    store_group(out, kVec * t, n, vec, xv);
+    store_group(y, kVec * t, n, vec, xv);
+    if constexpr (kDeriv) store_group(dydx, kVec * t, n, vec, dv);
   }
 }
 
@@ -143,33 +146,28 @@ void apply_mask(DType dtype, const void* x, void* y, int64_t n, double p, uint64
   after_launch("dropout", stream);
 }
 
-namespace {
-template <bool kBackward>
-void launch_gelu_dropout(DType dtype, const void* g, const void* x, void* out, int64_t n, double p,
-                         uint64_t seed, uint64_t offset, cudaStream_t stream) {
+void gelu_dropout_fwd(DType dtype, const void* x, void* y, void* dydx, int64_t n, double p,
+                      uint64_t seed, uint64_t offset, cudaStream_t stream) {
   if (n == 0) return;
   int device = 0;
   LVIT_CUDA_CHECK(cudaGetDevice(&device));
   const uint64_t* shift = context(device).philox_shift;
   dispatch_floating(dtype, "gelu_dropout", [&](auto zero) {
     using T = decltype(zero);
-    const bool vec = vec_ok(n, sizeof(T), x, out) && (!kBackward || vec_ok(n, sizeof(T), g));
-    gelu_dropout_kernel<T, kBackward><<<grid_for((n + kVec - 1) / kVec), kThreads, 0, stream>>>(
-        static_cast<const T*>(g), static_cast<const T*>(x), static_cast<T*>(out), n,
-        static_cast<float>(p), static_cast<acc_t<T>>(1.0 / (1.0 - p)), seed, offset, shift, vec);
+    const bool vec = vec_ok(n, sizeof(T), x, y) && (!dydx || vec_ok(n, sizeof(T), dydx));
+    const auto scale = static_cast<acc_t<T>>(1.0 / (1.0 - p));
+    const unsigned blocks = grid_for((n + kVec - 1) / kVec);
+    const T* px = static_cast<const T*>(x);
+    if (dydx)
+      gelu_dropout_kernel<T, true>
+          <<<blocks, kThreads, 0, stream>>>(px, static_cast<T*>(y), static_cast<T*>(dydx), n,
+                                            static_cast<float>(p), scale, seed, offset, shift, vec);
+    else
+      gelu_dropout_kernel<T, false>
+          <<<blocks, kThreads, 0, stream>>>(px, static_cast<T*>(y), nullptr, n,
+                                            static_cast<float>(p), scale, seed, offset, shift, vec);
   });
-  after_launch(kBackward ? "gelu_dropout_bwd" : "gelu_dropout_fwd", stream);
-}
-}  // namespace
-
-void gelu_dropout_fwd(DType dtype, const void* x, void* y, int64_t n, double p, uint64_t seed,
-                      uint64_t offset, cudaStream_t stream) {
-  launch_gelu_dropout<false>(dtype, nullptr, x, y, n, p, seed, offset, stream);
-}
-
-void gelu_dropout_bwd(DType dtype, const void* g, const void* x, void* gx, int64_t n, double p,
-                      uint64_t seed, uint64_t offset, cudaStream_t stream) {
-  launch_gelu_dropout<true>(dtype, g, x, gx, n, p, seed, offset, stream);
+  after_launch("gelu_dropout_fwd", stream);
 }
 
 namespace {

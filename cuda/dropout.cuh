@@ -16,11 +16,11 @@ namespace lvit::cuda {
 void apply_mask(DType dtype, const void* x, void* y, int64_t n, double p, uint64_t seed,
                 uint64_t offset, int64_t group, cudaStream_t stream);
 
-// Fused GELU + dropout (exact GELU, same mask as apply_mask with group 1):
-// y = keep ? gelu(x) / (1 - p) : 0 and gx = keep ? g gelu'(x) / (1 - p) : 0. f32, f64, bf16.
-void gelu_dropout_fwd(DType dtype, const void* x, void* y, int64_t n, double p, uint64_t seed,
-                      uint64_t offset, cudaStream_t stream);
-void gelu_dropout_bwd(DType dtype, const void* g, const void* x, void* gx, int64_t n, double p,
+// Fused GELU + dropout (exact GELU, same mask as apply_mask with group 1), forward only:
+// y = keep ? gelu(x) / (1 - p) : 0 and, unless dydx is null, dydx = keep ? gelu'(x) / (1 - p) : 0
+// (the local derivative, saved instead of x so that the backward is one multiply, g * dydx,
+// with no Philox or erf to recompute). f32, f64, bf16; y and dydx in x's dtype.
+void gelu_dropout_fwd(DType dtype, const void* x, void* y, void* dydx, int64_t n, double p,
                       uint64_t seed, uint64_t offset, cudaStream_t stream);
 
 // The residual add fused with the dropout of its branch (ops::add_dropout), over n contiguous

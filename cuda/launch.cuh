@@ -82,6 +82,15 @@ __device__ __forceinline__ A gelu_exact_grad(A v) {
   return cdf + v * A(0.3989422804014327) * exp(A(-0.5) * v * v);
 }
 
+// Both at once, sharing the erf: y = gelu_exact(v), dy = gelu_exact_grad(v) (the same
+// expressions, so the same values as the two helpers).
+template <typename A>
+__device__ __forceinline__ void gelu_exact_and_grad(A v, A& y, A& dy) {
+  const A e = erf(v * A(M_SQRT1_2));
+  y = A(0.5) * v * (A(1) + e);
+  dy = A(0.5) * (A(1) + e) + v * A(0.3989422804014327) * exp(A(-0.5) * v * v);
+}
+
 // ---- vectorised access: 8 elements per thread through 16-byte loads and stores ----
 
 inline constexpr int kVec = 8;

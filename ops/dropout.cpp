@@ -111,16 +111,18 @@ Tensor gelu_dropout(const Tensor& x_in, double p, bool training, Generator& gen)
   const uint64_t seed = gen.seed(), offset = gen.next_offset();
   Tensor x = x_in.contiguous();
   Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
-  cuda::gelu_dropout_fwd(x.dtype(), x.raw_data(), y.raw_data(), x.numel(), p, seed, offset,
-                         cuda_stream(x));
-  autograd::record(y, {x_in}, "GeluDropoutBackward",
-                   [x = x.detach(), p, seed, offset](const Tensor& g_in, const autograd::Node&) {
-                     Tensor g = g_in.contiguous();
-                     Tensor gx = Tensor::empty(x.shape(), x.dtype(), x.device());
-                     cuda::gelu_dropout_bwd(x.dtype(), g.raw_data(), x.raw_data(), gx.raw_data(),
-                                            x.numel(), p, seed, offset, cuda_stream(x));
-                     return std::vector<Tensor>{gx};
-                   });
+  // The backward needs only d y / d x (keep ? gelu'(x) / (1 - p) : 0), made in the same pass
+  // and saved instead of x: the backward is then one multiply, with no Philox or erf.
+  const bool grad = autograd::needs_grad({x_in});
+  Tensor dydx = grad ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
+  cuda::gelu_dropout_fwd(x.dtype(), x.raw_data(), y.raw_data(), grad ? dydx.raw_data() : nullptr,
+                         x.numel(), p, seed, offset, cuda_stream(x));
+  if (grad)
+    autograd::record(y, {x_in}, "GeluDropoutBackward",
+                     [dydx](const Tensor& g, const autograd::Node&) {
+                       const Tensor gc = g.dtype() == dydx.dtype() ? g : g.to(dydx.dtype());
+                       return std::vector<Tensor>{mul(gc, dydx)};
+                     });
   return y;
 #else
   return Tensor();
