@@ -1,5 +1,8 @@
 #include "ops/cpu/linear.h"
 
+#include <algorithm>
+#include <cstddef>
+
 #include <Eigen/Core>
 
 #include "core/thread_pool.h"
@@ -8,6 +11,19 @@
 namespace lvit::cpu {
 
 namespace {
+
+// Eigen sizes its GEMM blocks from the cache sizes cpuid reports. A cloud VM can report the
+// whole host's L3 (300 MB on the development machine) and Eigen then plans blocks for a cache
+// this process does not have to itself. Planning for half the L2 (the packed right-hand panel
+// shares it with the left-hand block and C) and an L3 of at most two L2s measured 10-25% more
+// GFLOP/s on the ViT-S training GEMMs there (docs/PERF.md). Done once, before any product.
+bool tune_eigen_blocking() {
+  const std::ptrdiff_t l1 = Eigen::l1CacheSize(), l2 = Eigen::l2CacheSize(),
+                       l3 = Eigen::l3CacheSize();
+  if (l1 > 0 && l2 > 0) Eigen::setCpuCacheSizes(l1, l2 / 2, std::min(std::max(l3, l2), 2 * l2));
+  return true;
+}
+[[maybe_unused]] const bool kEigenBlockingTuned = tune_eigen_blocking();
 
 template <typename T>
 using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
