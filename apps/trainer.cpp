@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include "autograd/engine.h"
 #include "core/safetensors.h"
@@ -397,12 +398,14 @@ void Trainer::read_epoch_stats() {
                   progress_.global_step);
 }
 
-double Trainer::step() {
-  const double l = step_async().item();
+double Trainer::loss_value(const Tensor& loss) const {
+  const double l = loss.item();
   LVIT_USER_CHECK(std::isfinite(l), "training diverged: loss is {} at step {} (lower --lr?)", l,
                   progress_.global_step);
   return l;
 }
+
+double Trainer::step() { return loss_value(step_async()); }
 
 Tensor Trainer::step_async() {
   begin_epoch_if_needed();
@@ -465,10 +468,7 @@ Tensor Trainer::step_async() {
     ops::axpy_(epoch_loss_dev_, loss.detach().view({}), 1.0);
     ops::add_top1_correct_(logits.detach(), b.labels.to(device_), epoch_correct_dev_);
   } else {
-    const double l = loss.item();
-    LVIT_USER_CHECK(std::isfinite(l), "training diverged: loss is {} at step {} (lower --lr?)", l,
-                    progress_.global_step);
-    epoch_loss_ += l;
+    epoch_loss_ += loss_value(loss);
     epoch_correct_ += ops::topk_correct(logits, b.labels, 1);
   }
   return loss;
@@ -526,15 +526,10 @@ void Trainer::run(const std::string& out_dir) {
       const Tensor loss = step_async();
       const int64_t done = progress_.batch_in_epoch;
       // The loss is read (on a GPU: waited for) only where it is printed or logged.
-      double l = NAN;
+      std::optional<double> l;
       auto read_loss = [&] {
-        if (std::isnan(l)) {
-          l = loss.item();
-          LVIT_USER_CHECK(std::isfinite(l),
-                          "training diverged: loss is {} at step {} (lower --lr?)", l,
-                          progress_.global_step);
-        }
-        return l;
+        if (!l) l = loss_value(loss);
+        return *l;
       };
       if (steps.is_open() && progress_.global_step % opt_.log_every == 0) {
         steps << nlohmann::json{{"step", progress_.global_step},

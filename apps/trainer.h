@@ -120,6 +120,8 @@ class Trainer {
   void update_ema();
   void reset_epoch_stats();
   void read_epoch_stats();  // device sums -> epoch_loss_ / epoch_correct_ (a sync on a GPU)
+  // The value of a step's loss (a sync on a GPU); a non-finite loss is the divergence error.
+  double loss_value(const Tensor& loss) const;
 
   TrainOptions opt_;
   const data::ImageDataset& train_;
