@@ -36,13 +36,7 @@ AutocastParamCopies::AutocastParamCopies(const std::vector<Tensor>& params) {
   int64_t offset = 0;
   for (const Tensor* p : cast) {
     LVIT_CHECK(p->device() == buffer.device(), "AutocastParamCopies: parameters on two devices");
-    Shape strides(p->dim());
-    int64_t s = 1;
-    for (int64_t d = p->dim() - 1; d >= 0; --d) {
-      strides[d] = s;
-      s *= p->shape()[d];
-    }
-    Tensor copy = buffer.as_strided(p->shape(), strides, offset);
+    Tensor copy = buffer.as_strided(p->shape(), contiguous_strides(p->shape()), offset);
     pairs.push_back({p->data<float>(), copy.raw_data(), p->numel()});
     copies->emplace(p->raw_data(), std::move(copy));
     offset += padded(p->numel());
