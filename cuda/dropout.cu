@@ -17,6 +17,13 @@
 namespace lvit::cuda {
 namespace {
 
+// The current device's Philox offset shift (a device word that graph replays move on).
+const uint64_t* current_philox_shift() {
+  int device = 0;
+  LVIT_CUDA_CHECK(cudaGetDevice(&device));
+  return context(device).philox_shift;
+}
+
 // The keep bits of elements 8t .. 8t+7: bit e set iff uniform(word of element 8t + e) >= p.
 __device__ __forceinline__ unsigned keep_bits8(int64_t t, float p, uint64_t seed, uint64_t offset) {
   unsigned bits = 0;
@@ -127,9 +134,7 @@ __global__ void drop_path_kernel(const T* __restrict__ x, T* __restrict__ y, int
 void apply_mask(DType dtype, const void* x, void* y, int64_t n, double p, uint64_t seed,
                 uint64_t offset, int64_t group, cudaStream_t stream) {
   if (n == 0) return;
-  int device = 0;
-  LVIT_CUDA_CHECK(cudaGetDevice(&device));
-  const uint64_t* shift = context(device).philox_shift;
+  const uint64_t* shift = current_philox_shift();
   dispatch_floating(dtype, "dropout", [&](auto zero) {
     using T = decltype(zero);
     const acc_t<T> scale = static_cast<acc_t<T>>(1.0 / (1.0 - p));
@@ -149,9 +154,7 @@ void apply_mask(DType dtype, const void* x, void* y, int64_t n, double p, uint64
 void gelu_dropout_fwd(DType dtype, const void* x, void* y, void* dydx, int64_t n, double p,
                       uint64_t seed, uint64_t offset, cudaStream_t stream) {
   if (n == 0) return;
-  int device = 0;
-  LVIT_CUDA_CHECK(cudaGetDevice(&device));
-  const uint64_t* shift = context(device).philox_shift;
+  const uint64_t* shift = current_philox_shift();
   dispatch_floating(dtype, "gelu_dropout", [&](auto zero) {
     using T = decltype(zero);
     const bool vec = vec_ok(n, sizeof(T), x, y) && (!dydx || vec_ok(n, sizeof(T), dydx));
@@ -212,9 +215,7 @@ template <bool kBackward>
 void launch_add_dropout(DType rdtype, const void* a, DType ydtype, const void* b, void* out,
                         int64_t n, double p, uint64_t seed, uint64_t offset, cudaStream_t stream) {
   if (n == 0) return;
-  int device = 0;
-  LVIT_CUDA_CHECK(cudaGetDevice(&device));
-  const uint64_t* shift = context(device).philox_shift;
+  const uint64_t* shift = current_philox_shift();
   auto launch = [&](auto r_tag, auto y_tag) {
     using R = decltype(r_tag);
     using Y = decltype(y_tag);

@@ -383,8 +383,6 @@ bool make_fast(int64_t N, int64_t D, int64_t branches, Fast* f) {
   return false;
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 }  // namespace
 
 bool hydra_fwd_fast(DType dtype, const void* qkv, int64_t B, int64_t N, int64_t D, int64_t branches,

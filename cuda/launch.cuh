@@ -95,12 +95,15 @@ __device__ __forceinline__ void gelu_exact_and_grad(A v, A& y, A& dy) {
 
 inline constexpr int kVec = 8;
 
+// Whether p may be read and written with 16-byte vector accesses.
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 // Whether a contiguous run of n elements at p (and at q, r when given) can be read 8 at a time
 // with 16-byte accesses: n a multiple of 8, every pointer 16-byte aligned, elements >= 2 bytes.
 template <typename... P>
 inline bool vec_ok(int64_t n, size_t elem_size, const P*... ptrs) {
   if (n % kVec != 0 || (kVec * elem_size) % 16 != 0) return false;
-  return ((reinterpret_cast<uintptr_t>(ptrs) % 16 == 0) && ...);
+  return (aligned16(ptrs) && ...);
 }
 
 // out[0..8) = p[0..8) (p 16-byte aligned; 8 * sizeof(T) a multiple of 16).

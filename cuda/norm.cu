@@ -279,8 +279,6 @@ bool with_chunks(int64_t D, Fn&& fn) {
   }
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // gw[col] = sum over chunks of part_w[chunk, col] (gb likewise). Block (bx, by): columns
 // [32 bx, 32 bx + 32), 32 x 8 threads; thread row ty adds chunks ty, ty + 8, ... and the 8 row
 // sums are added in order: fixed, deterministic, and 8 loads in flight per column.
