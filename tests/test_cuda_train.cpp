@@ -55,6 +55,14 @@ app::TrainOptions gpu_options(const char* precision) {
   return o;
 }
 
+// One bf16 epoch whose metrics go to metrics.jsonl / stdout as JSON (the run() cases).
+app::TrainOptions one_epoch_jsonl_options() {
+  app::TrainOptions o = gpu_options("bf16");
+  o.epochs = 1;
+  o.log_format = "jsonl";
+  return o;
+}
+
 }  // namespace
 
 TEST_CASE("one training step of every preset: GPU (fp32 GEMMs) against the CPU") {
@@ -143,9 +151,7 @@ TEST_CASE("cuda trainer: epoch metrics accumulated on the device") {
   LVIT_SKIP_WITHOUT_GPU();
   data::ImageDataset ds = synthetic_dataset();
   const ViTConfig c = small_config();
-  app::TrainOptions o = gpu_options("bf16");
-  o.epochs = 1;
-  o.log_format = "jsonl";
+  app::TrainOptions o = one_epoch_jsonl_options();
   double mean = 0;
   {
     app::Trainer t(c, o, ds, nullptr);
@@ -172,9 +178,7 @@ TEST_CASE("cuda trainer: a diverging run stops with an error") {
   LVIT_SKIP_WITHOUT_GPU();
   data::ImageDataset ds = synthetic_dataset();
   const ViTConfig c = small_config();
-  app::TrainOptions o = gpu_options("bf16");
-  o.epochs = 1;
-  o.log_format = "jsonl";
+  app::TrainOptions o = one_epoch_jsonl_options();
   o.lr = 1e30;
   o.warmup_epochs = 0;
   o.clip_grad = 0;
