@@ -1,6 +1,7 @@
 // Attention kernel microbenchmark (CUDA): the fused softmax attention launchers of
 // cuda/attention.cuh on the ViT shapes, forward and backward timed separately, per dtype and
-// kernel family. Prints milliseconds per call (CUDA events, median of 20 after 3 warm-up calls)
+// kernel family, then the dense tensor-core Ripple kernels (cuda/ripple.cuh) on the N <= 128
+// shapes. Prints milliseconds per call (CUDA events, median of 20 after 3 warm-up calls)
 // and the attention FLOP rate: forward 4 B H N^2 d (QK^T and PV), backward 2.5x that as
 // FlashAttention-2 counts it (the tiled backward recomputes QK^T and dO V^T once more; the
 // small one does exactly 2.5x, on N padded to a multiple of 16).
@@ -11,10 +12,12 @@
 #include <cstdio>
 #include <vector>
 
+#include "core/rng.h"
 #include "core/tensor.h"
 #include "cuda/attention.cuh"
 #include "cuda/check.cuh"
 #include "cuda/context.cuh"
+#include "cuda/ripple.cuh"
 
 using namespace lvit;
 
@@ -47,6 +50,28 @@ double median_ms(cudaStream_t stream, Fn&& fn) {
   return ms[ms.size() / 2];
 }
 
+// Times fwd and bwd (median_ms) and prints one row: milliseconds and the attention FLOP rate.
+template <typename Fwd, typename Bwd>
+void time_and_print(const Case& c, const char* name, cudaStream_t stream, Fwd&& fwd, Bwd&& bwd) {
+  const double flop = 4.0 * c.B * c.H * c.N * c.N * c.d;
+  const double f = median_ms(stream, fwd);
+  const double b = median_ms(stream, bwd);
+  std::printf(
+      "%-15s B %4ld N %4ld H %ld d %3ld  %-10s  fwd %7.3f ms (%5.1f TFLOP/s)  "
+      "bwd %7.3f ms (%5.1f TFLOP/s)\n",
+      c.what, static_cast<long>(c.B), static_cast<long>(c.N), static_cast<long>(c.H),
+      static_cast<long>(c.d), name, f, flop / f / 1e9, b, 2.5 * flop / b / 1e9);
+}
+
+// Uniform in [-scale, scale) from the Philox stream (seed, 0), on `dev` in bf16: the Ripple
+// kernels' weights depend on the values (phi, the denominators), so no constant inputs.
+Tensor random_bf16(const Shape& shape, uint64_t seed, double scale, Device dev) {
+  std::vector<float> v(shape_numel(shape));
+  for (size_t i = 0; i < v.size(); ++i)
+    v[i] = static_cast<float>(scale * (2.0 * Philox::uniform(seed, 0, i) - 1.0));
+  return Tensor::from_vector(v, shape).to(dev).to(DType::bf16);
+}
+
 }  // namespace
 
 int main() {
@@ -75,7 +100,6 @@ int main() {
   const cudaStream_t stream = cuda::stream(0);
   for (const Case& c : cases) {
     const cuda::AttentionDims dims{c.B, c.N, c.H, c.d};
-    const double flop = 4.0 * c.B * c.H * c.N * c.N * c.d;
     for (const Variant& v : variants) {
       if (v.kernel == cuda::AttentionKernel::mma_small && (c.N > 128 || c.d > 64)) continue;
       Tensor qkv = Tensor::full({c.B, c.N, 3 * c.H * c.d}, 0.01, v.dtype, dev);
@@ -93,14 +117,32 @@ int main() {
                             lse.data<float>(), delta.data<float>(), gqkv.raw_data(), dims, stream,
                             v.kernel);
       };
-      const double f = median_ms(stream, fwd);
-      const double b = median_ms(stream, bwd);
-      std::printf(
-          "%-15s B %4ld N %4ld H %ld d %3ld  %-10s  fwd %7.3f ms (%5.1f TFLOP/s)  "
-          "bwd %7.3f ms (%5.1f TFLOP/s)\n",
-          c.what, static_cast<long>(c.B), static_cast<long>(c.N), static_cast<long>(c.H),
-          static_cast<long>(c.d), v.name, f, flop / f / 1e9, b, 2.5 * flop / b / 1e9);
+      time_and_print(c, v.name, stream, fwd, bwd);
     }
+  }
+  // Ripple (S = 3, the ripple-cifar preset), dense form: the softmax kernels' FLOP count,
+  // forward (2 products) and backward (5).
+  for (const Case& c : cases) {
+    if (!cuda::ripple_small_supported(c.N, c.d)) continue;
+    const int64_t S = 3, grid = c.N == 65 ? 8 : 4;
+    Tensor qkv = random_bf16({c.B, c.N, 3 * c.H * c.d}, 1, 1.0, dev);
+    Tensor out = Tensor::empty({c.B, c.N, c.H * c.d}, DType::bf16, dev);
+    Tensor gout = random_bf16(out.shape(), 2, 1.0, dev);
+    Tensor gqkv = Tensor::empty(qkv.shape(), DType::bf16, dev);
+    Tensor den = Tensor::empty({c.B, c.H, c.N}, DType::f32, dev);
+    Tensor logits = Tensor::zeros({c.H, S - 1}, DType::f32, dev);
+    Tensor glogits = Tensor::empty(logits.shape(), DType::f32, dev);
+    Tensor work = Tensor::empty({cuda::ripple_bwd_workspace_doubles(c.B, c.H, S)}, DType::f64, dev);
+    auto fwd = [&] {
+      cuda::ripple_small_fwd(qkv.raw_data(), logits.data<float>(), c.B, c.N, c.H * c.d, c.H, S,
+                             grid, out.raw_data(), den.data<float>(), stream);
+    };
+    auto bwd = [&] {
+      cuda::ripple_small_bwd(gout.raw_data(), qkv.raw_data(), logits.data<float>(),
+                             den.data<float>(), c.B, c.N, c.H * c.d, c.H, S, grid, gqkv.raw_data(),
+                             glogits.data<float>(), work.data<double>(), stream);
+    };
+    time_and_print(c, "ripple S3", stream, fwd, bwd);
   }
   return 0;
 }

@@ -411,6 +411,10 @@ TEST_CASE("cuda ripple dense (bf16 tensor cores): forward and every gradient mat
 TEST_CASE("cuda ripple dense: the ripple-cifar shape, and the automatic kernel choice") {
   LVIT_SKIP_WITHOUT_GPU();
   check_ripple_dense({4, 6, 64, 3, 8}, 4000);
+  // More stages than the 8x8 grid has levels below the last stage: S = 5 makes every level its
+  // own stage (only the class-token pairs take stage 4), S = 6 leaves stage 4 without pairs.
+  check_ripple_dense({2, 2, 32, 5, 8}, 4100);
+  check_ripple_dense({1, 3, 64, 6, 8}, 4200);
   // automatic = dense for bf16 within the kernels' sizes, linear otherwise (f32; bf16 with
   // d = 8 or 257 tokens): the kernels are deterministic, so the results are bit for bit those of
   // the forced choice.
