@@ -14,6 +14,7 @@
 #include <cuda_bf16.h>
 
 #include "cuda/attention_common.cuh"
+#include "cuda/smem.cuh"
 
 namespace lvit::cuda {
 namespace {
@@ -381,7 +382,7 @@ void launch_fwd_simt(const void* qkv, void* out, float* lse, const AttentionDims
   using C = Simt<D>;
   const int64_t tiles = (d.tokens + C::kT - 1) / C::kT;
   const size_t smem = (3 * C::kOperand + C::kScores) * sizeof(float);
-  attn::allow_smem(attn_fwd_simt<T, D>, smem);
+  allow_dynamic_smem(reinterpret_cast<const void*>(&attn_fwd_simt<T, D>), smem, "attn_fwd_simt");
   attn_fwd_simt<T, D><<<attn::grid_blocks(tiles, d), C::kThreads, smem, stream>>>(
       static_cast<const T*>(qkv), static_cast<T*>(out), lse, static_cast<int>(d.tokens),
       static_cast<int>(d.heads), static_cast<int>(tiles), attn::scales_for(D).scale_log2);
@@ -400,13 +401,15 @@ void launch_bwd_simt(const void* gout, const void* qkv, const float* lse, const 
   T* g = static_cast<T*>(gqkv);
 
   const size_t smem_dq = (4 * C::kOperand + C::kScores) * sizeof(float);
-  attn::allow_smem(attn_bwd_dq_simt<T, D>, smem_dq);
+  allow_dynamic_smem(reinterpret_cast<const void*>(&attn_bwd_dq_simt<T, D>), smem_dq,
+                     "attn_bwd_dq_simt");
   attn_bwd_dq_simt<T, D><<<attn::grid_blocks(tiles, d), C::kThreads, smem_dq, stream>>>(
       q, go, lse, delta, g, N, H, static_cast<int>(tiles), sc.scale_log2, sc.scale);
   after_launch("attn_bwd_dq_simt", stream);
 
   const size_t smem_kv = (4 * C::kOperand + 2 * C::kScores + 2 * C::kT) * sizeof(float);
-  attn::allow_smem(attn_bwd_dkdv_simt<T, D>, smem_kv);
+  allow_dynamic_smem(reinterpret_cast<const void*>(&attn_bwd_dkdv_simt<T, D>), smem_kv,
+                     "attn_bwd_dkdv_simt");
   attn_bwd_dkdv_simt<T, D><<<attn::grid_blocks(tiles, d), C::kThreads, smem_kv, stream>>>(
       q, go, lse, delta, g, N, H, static_cast<int>(tiles), sc.scale_log2, sc.scale);
   after_launch("attn_bwd_dkdv_simt", stream);

@@ -6,10 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
-#include <mutex>
 #include <type_traits>
-#include <utility>
-#include <vector>
 
 #include "cuda/attention.cuh"
 #include "cuda/check.cuh"
@@ -55,24 +52,6 @@ struct Scales {
 inline Scales scales_for(int64_t d) {
   const double s = 1.0 / std::sqrt(static_cast<double>(d));
   return {static_cast<float>(s), static_cast<float>(s * 1.4426950408889634)};
-}
-
-// Kernels above the default 48 KiB of dynamic shared memory must opt in, per kernel and device.
-// Done once per (kernel, device) with the most the kernel can ask for, so that later launches,
-// including those recorded into a CUDA graph, make no attribute call.
-template <typename Kernel>
-void allow_smem(Kernel* kernel, size_t max_bytes) {
-  if (max_bytes <= 48 * 1024) return;
-  int device = 0;
-  LVIT_CUDA_CHECK(cudaGetDevice(&device));
-  static std::mutex mu;  // one per kernel signature; `done` tells the kernels apart
-  static std::vector<std::pair<Kernel*, int>> done;
-  std::lock_guard<std::mutex> lock(mu);
-  for (const auto& e : done)
-    if (e.first == kernel && e.second == device) return;
-  LVIT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(max_bytes)));
-  done.emplace_back(kernel, device);
 }
 
 // Tile geometry of the tiled tensor-core kernels: a block runs `warps` warps of 16 rows each

@@ -14,6 +14,7 @@
 
 #include "cuda/attention_common.cuh"
 #include "cuda/attention_mma.cuh"
+#include "cuda/smem.cuh"
 
 namespace lvit::cuda {
 namespace {
@@ -539,7 +540,8 @@ void attention_fwd_mma(const void* qkv, void* out, float* lse, const AttentionDi
     } else {
       const attn::RowTiling rt = attn::row_tiling(d.tokens);
       const size_t smem = fwd_smem<D>(rt.warps);
-      attn::allow_smem(attn_fwd_mma<D>, fwd_smem<D>(kMaxThreads / 32));
+      allow_dynamic_smem(reinterpret_cast<const void*>(&attn_fwd_mma<D>),
+                         fwd_smem<D>(kMaxThreads / 32), "attn_fwd_mma");
       attn_fwd_mma<D><<<attn::grid_blocks(rt.tiles, d), rt.warps * 32, smem, stream>>>(
           static_cast<const bf16*>(qkv), static_cast<bf16*>(out), lse, static_cast<int>(d.tokens),
           static_cast<int>(d.heads), rt.tiles, attn::scales_for(D).scale_log2);
@@ -564,14 +566,16 @@ void attention_bwd_mma(const void* gout, const void* qkv, const void* out, const
       const unsigned blocks = attn::grid_blocks(rt.tiles, d);
 
       const size_t smem_dq = dq_smem<D>(rt.warps);
-      attn::allow_smem(attn_bwd_dq_mma<D>, dq_smem<D>(kMaxThreads / 32));
+      allow_dynamic_smem(reinterpret_cast<const void*>(&attn_bwd_dq_mma<D>),
+                         dq_smem<D>(kMaxThreads / 32), "attn_bwd_dq_mma");
       attn_bwd_dq_mma<D><<<blocks, rt.warps * 32, smem_dq, stream>>>(
           q, go, static_cast<const bf16*>(out), lse, delta, g, N, H, rt.tiles, sc.scale_log2,
           sc.scale);
       after_launch("attn_bwd_dq_mma", stream);
 
       const size_t smem_kv = dkdv_smem<D>(rt.warps);
-      attn::allow_smem(attn_bwd_dkdv_mma<D>, dkdv_smem<D>(kMaxThreads / 32));
+      allow_dynamic_smem(reinterpret_cast<const void*>(&attn_bwd_dkdv_mma<D>),
+                         dkdv_smem<D>(kMaxThreads / 32), "attn_bwd_dkdv_mma");
       attn_bwd_dkdv_mma<D><<<blocks, rt.warps * 32, smem_kv, stream>>>(
           q, go, lse, delta, g, N, H, rt.tiles, sc.scale_log2, sc.scale);
       after_launch("attn_bwd_dkdv_mma", stream);

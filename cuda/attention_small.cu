@@ -18,6 +18,7 @@
 
 #include "cuda/attention_common.cuh"
 #include "cuda/attention_mma.cuh"
+#include "cuda/smem.cuh"
 
 namespace lvit::cuda {
 namespace {
@@ -356,7 +357,8 @@ void attention_fwd_small(const void* qkv, void* out, float* lse, const Attention
       with_key_blocks(key_blocks(d), [&](auto nbc) {
         constexpr int NB = decltype(nbc)::value;
         constexpr size_t smem = fwd_smem_bytes<D, NB>;
-        attn::allow_smem(attn_fwd_small<D, NB>, smem);
+        allow_dynamic_smem(reinterpret_cast<const void*>(&attn_fwd_small<D, NB>), smem,
+                           "attn_fwd_small");
         attn_fwd_small<D, NB><<<attn::grid_blocks(1, d), 32 * NB, smem, stream>>>(
             static_cast<const bf16*>(qkv), static_cast<bf16*>(out), lse, static_cast<int>(d.tokens),
             static_cast<int>(d.heads), attn::scales_for(D).scale_log2);
@@ -376,7 +378,8 @@ void attention_bwd_small(const void* gout, const void* qkv, const void* out, con
       const int nb = key_blocks(d);
       if (nb > kMaxKeyBlocks) too_many_tokens(d.tokens, "attention_bwd_small");
       const attn::Scales sc = attn::scales_for(D);
-      attn::allow_smem(attn_bwd_small<D>, bwd_smem_bytes<D>(kMaxKeyBlocks));
+      allow_dynamic_smem(reinterpret_cast<const void*>(&attn_bwd_small<D>),
+                         bwd_smem_bytes<D>(kMaxKeyBlocks), "attn_bwd_small");
       attn_bwd_small<D><<<attn::grid_blocks(1, d), 32 * nb, bwd_smem_bytes<D>(nb), stream>>>(
           static_cast<const bf16*>(qkv), static_cast<const bf16*>(gout),
           static_cast<const bf16*>(out), lse, static_cast<bf16*>(gqkv), static_cast<int>(d.tokens),

@@ -75,6 +75,12 @@ std::string device_name(int device) {
   return prop.name;
 }
 
+int current_device() {
+  int device = 0;
+  LVIT_CUDA_CHECK(cudaGetDevice(&device));
+  return device;
+}
+
 Context& context(int device) {
   check_device(device);
   // Double-checked creation: the fast path is one acquire load.

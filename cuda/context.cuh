@@ -46,6 +46,10 @@ std::string device_name(int device);
 // none).
 void check_device(int device);
 
+// The calling thread's current CUDA device (cudaGetDevice, checked): the device launchers work
+// on, set by the caller's DeviceGuard.
+int current_device();
+
 // The context of `device`, created on first use (thread-safe). Does not change the current
 // device; launchers use DeviceGuard for that.
 Context& context(int device);

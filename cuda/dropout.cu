@@ -18,11 +18,7 @@ namespace lvit::cuda {
 namespace {
 
 // The current device's Philox offset shift (a device word that graph replays move on).
-const uint64_t* current_philox_shift() {
-  int device = 0;
-  LVIT_CUDA_CHECK(cudaGetDevice(&device));
-  return context(device).philox_shift;
-}
+const uint64_t* current_philox_shift() { return context(current_device()).philox_shift; }
 
 // The keep bits of elements 8t .. 8t+7: bit e set iff uniform(word of element 8t + e) >= p.
 __device__ __forceinline__ unsigned keep_bits8(int64_t t, float p, uint64_t seed, uint64_t offset) {

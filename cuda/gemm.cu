@@ -212,22 +212,15 @@ __global__ void column_partial_vec_kernel(const T* __restrict__ x, int64_t M, in
   }
 }
 
-// out[col] = the sum of part[0 .. chunks, col]. Block (bx, by): columns [32 bx, 32 bx + 32),
-// 32 x 8 threads; thread row ty adds chunks ty, ty + 8, ..., and the 8 row sums are added in
-// order (fixed, deterministic; 8 loads in flight per column instead of one long serial chain).
+// out[col] = the sum of part[0 .. chunks, col] (column_total). Block bx: columns [32 bx,
+// 32 bx + 32), 32 x 8 threads.
 template <typename T, typename Acc>
 __global__ void column_final_kernel(const Acc* __restrict__ part, int64_t chunks, int64_t N,
                                     T* __restrict__ out) {
   __shared__ Acc tile[8][33];
+  const Acc s = column_total(part, chunks, N, tile);
   const int64_t col = blockIdx.x * int64_t{32} + threadIdx.x;
-  Acc s = 0;
-  if (col < N)
-    for (int64_t c = threadIdx.y; c < chunks; c += 8) s += part[c * N + col];
-  tile[threadIdx.y][threadIdx.x] = s;
-  __syncthreads();
-  if (threadIdx.y != 0 || col >= N) return;
-  for (int i = 1; i < 8; ++i) s += tile[i][threadIdx.x];
-  out[col] = st<T>(s);
+  if (threadIdx.y == 0 && col < N) out[col] = st<T>(s);
 }
 
 }  // namespace
@@ -247,8 +240,7 @@ bool gemm_impl(DType dtype, DType c_dtype, bool ta, bool tb, int64_t M, int64_t 
     fail("gemm: " + std::string(dtype_name(dtype)) + " operands with a " +
          std::string(dtype_name(c_dtype)) + " result");
   if (M == 0 || N == 0 || batch == 0) return epilogue != kBiasGrad;
-  int device = 0;
-  LVIT_CUDA_CHECK(cudaGetDevice(&device));
+  const int device = current_device();
   Context& ctx = context(device);
   if (K == 0) {  // empty sum: C = beta C (+ bias); rare, so through the general path below
     if (beta != 0.0f || epilogue != kNoEpilogue)
@@ -322,8 +314,7 @@ bool gemm_bias_grad(DType dtype, DType c_dtype, bool ta, bool tb, int64_t M, int
 void column_sums(DType dtype, DType out_dtype, const void* x, int64_t M, int64_t N, void* out,
                  cudaStream_t stream) {
   if (N == 0) return;
-  int device = 0;
-  LVIT_CUDA_CHECK(cudaGetDevice(&device));
+  const int device = current_device();
   auto run = [&](auto t_zero, auto acc_zero, auto out_zero) {
     using T = decltype(t_zero);
     using Acc = decltype(acc_zero);

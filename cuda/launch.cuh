@@ -164,4 +164,23 @@ __device__ T block_max(T v) {
   return warp_max(r);
 }
 
+// Column totals of partial sums, for blocks of 32 x 8 threads: the sum over rows 0 .. rows-1
+// of column 32 blockIdx.x + threadIdx.x of part [rows, N] (0 past N). Thread row ty adds rows
+// ty, ty + 8, ...; thread row 0 then adds the 8 row sums in order and alone returns the total.
+// The order is fixed (deterministic), with 8 loads in flight per column instead of one serial
+// chain. Every thread of the block must call it: it synchronises on `tile`.
+template <typename Acc>
+__device__ Acc column_total(const Acc* __restrict__ part, int64_t rows, int64_t N,
+                            Acc (&tile)[8][33]) {
+  const int64_t col = blockIdx.x * int64_t{32} + threadIdx.x;
+  Acc s = 0;
+  if (col < N)
+    for (int64_t r = threadIdx.y; r < rows; r += 8) s += part[r * N + col];
+  tile[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0)
+    for (int i = 1; i < 8; ++i) s += tile[i][threadIdx.x];
+  return s;
+}
+
 }  // namespace lvit::cuda

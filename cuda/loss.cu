@@ -5,6 +5,7 @@
 #include "core/storage.h"
 #include "cuda/allocator.cuh"
 #include "cuda/check.cuh"
+#include "cuda/context.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/loss.cuh"
 
@@ -97,9 +98,7 @@ void cross_entropy_fwd(DType dtype, const void* logits, const void* labels, DTyp
   if (!labels) label_dtype = DType::i64;  // soft targets: the label type is unused
   dispatch_float(dtype, "cross_entropy", [&](auto zero) {
     using T = decltype(zero);
-    int device = 0;
-    LVIT_CUDA_CHECK(cudaGetDevice(&device));
-    Allocator* alloc = caching_allocator(device);
+    Allocator* alloc = caching_allocator(current_device());
     const size_t bytes = static_cast<size_t>(B > 0 ? B : 1) * sizeof(T);
     T* row_loss = static_cast<T*>(alloc->allocate(bytes));
     if (B > 0)

@@ -8,6 +8,7 @@
 #include "core/storage.h"
 #include "cuda/allocator.cuh"
 #include "cuda/check.cuh"
+#include "cuda/context.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/norm.cuh"
 
@@ -279,29 +280,17 @@ bool with_chunks(int64_t D, Fn&& fn) {
   }
 }
 
-// gw[col] = sum over chunks of part_w[chunk, col] (gb likewise). Block (bx, by): columns
-// [32 bx, 32 bx + 32), 32 x 8 threads; thread row ty adds chunks ty, ty + 8, ... and the 8 row
-// sums are added in order: fixed, deterministic, and 8 loads in flight per column.
+// gw[col] = sum over chunks of part_w[chunk, col], gb likewise (column_total). Block bx:
+// columns [32 bx, 32 bx + 32), 32 x 8 threads.
 template <typename T>
 __global__ void layernorm_bwd_wb_final_kernel(const T* __restrict__ part_w,
                                               const T* __restrict__ part_b, int64_t chunks,
                                               int64_t D, T* __restrict__ gw, T* __restrict__ gb) {
   __shared__ T tw[8][33], tb[8][33];
+  const T sw = column_total(part_w, chunks, D, tw);
+  const T sb = column_total(part_b, chunks, D, tb);
   const int64_t col = blockIdx.x * int64_t{32} + threadIdx.x;
-  T sw = 0, sb = 0;
-  if (col < D)
-    for (int64_t c = threadIdx.y; c < chunks; c += 8) {
-      sw += part_w[c * D + col];
-      sb += part_b[c * D + col];
-    }
-  tw[threadIdx.y][threadIdx.x] = sw;
-  tb[threadIdx.y][threadIdx.x] = sb;
-  __syncthreads();
   if (threadIdx.y != 0 || col >= D) return;
-  for (int i = 1; i < 8; ++i) {
-    sw += tw[i][threadIdx.x];
-    sb += tb[i][threadIdx.x];
-  }
   if (gw) gw[col] = sw;
   if (gb) gb[col] = sb;
 }
@@ -360,9 +349,7 @@ void layernorm_bwd(DType dtype, DType g_dtype, const void* g, const void* x, con
       const TY* pg = static_cast<const TY*>(g);
       const T* px = static_cast<const T*>(x);
       const T *pm = static_cast<const T*>(mean), *pr = static_cast<const T*>(rstd);
-      int device = 0;
-      LVIT_CUDA_CHECK(cudaGetDevice(&device));
-      Allocator* alloc = caching_allocator(device);
+      Allocator* alloc = caching_allocator(current_device());
       T* part = nullptr;
       size_t bytes = 0;
       int64_t chunks = 0;  // rows of partial column sums

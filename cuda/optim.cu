@@ -6,6 +6,7 @@
 #include "core/storage.h"
 #include "cuda/allocator.cuh"
 #include "cuda/check.cuh"
+#include "cuda/context.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/optim.cuh"
 
@@ -201,9 +202,7 @@ void clip_grad_norm(const std::vector<float*>& grads, const std::vector<int64_t>
                     double max_norm, double* norm_out, cudaStream_t stream) {
   int64_t total_blocks = 0;
   for (int64_t n : numels) total_blocks += (n + kChunk - 1) / kChunk;
-  int device = 0;
-  LVIT_CUDA_CHECK(cudaGetDevice(&device));
-  Allocator* alloc = caching_allocator(device);
+  Allocator* alloc = caching_allocator(current_device());
   const size_t bytes = static_cast<size_t>(total_blocks + 1) * sizeof(double) + sizeof(float);
   char* scratch = static_cast<char*>(alloc->allocate(bytes));
   double* partial = reinterpret_cast<double*>(scratch);

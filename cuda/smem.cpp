@@ -8,14 +8,14 @@
 
 #include "core/error.h"
 #include "cuda/check.cuh"
+#include "cuda/context.cuh"
 
 namespace lvit::cuda {
 
 void allow_dynamic_smem(const void* kernel, size_t bytes, const char* what) {
   constexpr size_t kDefaultLimit = size_t{48} << 10;
   if (bytes <= kDefaultLimit) return;
-  int device = 0;
-  LVIT_CUDA_CHECK(cudaGetDevice(&device));
+  const int device = current_device();
   // The opt-in each (kernel, device) already has: set once, normally in the first (eager) step,
   // so that a later graph capture makes no attribute calls at all.
   static std::mutex mutex;
