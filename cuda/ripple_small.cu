@@ -356,7 +356,8 @@ __global__ void __launch_bounds__(32 * NB, fwd_min_blocks<NB>)
 //   P / den', dS [NP][NP+8], rows = queries
 //   1 / den' [NP] fp32 (0 for padded rows, which zeroes their dP)
 // Steps:
-//  0. cp.async: dO, Q, K, V; plain loads of den; phi of Q and K in place.
+//  0. cp.async: Q and K, then dO and V (in flight during phi); plain loads of den; phi of Q
+//     and K in place.
 //  1. Warp w = queries q0 = 16w..q0+15: S = phi(Q_w) phi(K)^T and dO_w V^T (16 x NP fp32 each,
 //     2 products); delta = row sums of w S (dO V^T), times 1 / den'; then per 16x16 block dP,
 //     P / den' and dS = w dP, rounded to bf16 into shared memory, and d loss / d alpha (fp32
@@ -398,18 +399,20 @@ __global__ void __launch_bounds__(32 * NB, bwd_min_blocks<NB>)
   const bf16* Qg = qkv + b * N * ld + int64_t{h} * D;
 
   // 0. Loads and phi.
-  load_rows<D>(dOs, gout + b * N * HD + int64_t{h} * D, HD, 0, kNP, N);
   load_rows<D>(Qs, Qg, ld, 0, kNP, N);
   load_rows<D>(Ks, Qg + HD, ld, 0, kNP, N);
+  cp_async_commit();
+  load_rows<D>(dOs, gout + b * N * HD + int64_t{h} * D, HD, 0, kNP, N);
   load_rows<D>(Vs, Qg + 2 * HD, ld, 0, kNP, N);
   cp_async_commit();
   if (threadIdx.x == 0) slot_weights(logits, h, S, wl);
   for (int i = threadIdx.x; i < kNP; i += blockDim.x)
     Inv[i] = i < N ? 1.f / (den[bh * N + i] + kEps) : 0.f;
-  cp_async_wait<0>();
-  __syncthreads();
+  cp_async_wait<1>();  // this thread's Q and K copies (dO and V may still be in flight)
+  __syncthreads();     // everyone's
   phi_rows<D>(Qs, N);
   phi_rows<D>(Ks, N);
+  cp_async_wait<0>();
   __syncthreads();
 
   // 1. Queries q0 .. q0+15. Element (n, e) of key block c: query q0 + g + 8 (e >> 1), key
