@@ -21,6 +21,7 @@
 
 using namespace lvit;
 using lvit::test::error_message;
+using lvit::test::ThreadCountGuard;
 
 namespace {
 
@@ -30,12 +31,6 @@ Tensor iota(const Shape& shape) {
   std::iota(v.begin(), v.end(), 0.0);
   return Tensor::from_vector(v, shape);
 }
-
-// Restores the thread count a test changes.
-struct ThreadCountGuard {
-  int saved = num_threads();
-  ~ThreadCountGuard() { set_num_threads(saved); }
-};
 
 }  // namespace
 

@@ -1,0 +1,230 @@
+// fp32 GEMM for AVX-512, Goto/BLIS style. Loops, outermost first:
+//   per thread: its rows [m0, m1) (or columns) of C
+//   jc: NC-column blocks of op(B)   pc: KC-deep slices of K -> pack op(B)[pc, jc] as NR-wide panels
+//   ic: MC-row blocks of op(A)      -> pack op(A)[ic, pc] as MR-tall panels
+//   jr: one NR-wide B panel (stays in L1 across the ir loop)
+//   ir: one MR-tall A panel (streams from L2) -> micro-kernel: an MR x NR tile of C in registers.
+// K is never split between threads, and every C element sums its K terms in the same order
+// whatever the split, so results are bitwise reproducible for any thread count.
+#include "ops/cpu/sgemm_avx512.h"
+
+#if LVIT_HAVE_SGEMM_AVX512
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "core/thread_pool.h"
+
+namespace lvit::cpu {
+
+namespace {
+
+// Micro-tile: kMR rows x kNV vectors of 16 floats. 14 x 2 uses 28 of the 32 zmm registers for
+// accumulators, 2 for the row of B and one for the broadcast of A; per k it issues 28 FMAs
+// against 2 vector loads and 14 broadcasts, which keeps both FMA ports busy.
+constexpr int kMR = 14;
+constexpr int kNV = 2;
+constexpr int kNR = 16 * kNV;
+// kKC x kNR floats of packed B (32 KB at KC 256) stay in the 48 KB L1d while the ir loop streams
+// A panels past them; the MC x KC block of A (kMC 168: 172 KB) stays in the 2 MB L2.
+constexpr int64_t kKC = 256;
+constexpr int64_t kMC = 12 * kMR;
+// The packed op(B) block (KC x NC, 1 MB at NC 1024) is read once per MC block: from L2 or L3.
+constexpr int64_t kNCMax = 1024;
+
+// A 64-byte aligned buffer that only grows; one per thread and operand, reused across calls.
+class Scratch {
+ public:
+  ~Scratch() { std::free(data_); }
+  float* get(int64_t n) {
+    if (n > size_) {
+      std::free(data_);
+      const size_t bytes = (static_cast<size_t>(n) * sizeof(float) + 63) / 64 * 64;
+      data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+      if (!data_) throw std::bad_alloc();
+      size_ = n;
+    }
+    return data_;
+  }
+
+ private:
+  float* data_ = nullptr;
+  int64_t size_ = 0;
+};
+thread_local Scratch t_packed_a, t_packed_b;
+
+// The first `n` (0..16) lanes.
+inline __mmask16 lanes(int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
+
+// r[i] lane j -> r[j] lane i: unpack pairs of rows, shuffle quads within 128-bit lanes, then
+// transpose the 4 x 4 grid of 128-bit lanes. 64 shuffles for 256 floats.
+inline void transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  // u[4g + q], 128-bit lane L: column 4L + q of rows 4g .. 4g + 3.
+  __m512 u[16];
+  for (int g = 0; g < 16; g += 4) {
+    u[g] = _mm512_shuffle_ps(t[g], t[g + 2], 0x44);
+    u[g + 1] = _mm512_shuffle_ps(t[g], t[g + 2], 0xEE);
+    u[g + 2] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0x44);
+    u[g + 3] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
+  }
+  for (int q = 0; q < 4; ++q) {
+    const __m512 lo01 = _mm512_shuffle_f32x4(u[q], u[4 + q], 0x44);
+    const __m512 hi01 = _mm512_shuffle_f32x4(u[q], u[4 + q], 0xEE);
+    const __m512 lo23 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0x44);
+    const __m512 hi23 = _mm512_shuffle_f32x4(u[8 + q], u[12 + q], 0xEE);
+    r[q] = _mm512_shuffle_f32x4(lo01, lo23, 0x88);
+    r[4 + q] = _mm512_shuffle_f32x4(lo01, lo23, 0xDD);
+    r[8 + q] = _mm512_shuffle_f32x4(hi01, hi23, 0x88);
+    r[12 + q] = _mm512_shuffle_f32x4(hi01, hi23, 0xDD);
+  }
+}
+
+// Packs the `width` x kc operand slice whose element (w, k) is src[w * sw + k * sk] into
+// W-wide panels: panel p holds dst[p * W * kc + k * W + w'] for w = p * W + w', zero-padded to a
+// multiple of W so the micro-kernel always runs full tiles. Either sw or sk is 1.
+template <int W>
+void pack_panels(const float* src, int64_t sw, int64_t sk, int64_t width, int64_t kc, float* dst) {
+  for (int64_t p0 = 0; p0 < width; p0 += W, dst += W * kc) {
+    const int64_t w = std::min<int64_t>(W, width - p0);
+    const float* s = src + p0 * sw;
+    if (sw == 1) {
+      // Panel rows are contiguous in the source (op(B) = B, op(A) = A^T): a masked row copy.
+      for (int64_t k = 0; k < kc; ++k)
+        for (int v = 0; v < W; v += 16) {
+          const __m512 x = _mm512_maskz_loadu_ps(lanes(w - v), s + k * sk + v);
+          _mm512_mask_storeu_ps(dst + k * W + v, lanes(W - v), x);
+        }
+      continue;
+    }
+    // The source rows run along k (op(A) = A, op(B) = B^T): 16 x 16 blocks through registers.
+    for (int64_t k0 = 0; k0 < kc; k0 += 16) {
+      const int64_t kn = std::min<int64_t>(16, kc - k0);
+      for (int v = 0; v < W; v += 16) {
+        __m512 r[16];
+        for (int i = 0; i < 16; ++i)
+          r[i] = v + i < w ? _mm512_maskz_loadu_ps(lanes(kn), s + (v + i) * sw + k0)
+                           : _mm512_setzero_ps();
+        transpose16x16(r);
+        for (int64_t k = 0; k < kn; ++k)
+          _mm512_mask_storeu_ps(dst + (k0 + k) * W + v, lanes(W - v), r[k]);
+      }
+    }
+  }
+}
+
+// C tile (mr <= kMR rows, nr <= kNR columns at c) = sum_k pa[k] (x) pb[k] + beta * C, where
+// pa holds kMR floats and pb kNR floats per k. beta == 0 writes C without reading it.
+template <int kMR, int kNV>
+void micro_kernel(int64_t kc, const float* __restrict pa, const float* __restrict pb, float* c,
+                  int64_t ldc, int64_t mr, int64_t nr, float beta) {
+  constexpr int kNR = 16 * kNV;
+  __m512 acc[kMR][kNV];
+#pragma GCC unroll 32
+  for (int i = 0; i < kMR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) acc[i][v] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < kc; ++k) {
+    __m512 b[kNV];
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) b[v] = _mm512_load_ps(pb + k * kNR + 16 * v);
+#pragma GCC unroll 32
+    for (int i = 0; i < kMR; ++i) {
+      const __m512 a = _mm512_set1_ps(pa[k * kMR + i]);
+#pragma GCC unroll 4
+      for (int v = 0; v < kNV; ++v) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
+    }
+  }
+  __mmask16 mask[kNV];
+  for (int v = 0; v < kNV; ++v) mask[v] = lanes(nr - 16 * v);
+  const __m512 vbeta = _mm512_set1_ps(beta);
+#pragma GCC unroll 32
+  for (int i = 0; i < kMR; ++i) {
+    if (i >= mr) break;
+    float* row = c + i * ldc;
+#pragma GCC unroll 4
+    for (int v = 0; v < kNV; ++v) {
+      __m512 out = acc[i][v];
+      if (beta != 0.f) {
+        const __m512 old = _mm512_maskz_loadu_ps(mask[v], row + 16 * v);
+        out = beta == 1.f ? _mm512_add_ps(old, out) : _mm512_fmadd_ps(vbeta, old, out);
+      }
+      _mm512_mask_storeu_ps(row + 16 * v, mask[v], out);
+    }
+  }
+}
+
+// Rows [m0, m1) x columns [n0, n1) of C on the calling thread.
+void sgemm_block(bool ta, bool tb, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
+                 const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+                 float beta) {
+  const int64_t n = n1 - n0;
+  // Even NC blocks (multiples of NR) rather than full ones plus a thin remainder.
+  const int64_t nblocks = (n + kNCMax - 1) / kNCMax;
+  const int64_t nc_step = ((n + nblocks - 1) / nblocks + kNR - 1) / kNR * kNR;
+  const int64_t kc_max = std::min(K, kKC);
+  float* pb = t_packed_b.get(kc_max * std::min(nc_step, (n + kNR - 1) / kNR * kNR));
+  float* pa = t_packed_a.get(kc_max * std::min(kMC, (m1 - m0 + kMR - 1) / kMR * kMR));
+  // op(A) element (i, k) is A[i * a_row + k * a_k]; op(B) element (k, j) is B[k * b_k + j * b_col].
+  const int64_t a_row = ta ? 1 : lda, a_k = ta ? lda : 1;
+  const int64_t b_col = tb ? ldb : 1, b_k = tb ? 1 : ldb;
+  for (int64_t jc = n0; jc < n1; jc += nc_step) {
+    const int64_t nc = std::min(nc_step, n1 - jc);
+    for (int64_t pc = 0; pc < K; pc += kKC) {
+      const int64_t kc = std::min(kKC, K - pc);
+      const float block_beta = pc == 0 ? beta : 1.f;
+      pack_panels<kNR>(B + pc * b_k + jc * b_col, b_col, b_k, nc, kc, pb);
+      for (int64_t ic = m0; ic < m1; ic += kMC) {
+        const int64_t mc = std::min(kMC, m1 - ic);
+        pack_panels<kMR>(A + ic * a_row + pc * a_k, a_row, a_k, mc, kc, pa);
+        for (int64_t jr = 0; jr < nc; jr += kNR)
+          for (int64_t ir = 0; ir < mc; ir += kMR)
+            micro_kernel<kMR, kNV>(kc, pa + ir * kc, pb + jr * kc, C + (ic + ir) * ldc + jc + jr,
+                                   ldc, std::min<int64_t>(kMR, mc - ir),
+                                   std::min<int64_t>(kNR, nc - jr), block_beta);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void sgemm_avx512(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+                  const float* B, int64_t ldb, float* C, int64_t ldc, float beta) {
+  if (M == 0 || N == 0) return;
+  const int64_t threads = num_threads();
+  if (threads == 1) {
+    sgemm_block(ta, tb, 0, M, 0, N, K, A, lda, B, ldb, C, ldc, beta);
+    return;
+  }
+  // One chunk of whole micro-tiles per thread, over rows unless rows are too few to go round.
+  if (M >= threads * kMR * 4 || M >= N) {
+    const int64_t chunk = ((M + threads - 1) / threads + kMR - 1) / kMR * kMR;
+    parallel_for((M + chunk - 1) / chunk, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t)
+        sgemm_block(ta, tb, t * chunk, std::min(M, (t + 1) * chunk), 0, N, K, A, lda, B, ldb, C,
+                    ldc, beta);
+    });
+  } else {
+    const int64_t chunk = ((N + threads - 1) / threads + kNR - 1) / kNR * kNR;
+    parallel_for((N + chunk - 1) / chunk, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t)
+        sgemm_block(ta, tb, 0, M, t * chunk, std::min(N, (t + 1) * chunk), K, A, lda, B, ldb, C,
+                    ldc, beta);
+    });
+  }
+}
+
+}  // namespace lvit::cpu
+
+#endif
