@@ -107,9 +107,9 @@ struct Dims {
   int64_t M, N, K;
 };
 
-// 1x1x1, odd sizes, and sizes one past the kernel's micro-tile (14 x 32), its K slice (256) and
+// 1x1x1, odd sizes, and sizes one past the kernel's micro-tile (14 x 32), its K slice (384) and
 // its row block (168), plus a row count that splits unevenly over two threads.
-const Dims kShapes[] = {{1, 1, 1},    {17, 33, 65},  {14, 32, 16}, {15, 33, 257},
+const Dims kShapes[] = {{1, 1, 1},    {17, 33, 65},  {14, 32, 16}, {15, 33, 385},
                         {169, 31, 9}, {3, 200, 300}, {200, 3, 40}, {43, 70, 513},
                         {2, 2, 600},  {31, 1, 7},    {1, 47, 33},  {29, 97, 256}};
 
