@@ -28,6 +28,8 @@ int main(int argc, char** argv) {
                           {4160, 384, 1152, false, false, "qkv input grad"},
                           {1152, 384, 4160, true, false, "qkv weight grad"},
                           {1536, 384, 4160, true, false, "fc1 weight grad"}};
+  double load[1] = {0};
+  if (getloadavg(load, 1) == 1) std::printf("load average (1 min) before: %.2f\n", load[0]);
   std::printf("%-7s %-16s %5s %5s %5s  %13s %13s\n", "threads", "shape", "M", "N", "K",
               "Eigen GFLOP/s", "lvit GFLOP/s");
   std::mt19937 gen(1);

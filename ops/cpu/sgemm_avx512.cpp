@@ -1,12 +1,13 @@
 // fp32 GEMM for AVX-512, Goto/BLIS style. Loops, outermost first:
-//   per thread: its rows [m0, m1) (or columns) of C
-//   jc: up to kNCMax columns      pc: a KC-deep slice of K -> pack op(B)[pc, jc] as NR-wide panels
-//   ic: MC rows                   -> pack op(A)[ic, pc] as MR-tall panels
+//   jc: up to kNCMax columns      pc: a KC-deep slice of K -> pack op(B)[pc, jc] as NR-wide
+//                                     panels, shared by all threads (each packs a share)
+//   row tasks (MR-multiples, at most MC rows), handed to whichever thread is free
+//                                 -> pack op(A)[rows, pc] as MR-tall panels
 //   jb: kNL2 columns of packed B, which stay in L2 while
 //   ir: one MR-tall A panel (stays in L1) sweeps
 //   jr: the NR-wide B panels of the jb block -> micro-kernel: an MR x NR tile of C in registers.
 // K is never split between threads, and every C element sums its K terms in the same order
-// whatever the split, so results are bitwise reproducible for any thread count.
+// whoever computes it, so results are bitwise reproducible for any thread count.
 #include "ops/cpu/sgemm_avx512.h"
 
 #if LVIT_HAVE_SGEMM_AVX512
@@ -38,10 +39,11 @@ constexpr int kNR = 16 * kNV;
 constexpr int64_t kKC = 384;
 constexpr int64_t kMC = 12 * kMR;
 constexpr int64_t kNL2 = 512;
-// Columns of B packed per K slice: bounds a thread's packed B to 6 MB.
+// Columns of B packed per K slice: bounds the packed B to 6 MB.
 constexpr int64_t kNCMax = 4096;
 
-// A 64-byte aligned buffer that only grows; one per thread and operand, reused across calls.
+// A 64-byte aligned buffer that only grows, reused across calls: per thread for packed A, the
+// calling thread's for the packed B that all threads read.
 class Scratch {
  public:
   ~Scratch() { std::free(data_); }
@@ -169,36 +171,20 @@ void micro_kernel(int64_t kc, const float* __restrict pa, const float* __restric
   }
 }
 
-// Rows [m0, m1) x columns [n0, n1) of C on the calling thread.
-void sgemm_block(bool ta, bool tb, int64_t m0, int64_t m1, int64_t n0, int64_t n1, int64_t K,
-                 const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
-                 float beta) {
-  const int64_t kc_max = std::min(K, kKC);
-  const int64_t nc_max = std::min(kNCMax, n1 - n0);
-  float* pb = t_packed_b.get(kc_max * ((nc_max + kNR - 1) / kNR * kNR));
-  float* pa = t_packed_a.get(kc_max * std::min(kMC, (m1 - m0 + kMR - 1) / kMR * kMR));
-  // op(A) element (i, k) is A[i * a_row + k * a_k]; op(B) element (k, j) is B[k * b_k + j * b_col].
+// The C rows [ic, ic + mc) of one K slice against the packed B slice pb (kc x nc, at column jc).
+void row_block(bool ta, int64_t ic, int64_t mc, int64_t jc, int64_t nc, int64_t pc, int64_t kc,
+               const float* A, int64_t lda, const float* pb, float* C, int64_t ldc, float beta) {
+  float* pa = t_packed_a.get(kc * ((mc + kMR - 1) / kMR * kMR));
+  // op(A) element (i, k) is A[i * a_row + k * a_k].
   const int64_t a_row = ta ? 1 : lda, a_k = ta ? lda : 1;
-  const int64_t b_col = tb ? ldb : 1, b_k = tb ? 1 : ldb;
-  for (int64_t jc = n0; jc < n1; jc += kNCMax) {
-    const int64_t nc = std::min(kNCMax, n1 - jc);
-    for (int64_t pc = 0; pc < K; pc += kKC) {
-      const int64_t kc = std::min(kKC, K - pc);
-      const float block_beta = pc == 0 ? beta : 1.f;
-      pack_panels<kNR>(B + pc * b_k + jc * b_col, b_col, b_k, nc, kc, pb);
-      for (int64_t ic = m0; ic < m1; ic += kMC) {
-        const int64_t mc = std::min(kMC, m1 - ic);
-        pack_panels<kMR>(A + ic * a_row + pc * a_k, a_row, a_k, mc, kc, pa);
-        for (int64_t jb = 0; jb < nc; jb += kNL2) {
-          const int64_t jb_end = std::min(nc, jb + kNL2);
-          for (int64_t ir = 0; ir < mc; ir += kMR)
-            for (int64_t jr = jb; jr < jb_end; jr += kNR)
-              micro_kernel<kMR, kNV>(kc, pa + ir * kc, pb + jr * kc, C + (ic + ir) * ldc + jc + jr,
-                                     ldc, std::min<int64_t>(kMR, mc - ir),
-                                     std::min<int64_t>(kNR, nc - jr), block_beta);
-        }
-      }
-    }
+  pack_panels<kMR>(A + ic * a_row + pc * a_k, a_row, a_k, mc, kc, pa);
+  for (int64_t jb = 0; jb < nc; jb += kNL2) {
+    const int64_t jb_end = std::min(nc, jb + kNL2);
+    for (int64_t ir = 0; ir < mc; ir += kMR)
+      for (int64_t jr = jb; jr < jb_end; jr += kNR)
+        micro_kernel<kMR, kNV>(kc, pa + ir * kc, pb + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
+                               std::min<int64_t>(kMR, mc - ir), std::min<int64_t>(kNR, nc - jr),
+                               beta);
   }
 }
 
@@ -208,25 +194,31 @@ void sgemm_avx512(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float
                   const float* B, int64_t ldb, float* C, int64_t ldc, float beta) {
   if (M == 0 || N == 0) return;
   const int64_t threads = num_threads();
-  if (threads == 1) {
-    sgemm_block(ta, tb, 0, M, 0, N, K, A, lda, B, ldb, C, ldc, beta);
-    return;
-  }
-  // One chunk of whole micro-tiles per thread, over rows unless rows are too few to go round.
-  if (M >= threads * kMR * 4 || M >= N) {
-    const int64_t chunk = ((M + threads - 1) / threads + kMR - 1) / kMR * kMR;
-    parallel_for((M + chunk - 1) / chunk, 1, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t)
-        sgemm_block(ta, tb, t * chunk, std::min(M, (t + 1) * chunk), 0, N, K, A, lda, B, ldb, C,
-                    ldc, beta);
-    });
-  } else {
-    const int64_t chunk = ((N + threads - 1) / threads + kNR - 1) / kNR * kNR;
-    parallel_for((N + chunk - 1) / chunk, 1, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t)
-        sgemm_block(ta, tb, 0, M, t * chunk, std::min(N, (t + 1) * chunk), K, A, lda, B, ldb, C,
-                    ldc, beta);
-    });
+  // Row tasks: about four per thread, so a thread whose vCPU is stolen for a while holds up at
+  // most a quarter of its share, but no more than MC rows (the packed A block's size) and never
+  // less than one micro-tile.
+  const int64_t per_task = (M + 4 * threads - 1) / (4 * threads);
+  const int64_t task_rows = std::clamp((per_task + kMR - 1) / kMR * kMR, int64_t{kMR}, kMC);
+  const int64_t tasks = (M + task_rows - 1) / task_rows;
+  const int64_t nc_max = std::min(kNCMax, N);
+  float* pb = t_packed_b.get(std::min(K, kKC) * ((nc_max + kNR - 1) / kNR * kNR));
+  // op(B) element (k, j) is B[k * b_k + j * b_col].
+  const int64_t b_col = tb ? ldb : 1, b_k = tb ? 1 : ldb;
+  for (int64_t jc = 0; jc < N; jc += kNCMax) {
+    const int64_t nc = std::min(kNCMax, N - jc);
+    const int64_t panels = (nc + kNR - 1) / kNR;
+    for (int64_t pc = 0; pc < K; pc += kKC) {
+      const int64_t kc = std::min(kKC, K - pc);
+      parallel_for(panels, 4, [&](int64_t p0, int64_t p1) {
+        pack_panels<kNR>(B + pc * b_k + (jc + p0 * kNR) * b_col, b_col, b_k,
+                         std::min(nc, p1 * kNR) - p0 * kNR, kc, pb + p0 * kNR * kc);
+      });
+      parallel_tasks(tasks, [&](int64_t t) {
+        const int64_t ic = t * task_rows;
+        row_block(ta, ic, std::min(task_rows, M - ic), jc, nc, pc, kc, A, lda, pb, C, ldc,
+                  pc == 0 ? beta : 1.f);
+      });
+    }
   }
 }
 
