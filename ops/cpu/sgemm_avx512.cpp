@@ -16,7 +16,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <cstring>
 #include <new>
 
 #include "core/thread_pool.h"
@@ -50,6 +49,7 @@ class Scratch {
   float* get(int64_t n) {
     if (n > size_) {
       std::free(data_);
+      size_ = 0;
       const size_t bytes = (static_cast<size_t>(n) * sizeof(float) + 63) / 64 * 64;
       data_ = static_cast<float*>(std::aligned_alloc(64, bytes));
       if (!data_) throw std::bad_alloc();
