@@ -10,9 +10,10 @@
 namespace lvit::cpu {
 
 // C[M,N] = op(A) op(B) + beta * C, row-major; op(A) = A (stored [M,K]) or A^T (stored [K,M]),
-// op(B) = B ([K,N]) or B^T ([N,K]); K >= 1. beta == 0 never reads C (NaN there is fine). Splits the
-// output rows (or columns when rows are few) over lvit's thread pool, never K, so the result is
-// bitwise the same run to run and for any thread count.
+// op(B) = B ([K,N]) or B^T ([N,K]); K >= 1. beta == 0 never reads C (NaN there is fine). Hands
+// blocks of output rows to lvit's thread pool (M <= 14 runs on one thread; the ViT GEMMs have
+// hundreds to thousands of rows), never splits K, so the result is bitwise the same
+// run to run and for any thread count.
 void sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
                   int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, float beta);
 
