@@ -167,4 +167,13 @@ void parallel_chunks(int64_t n, int64_t chunks,
   });
 }
 
+void parallel_tasks(int64_t n, const std::function<void(int64_t)>& fn) {
+  if (n <= 0) return;
+  if (n == 1 || g_threads == 1 || t_inside_parallel) {
+    for (int64_t i = 0; i < n; ++i) fn(i);
+    return;
+  }
+  pool().run(static_cast<int>(n), [&](int k) { fn(k); });
+}
+
 }  // namespace lvit

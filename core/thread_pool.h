@@ -21,4 +21,9 @@ void parallel_for(int64_t n, int64_t grain, const std::function<void(int64_t, in
 void parallel_chunks(int64_t n, int64_t chunks,
                      const std::function<void(int64_t, int64_t, int64_t)>& fn);
 
+// Runs fn(i) once for every i in [0, n), handing the indices out one at a time to whichever
+// thread is free: balances pieces of work that take uneven time (on a shared VM one vCPU may be
+// stolen for a while). Which thread runs an index varies, so fn(i) must not depend on it.
+void parallel_tasks(int64_t n, const std::function<void(int64_t)>& fn);
+
 }  // namespace lvit

@@ -21,6 +21,7 @@
 
 using namespace lvit;
 using lvit::test::error_message;
+using lvit::test::ThreadCountGuard;
 
 namespace {
 
@@ -30,12 +31,6 @@ Tensor iota(const Shape& shape) {
   std::iota(v.begin(), v.end(), 0.0);
   return Tensor::from_vector(v, shape);
 }
-
-// Restores the thread count a test changes.
-struct ThreadCountGuard {
-  int saved = num_threads();
-  ~ThreadCountGuard() { set_num_threads(saved); }
-};
 
 }  // namespace
 
@@ -437,6 +432,27 @@ TEST_CASE("parallel_for covers [0, n) exactly once") {
         CHECK(calls.load() <= threads);
         if (n == 0) CHECK(calls.load() == 0);
       }
+    }
+  }
+}
+
+TEST_CASE("parallel_tasks runs every index once, also nested") {
+  ThreadCountGuard guard;
+  for (int threads : {1, 2, 3}) {
+    set_num_threads(threads);
+    for (int64_t n : {0, 1, 2, 5, 100}) {
+      std::vector<std::atomic<int>> hits(n);
+      parallel_tasks(n, [&](int64_t i) {
+        REQUIRE(i >= 0);
+        REQUIRE(i < n);
+        ++hits[i];
+        // A parallel region inside a task completes (inline when the task runs on the pool).
+        std::atomic<int> inner{0};
+        parallel_tasks(3, [&](int64_t) { ++inner; });
+        CHECK(inner.load() == 3);
+      });
+      INFO("threads " << threads << " n " << n);
+      for (auto& h : hits) REQUIRE(h.load() == 1);
     }
   }
 }

@@ -1,5 +1,5 @@
 // Helpers shared by the test suites: where the shared data lives, scratch folders, the message
-// of an expected error, and a small synthetic image dataset.
+// of an expected error, a guard for the thread count, and a small synthetic image dataset.
 #pragma once
 #include <doctest/doctest.h>
 
@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "core/thread_pool.h"
 #include "data/cifar.h"
 
 namespace lvit::test {
@@ -56,6 +57,12 @@ std::string error_message(Fn&& fn) {
   FAIL("expected lvit::Error");
   return {};
 }
+
+// Restores the thread count a test changes.
+struct ThreadCountGuard {
+  int saved = num_threads();
+  ~ThreadCountGuard() { set_num_threads(saved); }
+};
 
 // `size` random 16x16 RGB images (Philox stream `seed`) in 10 classes (image i has label
 // i % 10), posing as CIFAR-100 for its normalisation.

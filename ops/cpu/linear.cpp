@@ -2,10 +2,12 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <type_traits>
 
 #include <Eigen/Core>
 
 #include "core/thread_pool.h"
+#include "ops/cpu/sgemm_avx512.h"
 #include "ops/dispatch.h"
 
 namespace lvit::cpu {
@@ -62,11 +64,20 @@ void gemm_block(bool ta, bool tb, int64_t m0, int64_t m1, int64_t n0, int64_t n1
   }
 }
 
+#if LVIT_HAVE_SGEMM_AVX512
+// Whether an f32 product goes to sgemm_avx512 rather than Eigen. Measured on the development VM
+// (1 and 2 threads, 2026-11-28): from about 128^3 multiply-adds up the AVX-512 kernel matches or
+// beats Eigen (130x384x384: 105 vs 64 GFLOP/s on one thread); on attention-sized products
+// (65x65x64) it was slower with A transposed and on two threads, where packing and the pool's
+// hand-off are a large share of a 0.5 MFLOP product, so those stay on Eigen.
+bool uses_own_sgemm(int64_t M, int64_t N, int64_t K) { return M * N * K >= 128 * 128 * 128; }
+#endif
+
 }  // namespace
 
 template <typename T>
-void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
-          int64_t ldb, T* C, int64_t ldc, T beta) {
+void gemm_eigen(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
+                const T* B, int64_t ldb, T* C, int64_t ldc, T beta) {
   if (M == 0 || N == 0) return;
   if (K == 0) {
     for (int64_t i = 0; i < M; ++i)
@@ -98,6 +109,20 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t
 }
 
 template <typename T>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda, const T* B,
+          int64_t ldb, T* C, int64_t ldc, T beta) {
+#if LVIT_HAVE_SGEMM_AVX512
+  if constexpr (std::is_same_v<T, float>) {
+    if (K > 0 && uses_own_sgemm(M, N, K)) {
+      sgemm_avx512(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta);
+      return;
+    }
+  }
+#endif
+  gemm_eigen<T>(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta);
+}
+
+template <typename T>
 void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t K, const T* A,
                   int64_t lda, int64_t stride_a, const T* B, int64_t ldb, int64_t stride_b, T* C,
                   int64_t ldc, int64_t stride_c) {
@@ -112,6 +137,10 @@ void gemm_batched(bool ta, bool tb, int64_t batch, int64_t M, int64_t N, int64_t
   });
 }
 
+template void gemm_eigen<float>(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t,
+                                const float*, int64_t, float*, int64_t, float);
+template void gemm_eigen<double>(bool, bool, int64_t, int64_t, int64_t, const double*, int64_t,
+                                 const double*, int64_t, double*, int64_t, double);
 template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, const float*, int64_t,
                           const float*, int64_t, float*, int64_t, float);
 template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, const double*, int64_t,

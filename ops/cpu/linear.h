@@ -1,5 +1,7 @@
-// CPU GEMM on Eigen, split over threads by output rows (or columns when rows are few); each
-// thread runs Eigen's single-threaded kernel on its block.
+// CPU GEMM: f32 products on lvit's AVX-512 kernel (ops/cpu/sgemm_avx512.h) where the build has
+// AVX-512 and the product is large enough for it to win; everything else on Eigen, split over
+// threads by output rows (or columns when rows are few), each thread running Eigen's
+// single-threaded kernel on its block.
 #pragma once
 #include <cstdint>
 
@@ -12,8 +14,16 @@ template <typename T>
 void gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A, int64_t lda,
           const T* B, int64_t ldb, T* C, int64_t ldc, T beta = T(0));
 
+// The Eigen path alone (f64, small f32 products, builds without AVX-512); the benchmark compares
+// it with gemm().
+template <typename T>
+void gemm_eigen(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const T* A,
+                int64_t lda, const T* B, int64_t ldb, T* C, int64_t ldc, T beta = T(0));
+
 // Batched: C_i = op(A_i) op(B_i) for i < batch with element strides between matrices
-// (stride_b = 0 shares B). Parallel over the batch.
+// (stride_b = 0 shares B). Parallel over the batch, each product on Eigen's single-threaded
+// kernel (batch 1 goes to gemm()): the batched products are attention-sized, where the AVX-512
+// kernel does not win.
 template <typename T>
 void gemm_batched(bool trans_a, bool trans_b, int64_t batch, int64_t M, int64_t N, int64_t K,
                   const T* A, int64_t lda, int64_t stride_a, const T* B, int64_t ldb,
