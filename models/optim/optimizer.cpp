@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "core/thread_pool.h"
+#include "ops/cpu/lanes.h"
 #include "ops/dispatch.h"
 
 #ifdef LVIT_WITH_CUDA
@@ -266,9 +267,10 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
       const scalar_t* d = g.data<scalar_t>();
       double part[kChunks] = {};
       parallel_chunks(g.numel(), kChunks, [&](int64_t k, int64_t b, int64_t e) {
-        double s = 0;
-        for (int64_t i = b; i < e; ++i) s += static_cast<double>(d[i]) * d[i];
-        part[k] = s;
+        double s[cpu::kLanes] = {};
+        cpu::for_lanes(e - b,
+                       [&](int64_t i, int l) { s[l] += static_cast<double>(d[b + i]) * d[b + i]; });
+        part[k] = cpu::lanes_total(s);
       });
       for (double s : part) sq += s;
     });

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "core/thread_pool.h"
+#include "ops/cpu/lanes.h"
 #include "ops/dispatch.h"
 
 namespace lvit::cpu {
@@ -19,12 +20,11 @@ void layernorm_fwd(const Tensor& x, const Tensor& w, const Tensor& b, double eps
       for (int64_t i = s; i < e; ++i) {
         const T* r = px + i * D;
         // Two passes (mean, then centred variance): stable without Welford's bookkeeping.
-        T sum = 0;
-        for (int64_t j = 0; j < D; ++j) sum += r[j];
-        const T mu = sum / D;
-        T var = 0;
-        for (int64_t j = 0; j < D; ++j) var += (r[j] - mu) * (r[j] - mu);
-        const T rs = T(1) / std::sqrt(var / D + static_cast<T>(eps));
+        T sum[kLanes] = {}, sq[kLanes] = {};
+        for_lanes(D, [&](int64_t j, int l) { sum[l] += r[j]; });
+        const T mu = lanes_total(sum) / D;
+        for_lanes(D, [&](int64_t j, int l) { sq[l] += (r[j] - mu) * (r[j] - mu); });
+        const T rs = T(1) / std::sqrt(lanes_total(sq) / D + static_cast<T>(eps));
         pm[i] = mu;
         pr[i] = rs;
         T* o = py + i * D;
@@ -51,17 +51,17 @@ void layernorm_bwd(const Tensor& g, const Tensor& x, const Tensor& w, const Tens
       for (int64_t i = s; i < e; ++i) {
         const T *gr = pg + i * D, *xr = px + i * D;
         const T mu = pm[i], rs = pr[i];
-        T sum_gw = 0, sum_gw_xhat = 0;
-        for (int64_t j = 0; j < D; ++j) {
+        T sum_gw[kLanes] = {}, sum_gw_xhat[kLanes] = {};
+        for_lanes(D, [&](int64_t j, int l) {
           const T xhat = (xr[j] - mu) * rs;
           const T gwj = gr[j] * pw[j];
-          sum_gw += gwj;
-          sum_gw_xhat += gwj * xhat;
+          sum_gw[l] += gwj;
+          sum_gw_xhat[l] += gwj * xhat;
           pw_acc[j] += gr[j] * xhat;
           pb_acc[j] += gr[j];
-        }
+        });
         if (pgx) {
-          const T a = sum_gw / D, c = sum_gw_xhat / D;
+          const T a = lanes_total(sum_gw) / D, c = lanes_total(sum_gw_xhat) / D;
           T* o = pgx + i * D;
           for (int64_t j = 0; j < D; ++j) o[j] = rs * (gr[j] * pw[j] - a - (xr[j] - mu) * rs * c);
         }
