@@ -158,13 +158,7 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocks<D>)
         if (kc >= live) continue;  // uniform: the block holds no live column
         uint32_t pa[4];
         acc_to_a(pa, s[2 * kc], s[2 * kc + 1]);
-#pragma unroll
-        for (int np = 0; np < D / 16; ++np) {
-          uint32_t vb[4];
-          load_b_kn(vb, vs, kLd, kc * 16, np * 16, lane);
-          mma(o[2 * np], pa, vb[0], vb[1]);
-          mma(o[2 * np + 1], pa, vb[2], vb[3]);
-        }
+        mma_a_rows<D>(o, pa, vs, kLd, kc * 16, lane);
       }
     }
     __syncthreads();
@@ -344,13 +338,7 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocks<D>)
           }
         uint32_t sa[4];
         acc_to_a(sa, s[0], s[1]);
-#pragma unroll
-        for (int np = 0; np < D / 16; ++np) {
-          uint32_t kb[4];
-          load_b_kn(kb, ks, kLd, c * 16, np * 16, lane);
-          mma(dq[2 * np], sa, kb[0], kb[1]);
-          mma(dq[2 * np + 1], sa, kb[2], kb[3]);
-        }
+        mma_a_rows<D>(dq, sa, ks, kLd, c * 16, lane);
       }
     }
     __syncthreads();

@@ -87,6 +87,41 @@ __device__ __forceinline__ void acc_to_a(uint32_t (&a)[4], const float (&lo)[4],
   a[3] = pack_bf16(hi[2], hi[3]);
 }
 
+// ---- warp products ------------------------------------------------------------------------------
+
+// acc (16 x D, D/8 accumulator blocks of 16x8) += A times rows k0 .. k0+15 of the [k][D+8] tile
+// b (O += P V, dq += dS K, dv += P^T dO, ...), A a 16x16 fragment.
+template <int D>
+__device__ __forceinline__ void mma_a_rows(float (&acc)[D / 8][4], const uint32_t (&a)[4],
+                                           const bf16* b, int ld, int k0, int lane) {
+#pragma unroll
+  for (int np = 0; np < D / 16; ++np) {
+    uint32_t bb[4];
+    load_b_kn(bb, b, ld, k0, np * 16, lane);
+    mma(acc[2 * np], a, bb[0], bb[1]);
+    mma(acc[2 * np + 1], a, bb[2], bb[3]);
+  }
+}
+
+// s (16 x 16NB, 2NB accumulator blocks of 16x8) += rows r0 .. r0+15 of the tile a times rows
+// 0 .. 16NB-1 of the tile b, transposed (S = Q K^T); both tiles [.][D+8].
+template <int D, int NB>
+__device__ __forceinline__ void mma_rows_bt(float (&s)[2 * NB][4], const bf16* a, const bf16* b,
+                                            int ld, int r0, int lane) {
+#pragma unroll
+  for (int kd = 0; kd < D / 16; ++kd) {
+    uint32_t fa[4];
+    load_a(fa, a, ld, r0, kd * 16, lane);
+#pragma unroll
+    for (int np = 0; np < NB; ++np) {
+      uint32_t fb[4];
+      load_b_nk(fb, b, ld, np * 16, kd * 16, lane);
+      mma(s[2 * np], fa, fb[0], fb[1]);
+      mma(s[2 * np + 1], fa, fb[2], fb[3]);
+    }
+  }
+}
+
 // ---- global <-> shared tiles -------------------------------------------------------------------
 
 // Asynchronously: dst[r][0..D) = src[(first + r) * ld + 0..D) for r < rows, zero rows past N.

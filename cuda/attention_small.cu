@@ -100,18 +100,7 @@ __global__ void __launch_bounds__(32 * NB, fwd_min_blocks<NB>)
 
   float s[kSN][4];
   zero(s);
-#pragma unroll
-  for (int kd = 0; kd < D / 16; ++kd) {
-    uint32_t qa[4];
-    load_a(qa, Qs, kLd, warp * 16, kd * 16, lane);
-#pragma unroll
-    for (int np = 0; np < NB; ++np) {
-      uint32_t kb[4];
-      load_b_nk(kb, Ks, kLd, np * 16, kd * 16, lane);
-      mma(s[2 * np], qa, kb[0], kb[1]);
-      mma(s[2 * np + 1], qa, kb[2], kb[3]);
-    }
-  }
+  mma_rows_bt<D, NB>(s, Qs, Ks, kLd, warp * 16, lane);
   // Element (n, e) is key 8n + 2t + (e & 1) of row g + 8 (e >> 1). Key 0 < N lies in every row
   // (lane t = 0, n = 0), so each row max is finite and exp2(-inf - m) = 0 for masked keys.
   float m[2] = {-INFINITY, -INFINITY};
@@ -142,13 +131,7 @@ __global__ void __launch_bounds__(32 * NB, fwd_min_blocks<NB>)
   for (int kc = 0; kc < NB; ++kc) {
     uint32_t pa[4];
     acc_to_a(pa, s[2 * kc], s[2 * kc + 1]);
-#pragma unroll
-    for (int np = 0; np < D / 16; ++np) {
-      uint32_t vb[4];
-      load_b_kn(vb, Vs, kLd, kc * 16, np * 16, lane);
-      mma(o[2 * np], pa, vb[0], vb[1]);
-      mma(o[2 * np + 1], pa, vb[2], vb[3]);
-    }
+    mma_a_rows<D>(o, pa, Vs, kLd, kc * 16, lane);
   }
 
   l[0] = quad_sum(l[0]);
@@ -317,13 +300,7 @@ __global__ void __launch_bounds__(kBwdMaxThreads, 2)
   for (int kc = 0; kc < nb; ++kc) {
     uint32_t sa[4];
     load_a_trans(sa, Ss, lds, k0, kc * 16, lane);  // dS rows k0.. (queries), cols kc*16.. (keys)
-#pragma unroll
-    for (int np16 = 0; np16 < D / 16; ++np16) {
-      uint32_t kb[4];
-      load_b_kn(kb, Ks, kLd, kc * 16, np16 * 16, lane);
-      mma(dq[2 * np16], sa, kb[0], kb[1]);
-      mma(dq[2 * np16 + 1], sa, kb[2], kb[3]);
-    }
+    mma_a_rows<D>(dq, sa, Ks, kLd, kc * 16, lane);
   }
   bf16* sq = dOs + k0 * kLd;
   stage_acc<D>(sq, dq, scale, scale, lane);

@@ -278,18 +278,7 @@ __global__ void __launch_bounds__(32 * NB, fwd_min_blocks<NB>)
 
   float s[kSN][4];
   zero(s);
-#pragma unroll
-  for (int kd = 0; kd < D / 16; ++kd) {
-    uint32_t qa[4];
-    load_a(qa, Qs, kLd, warp * 16, kd * 16, lane);
-#pragma unroll
-    for (int np = 0; np < NB; ++np) {
-      uint32_t kb[4];
-      load_b_nk(kb, Ks, kLd, np * 16, kd * 16, lane);
-      mma(s[2 * np], qa, kb[0], kb[1]);
-      mma(s[2 * np + 1], qa, kb[2], kb[3]);
-    }
-  }
+  mma_rows_bt<D, NB>(s, Qs, Ks, kLd, warp * 16, lane);
   // Element (n, e) of key block c: key 16c + 8n + 2t + (e & 1) of query q0 + g + 8 (e >> 1).
   const int q0 = warp * 16, pair0 = first_pair(glog) + warp * NB;
   float l[2] = {0.f, 0.f};  // thread-partial den, reduced across the quad below
@@ -308,15 +297,7 @@ __global__ void __launch_bounds__(32 * NB, fwd_min_blocks<NB>)
   float o[D / 8][4];
   zero(o);
 #pragma unroll
-  for (int c = 0; c < NB; ++c) {
-#pragma unroll
-    for (int np = 0; np < D / 16; ++np) {
-      uint32_t vb[4];
-      load_b_kn(vb, Vs, kLd, c * 16, np * 16, lane);
-      mma(o[2 * np], pa[c], vb[0], vb[1]);
-      mma(o[2 * np + 1], pa[c], vb[2], vb[3]);
-    }
-  }
+  for (int c = 0; c < NB; ++c) mma_a_rows<D>(o, pa[c], Vs, kLd, c * 16, lane);
 
   l[0] = quad_sum(l[0]);
   l[1] = quad_sum(l[1]);
@@ -331,6 +312,24 @@ __global__ void __launch_bounds__(32 * NB, fwd_min_blocks<NB>)
 }
 
 // ---- backward ----------------------------------------------------------------------------------
+
+// acc = the sum over the NB blocks c of A_c times rows 16c .. 16c+15 of the [.][ldb] tile b, A_c
+// the 16x16 block at rows r0.., cols 16c.. of the [.][lda] tile a, or of a^T (kTrans: a stored
+// with the reduction index as its row, as P / den' and dS are for dv and dk).
+template <int D, int NB, bool kTrans>
+__device__ __forceinline__ void block_rows_times(float (&acc)[D / 8][4], const bf16* a, int lda,
+                                                 int r0, const bf16* b, int ldb, int lane) {
+  zero(acc);
+#pragma unroll
+  for (int c = 0; c < NB; ++c) {
+    uint32_t fa[4];
+    if constexpr (kTrans)
+      load_a_trans(fa, a, lda, r0, c * 16, lane);
+    else
+      load_a(fa, a, lda, r0, c * 16, lane);
+    mma_a_rows<D>(acc, fa, b, ldb, c * 16, lane);
+  }
+}
 // With den'_i = den_i + eps, o_i = sum_j P_ij v_j / den'_i and upstream g_i:
 //   dP_ij  = d loss / d P_ij = g_i . (v_j - o_i) / den'_i   (through the numerator and den)
 //   dv_j   = sum_i P_ij g_i / den'_i
@@ -421,22 +420,8 @@ __global__ void __launch_bounds__(32 * NB, bwd_min_blocks<NB>)
   float s[kSN][4], gv[kSN][4];
   zero(s);
   zero(gv);
-#pragma unroll
-  for (int kd = 0; kd < D / 16; ++kd) {
-    uint32_t qa[4], oa[4];
-    load_a(qa, Qs, kLd, q0, kd * 16, lane);
-    load_a(oa, dOs, kLd, q0, kd * 16, lane);
-#pragma unroll
-    for (int c = 0; c < NB; ++c) {
-      uint32_t kb[4], vb[4];
-      load_b_nk(kb, Ks, kLd, c * 16, kd * 16, lane);
-      mma(s[2 * c], qa, kb[0], kb[1]);
-      mma(s[2 * c + 1], qa, kb[2], kb[3]);
-      load_b_nk(vb, Vs, kLd, c * 16, kd * 16, lane);
-      mma(gv[2 * c], oa, vb[0], vb[1]);
-      mma(gv[2 * c + 1], oa, vb[2], vb[3]);
-    }
-  }
+  mma_rows_bt<D, NB>(s, Qs, Ks, kLd, q0, lane);
+  mma_rows_bt<D, NB>(gv, dOs, Vs, kLd, q0, lane);
   // delta_i den'_i = sum_j w_ij s_ij gv_ij: the class-slot pairs' (all pairs of a far block)
   // sum times alpha_{S-1} plus the others'.
   const float wfar = wl[kClassSlot];
@@ -485,52 +470,16 @@ __global__ void __launch_bounds__(32 * NB, bwd_min_blocks<NB>)
   bf16* grow = gqkv + b * N * ld + int64_t{h} * D;  // row 0 of this head's dq; dk +HD, dv +2HD
   bf16* sv = Vs + k0 * kLd;                         // the warp's own V rows: staging
   float acc[D / 8][4];
-  zero(acc);
-#pragma unroll
-  for (int c = 0; c < NB; ++c) {
-    uint32_t pa[4];
-    load_a_trans(pa, Ps, kLdp, k0, c * 16, lane);  // (P / den')^T: rows keys, cols queries
-#pragma unroll
-    for (int np = 0; np < D / 16; ++np) {
-      uint32_t ob[4];
-      load_b_kn(ob, dOs, kLd, c * 16, np * 16, lane);
-      mma(acc[2 * np], pa, ob[0], ob[1]);
-      mma(acc[2 * np + 1], pa, ob[2], ob[3]);
-    }
-  }
+  block_rows_times<D, NB, true>(acc, Ps, kLdp, k0, dOs, kLd, lane);  // (P / den')^T dO
   stage_acc<D>(sv, acc, 1.f, 1.f, lane);
   __syncwarp();
   store_rows<D>(grow + 2 * HD, ld, sv, k0, N, lane);
-  zero(acc);
-#pragma unroll
-  for (int c = 0; c < NB; ++c) {
-    uint32_t sa[4];
-    load_a_trans(sa, Ss, kLdp, k0, c * 16, lane);  // dS^T
-#pragma unroll
-    for (int np = 0; np < D / 16; ++np) {
-      uint32_t qb[4];
-      load_b_kn(qb, Qs, kLd, c * 16, np * 16, lane);
-      mma(acc[2 * np], sa, qb[0], qb[1]);
-      mma(acc[2 * np + 1], sa, qb[2], qb[3]);
-    }
-  }
+  block_rows_times<D, NB, true>(acc, Ss, kLdp, k0, Qs, kLd, lane);  // dS^T phi(Q)
   __syncwarp();
   stage_chain<D>(sv, acc, Ks + k0 * kLd, lane);
   __syncwarp();
   store_rows<D>(grow + HD, ld, sv, k0, N, lane);
-  zero(acc);
-#pragma unroll
-  for (int c = 0; c < NB; ++c) {
-    uint32_t sa[4];
-    load_a(sa, Ss, kLdp, k0, c * 16, lane);  // dS, this warp's query rows
-#pragma unroll
-    for (int np = 0; np < D / 16; ++np) {
-      uint32_t kb[4];
-      load_b_kn(kb, Ks, kLd, c * 16, np * 16, lane);
-      mma(acc[2 * np], sa, kb[0], kb[1]);
-      mma(acc[2 * np + 1], sa, kb[2], kb[3]);
-    }
-  }
+  block_rows_times<D, NB, false>(acc, Ss, kLdp, k0, Ks, kLd, lane);  // dS phi(K), own rows
   __syncwarp();
   stage_chain<D>(sv, acc, Qs + k0 * kLd, lane);
   __syncwarp();
