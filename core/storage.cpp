@@ -1,11 +1,9 @@
 #include "core/storage.h"
 
 #include <cstdlib>
-#include <mutex>
 #include <new>
-#include <unordered_map>
-#include <vector>
 
+#include "core/block_cache.h"
 #include "core/error.h"
 
 #ifdef LVIT_WITH_CUDA
@@ -24,19 +22,11 @@ class CpuAllocator final : public Allocator {
   void* allocate(size_t nbytes) override {
     if (nbytes == 0) return nullptr;
     const size_t rounded = round(nbytes);
-    if (rounded >= kLarge) {
-      std::lock_guard<std::mutex> lk(mu_);
-      auto it = free_.find(rounded);
-      if (it != free_.end() && !it->second.empty()) {
-        void* p = it->second.back();
-        it->second.pop_back();
-        cached_ -= rounded;
-        return p;
-      }
-    }
+    if (rounded >= kLarge)
+      if (void* p = cache_.take(rounded)) return p;
     void* p = std::aligned_alloc(64, rounded);
     if (!p && rounded >= kLarge) {  // give the cache back and try again
-      release_cache();
+      cache_.release([](void* b) { std::free(b); });
       p = std::aligned_alloc(64, rounded);
     }
     if (!p) throw std::bad_alloc();
@@ -45,14 +35,7 @@ class CpuAllocator final : public Allocator {
   void deallocate(void* p, size_t nbytes) override {
     if (!p) return;
     const size_t rounded = round(nbytes);
-    if (rounded >= kLarge) {
-      std::lock_guard<std::mutex> lk(mu_);
-      if (cached_ + rounded <= kMaxCached) {
-        free_[rounded].push_back(p);
-        cached_ += rounded;
-        return;
-      }
-    }
+    if (rounded >= kLarge && cache_.put(p, rounded)) return;
     std::free(p);
   }
 
@@ -62,16 +45,7 @@ class CpuAllocator final : public Allocator {
   static size_t round(size_t n) {
     return n >= kLarge ? (n + kLarge - 1) / kLarge * kLarge : (n + 63) / 64 * 64;
   }
-  void release_cache() {
-    std::lock_guard<std::mutex> lk(mu_);
-    for (auto& [size, blocks] : free_)
-      for (void* b : blocks) std::free(b);
-    free_.clear();
-    cached_ = 0;
-  }
-  std::mutex mu_;
-  std::unordered_map<size_t, std::vector<void*>> free_;
-  size_t cached_ = 0;
+  BlockCache cache_{kMaxCached};
 };
 
 }  // namespace

@@ -6,10 +6,9 @@
 #include <atomic>
 #include <deque>
 #include <mutex>
-#include <unordered_map>
 #include <utility>
-#include <vector>
 
+#include "core/block_cache.h"
 #include "cuda/check.cuh"
 #include "cuda/context.cuh"
 #include "cuda/copy.cuh"
@@ -27,16 +26,7 @@ class PinnedAllocator final : public Allocator {
 
   void* allocate(size_t nbytes) override {
     if (nbytes == 0) return nullptr;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      auto it = free_.find(nbytes);
-      if (it != free_.end() && !it->second.empty()) {
-        void* p = it->second.back();
-        it->second.pop_back();
-        cached_ -= nbytes;
-        return p;
-      }
-    }
+    if (void* p = cache_.take(nbytes)) return p;
     void* p = nullptr;
     // With the device current, so that a loader thread does not create device 0's context;
     // portable: pinned for every device's context all the same.
@@ -45,23 +35,13 @@ class PinnedAllocator final : public Allocator {
     return p;
   }
   void deallocate(void* p, size_t nbytes) override {
-    if (!p) return;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (cached_ + nbytes <= kMaxCached) {
-        free_[nbytes].push_back(p);
-        cached_ += nbytes;
-        return;
-      }
-    }
+    if (!p || cache_.put(p, nbytes)) return;
     (void)cudaFreeHost(p);  // a destructor's path: nothing to report to
   }
 
  private:
   int device_;
-  std::mutex mutex_;
-  std::unordered_map<size_t, std::vector<void*>> free_;
-  size_t cached_ = 0;
+  BlockCache cache_{kMaxCached};
 };
 
 // Storages read by uploads still in flight, oldest first, each with the event recorded after
