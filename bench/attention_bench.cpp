@@ -1,11 +1,11 @@
 // Attention kernel microbenchmark (CUDA): the fused softmax attention launchers of
 // cuda/attention.cuh on the ViT shapes, forward and backward timed separately, per dtype and
-// kernel family, then the dense tensor-core Ripple kernels (cuda/ripple.cuh) on the N <= 128
-// shapes. Prints milliseconds per call (CUDA events, median of 20 after 3 warm-up calls)
-// and the attention FLOP rate: forward 4 B H N^2 d (QK^T and PV), backward 2.5x that as
-// FlashAttention-2 counts it (the tiled backward recomputes QK^T and dO V^T once more; the
-// small one does exactly 2.5x, on N padded to a multiple of 16).
-// Build: the `lvit-attention-bench` target (CUDA builds only).
+// kernel family, then the tensor-core Ripple kernels (cuda/ripple.cuh: dense for N <= 128, the
+// linear form for head width 64). Prints milliseconds per call (CUDA events, median of 20 after 3
+// warm-up calls) and the attention FLOP rate: forward 4 B H N^2 d (QK^T and PV), backward 2.5x that
+// as FlashAttention-2 counts it (the tiled backward recomputes QK^T and dO V^T once more; the small
+// one does exactly 2.5x, on N padded to a multiple of 16). Build: the `lvit-attention-bench` target
+// (CUDA builds only).
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -120,29 +120,36 @@ int main() {
       time_and_print(c, v.name, stream, fwd, bwd);
     }
   }
-  // Ripple (S = 3, the ripple-cifar preset), dense form: the softmax kernels' FLOP count,
-  // forward (2 products) and backward (5).
-  for (const Case& c : cases) {
-    if (!cuda::ripple_small_supported(c.N, c.d)) continue;
-    const int64_t S = 3, grid = c.N == 65 ? 8 : 4;
-    Tensor qkv = random_bf16({c.B, c.N, 3 * c.H * c.d}, 1, 1.0, dev);
-    Tensor out = Tensor::empty({c.B, c.N, c.H * c.d}, DType::bf16, dev);
-    Tensor gout = random_bf16(out.shape(), 2, 1.0, dev);
-    Tensor gqkv = Tensor::empty(qkv.shape(), DType::bf16, dev);
-    Tensor den = Tensor::empty({c.B, c.H, c.N}, DType::f32, dev);
-    Tensor logits = Tensor::zeros({c.H, S - 1}, DType::f32, dev);
-    Tensor glogits = Tensor::empty(logits.shape(), DType::f32, dev);
-    Tensor work = Tensor::empty({cuda::ripple_bwd_workspace_doubles(c.B, c.H, S)}, DType::f64, dev);
-    auto fwd = [&] {
-      cuda::ripple_small_fwd(qkv.raw_data(), logits.data<float>(), c.B, c.N, c.H * c.d, c.H, S,
-                             grid, out.raw_data(), den.data<float>(), stream);
-    };
-    auto bwd = [&] {
-      cuda::ripple_small_bwd(gout.raw_data(), qkv.raw_data(), logits.data<float>(),
-                             den.data<float>(), c.B, c.N, c.H * c.d, c.H, S, grid, gqkv.raw_data(),
-                             glogits.data<float>(), work.data<double>(), stream);
-    };
-    time_and_print(c, "ripple S3", stream, fwd, bwd);
-  }
+  // Ripple (S = 3, as the presets): the dense tensor-core form (N <= 128) and the linear one
+  // (head width 64), each where it applies. The TFLOP/s columns count the softmax kernels'
+  // FLOPs (forward 2 products, backward 5), so they compare times, not the work each form does.
+  for (const Case& c : cases)
+    for (const bool dense : {true, false}) {
+      const int64_t S = 3, grid = c.N == 65 ? 8 : c.N == 257 ? 16 : 4;
+      if (dense ? !cuda::ripple_small_supported(c.N, c.d)
+                : !cuda::ripple_linear_mma_supported(c.N, c.d, S))
+        continue;
+      Tensor qkv = random_bf16({c.B, c.N, 3 * c.H * c.d}, 1, 1.0, dev);
+      Tensor out = Tensor::empty({c.B, c.N, c.H * c.d}, DType::bf16, dev);
+      Tensor gout = random_bf16(out.shape(), 2, 1.0, dev);
+      Tensor gqkv = Tensor::empty(qkv.shape(), DType::bf16, dev);
+      Tensor den = Tensor::empty({c.B, c.H, c.N}, DType::f32, dev);
+      Tensor logits = Tensor::zeros({c.H, S - 1}, DType::f32, dev);
+      Tensor glogits = Tensor::empty(logits.shape(), DType::f32, dev);
+      Tensor work =
+          Tensor::empty({cuda::ripple_bwd_workspace_doubles(c.B, c.H, S)}, DType::f64, dev);
+      auto fwd = [&] {
+        (dense ? cuda::ripple_small_fwd : cuda::ripple_linear_mma_fwd)(
+            qkv.raw_data(), logits.data<float>(), c.B, c.N, c.H * c.d, c.H, S, grid, out.raw_data(),
+            den.data<float>(), stream);
+      };
+      auto bwd = [&] {
+        (dense ? cuda::ripple_small_bwd : cuda::ripple_linear_mma_bwd)(
+            gout.raw_data(), qkv.raw_data(), logits.data<float>(), den.data<float>(), c.B, c.N,
+            c.H * c.d, c.H, S, grid, gqkv.raw_data(), glogits.data<float>(), work.data<double>(),
+            stream);
+      };
+      time_and_print(c, dense ? "ripple S3 dense" : "ripple S3 lin", stream, fwd, bwd);
+    }
   return 0;
 }

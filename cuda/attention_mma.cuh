@@ -103,23 +103,30 @@ __device__ __forceinline__ void mma_a_rows(float (&acc)[D / 8][4], const uint32_
   }
 }
 
-// s (16 x 16NB, 2NB accumulator blocks of 16x8) += rows r0 .. r0+15 of the tile a times rows
-// 0 .. 16NB-1 of the tile b, transposed (S = Q K^T); both tiles [.][D+8].
+// s (16 x 16NB, 2NB accumulator blocks of 16x8) += rows r0 .. r0+15 of the tile a (row stride
+// lda) times rows 0 .. 16NB-1 of the tile b (row stride ldb), transposed (S = Q K^T), over
+// D columns.
 template <int D, int NB>
-__device__ __forceinline__ void mma_rows_bt(float (&s)[2 * NB][4], const bf16* a, const bf16* b,
-                                            int ld, int r0, int lane) {
+__device__ __forceinline__ void mma_rows_bt(float (&s)[2 * NB][4], const bf16* a, int lda,
+                                            const bf16* b, int ldb, int r0, int lane) {
 #pragma unroll
   for (int kd = 0; kd < D / 16; ++kd) {
     uint32_t fa[4];
-    load_a(fa, a, ld, r0, kd * 16, lane);
+    load_a(fa, a, lda, r0, kd * 16, lane);
 #pragma unroll
     for (int np = 0; np < NB; ++np) {
       uint32_t fb[4];
-      load_b_nk(fb, b, ld, np * 16, kd * 16, lane);
+      load_b_nk(fb, b, ldb, np * 16, kd * 16, lane);
       mma(s[2 * np], fa, fb[0], fb[1]);
       mma(s[2 * np + 1], fa, fb[2], fb[3]);
     }
   }
+}
+// Both tiles with row stride ld ([.][D+8]).
+template <int D, int NB>
+__device__ __forceinline__ void mma_rows_bt(float (&s)[2 * NB][4], const bf16* a, const bf16* b,
+                                            int ld, int r0, int lane) {
+  mma_rows_bt<D, NB>(s, a, ld, b, ld, r0, lane);
 }
 
 // ---- global <-> shared tiles -------------------------------------------------------------------

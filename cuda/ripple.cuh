@@ -1,6 +1,7 @@
 // Ripple attention kernels (math in ops/ripple.h, DESIGN.md "Linear-time form" and
-// docs/attention.md): the linear form in f32 for any size, and the dense form on tensor cores
-// in bf16 for short sequences (below). Host-only header.
+// docs/attention.md): the linear form in f32 for any size, and on tensor cores in bf16 the
+// dense form for short sequences and the linear form for longer grids (below). Host-only
+// header.
 //
 // One CTA per (image, head) computes the linear-time telescoped form in shared memory:
 //   num_i = alpha_{S-1} phi(q_i)^T [KV_all, z_all]  +  sum_j W(i, j) (phi(q_i).phi(k_j)) [v_j, 1]
@@ -59,6 +60,27 @@ void ripple_small_fwd(const void* qkv, const float* logits, int64_t B, int64_t N
 void ripple_small_bwd(const void* gout, const void* qkv, const float* logits, const float* den,
                       int64_t B, int64_t N, int64_t D, int64_t heads, int64_t stages, int64_t grid,
                       void* gqkv, float* glogits, double* workspace, cudaStream_t stream);
+
+// ---- the linear form on tensor cores (cuda/ripple_linear_mma.cu) ----
+// For longer grids: one CTA of 4 warps per (image, head) streams tiles of 64 tokens, keeps the
+// d x d sums (KV, z; backward also GQ = phi(Q)^T U) in fp32 registers, then bf16 in shared
+// memory, and computes the local levels as one 16x16 block per aligned 4x4 block of cells, all
+// with bf16 mma.sync (fp32 accumulation). Same contract as ripple_small_fwd / ripple_small_bwd.
+// ops/ripple.cpp runs them for bf16 where ripple_linear_mma_supported and the dense kernels do
+// not apply (RippleImpl::automatic), or for bf16 with RippleImpl::linear.
+
+// Whether the linear tensor-core kernels take N tokens of head width head_dim with `stages`
+// stages: N = 1 + g^2 for g = 4, 8, 16 or 32, head_dim 64, 1 <= stages <= 4 (every local level
+// inside a 4x4 block of cells).
+bool ripple_linear_mma_supported(int64_t N, int64_t head_dim, int64_t stages);
+
+void ripple_linear_mma_fwd(const void* qkv, const float* logits, int64_t B, int64_t N, int64_t D,
+                           int64_t heads, int64_t stages, int64_t grid, void* out, float* den,
+                           cudaStream_t stream);
+void ripple_linear_mma_bwd(const void* gout, const void* qkv, const float* logits, const float* den,
+                           int64_t B, int64_t N, int64_t D, int64_t heads, int64_t stages,
+                           int64_t grid, void* gqkv, float* glogits, double* workspace,
+                           cudaStream_t stream);
 
 // glogits [heads, stages - 1] = d loss / d logits from galpha [B, heads, stages], d loss /
 // d alpha per image and head (what ripple_bwd leaves in its workspace): the batch sum, then the

@@ -56,10 +56,10 @@
 #include <type_traits>
 
 #include "cuda/attention_common.cuh"
-#include "cuda/attention_mma.cuh"
 #include "cuda/check.cuh"
 #include "cuda/ripple.cuh"
 #include "cuda/ripple_alpha.cuh"
+#include "cuda/ripple_mma.cuh"
 #include "cuda/ripple_plan.cuh"
 #include "cuda/smem.cuh"
 
@@ -164,22 +164,6 @@ __device__ __forceinline__ void for_block_pairs(int p, int S, int lane, const fl
   }
 }
 
-// phi(x) = elu(x) + 1 of both bf16 halves of v, rounded to bf16: x + 1 for x >= 0 (one bf16
-// add, which rounds the exact sum once, as the fp32 sum rounded to bf16 does), exp(x) for
-// x < 0 (fp32, rounded). Both branches are computed and the sign bits pick, which is cheaper
-// than a branch per element (and exp(-0) = -0 + 1 = 1). phi'(x) = min(phi(x), 1).
-__device__ __forceinline__ uint32_t phi2(uint32_t v) {
-  __nv_bfloat162 x;
-  memcpy(&x, &v, sizeof x);
-  const float2 f = __bfloat1622float2(x);
-  const uint32_t e = pack_bf16(__expf(f.x), __expf(f.y));
-  const __nv_bfloat162 a = __hadd2(x, __float2bfloat162_rn(1.f));
-  uint32_t p;
-  memcpy(&p, &a, sizeof p);
-  const uint32_t neg = ((v >> 15) & 0x00010001u) * 0xffffu;  // ones in each negative half
-  return (p & ~neg) | (e & neg);
-}
-
 // wl[slot] = the weight of a pair in that slot, from the logits of head h (f64 stick-breaking,
 // rounded to f32 like the CPU op's f32 weights). One thread.
 __device__ __noinline__ void slot_weights(const float* logits, int h, int S, float* wl) {
@@ -188,51 +172,6 @@ __device__ __noinline__ void slot_weights(const float* logits, int h, int S, flo
   for (int l = 0; l <= kMaxLevel; ++l) wl[l] = static_cast<float>(alpha[min(l, S - 1)]);
   wl[kClassSlot] = static_cast<float>(alpha[S - 1]);
   wl[kPadSlot] = 0.f;
-}
-
-// x = phi(x) in place for rows 0 .. N-1 of a [NP][D+8] bf16 tile (rounded to bf16: the mma
-// operand). Padded rows stay zero (phi(0) = 1 would give them weight).
-template <int D>
-__device__ void phi_rows(bf16* x, int N) {
-  constexpr int kChunks = D / 8;  // 16-byte chunks per row
-  for (int i = threadIdx.x; i < N * kChunks; i += blockDim.x) {
-    uint4* p = reinterpret_cast<uint4*>(x + (i / kChunks) * (D + 8) + (i % kChunks) * 8);
-    uint32_t v[4];
-    memcpy(v, p, sizeof v);
-#pragma unroll
-    for (int k = 0; k < 4; ++k) v[k] = phi2(v[k]);
-    memcpy(p, v, sizeof v);
-  }
-}
-
-// stage_acc (cuda/attention_mma.cuh) with the chain through phi: dst = acc * min(phi, 1)
-// elementwise, phi being the warp's [16][D+8] rows of phi(x) (bf16; may be dst itself: each
-// lane reads its elements before writing them).
-template <int D>
-__device__ __forceinline__ void stage_chain(bf16* dst, const float (&acc)[D / 8][4],
-                                            const bf16* phis, int lane) {
-  const int g = lane / 4, t = lane % 4;
-#pragma unroll
-  for (int n = 0; n < D / 8; ++n) {
-    const int o0 = g * (D + 8) + n * 8 + 2 * t, o1 = o0 + 8 * (D + 8);
-    const float2 p0 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(phis + o0));
-    const float2 p1 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(phis + o1));
-    *reinterpret_cast<__nv_bfloat162*>(dst + o0) =
-        __floats2bfloat162_rn(acc[n][0] * fminf(p0.x, 1.f), acc[n][1] * fminf(p0.y, 1.f));
-    *reinterpret_cast<__nv_bfloat162*>(dst + o1) =
-        __floats2bfloat162_rn(acc[n][2] * fminf(p1.x, 1.f), acc[n][3] * fminf(p1.y, 1.f));
-  }
-}
-
-// Stores a 16x16 block held as an A fragment (cuda/attention_mma.cuh) into rows r0.., cols c0..
-// of a row-major bf16 tile with row stride ld.
-__device__ __forceinline__ void store_a(bf16* base, int ld, int r0, int c0, const uint32_t (&a)[4],
-                                        int lane) {
-  bf16* p = base + (r0 + lane / 4) * ld + c0 + 2 * (lane % 4);
-  *reinterpret_cast<uint32_t*>(p) = a[0];
-  *reinterpret_cast<uint32_t*>(p + 8 * ld) = a[1];
-  *reinterpret_cast<uint32_t*>(p + 8) = a[2];
-  *reinterpret_cast<uint32_t*>(p + 8 * ld + 8) = a[3];
 }
 
 // ---- forward -----------------------------------------------------------------------------------
@@ -487,17 +426,12 @@ __global__ void __launch_bounds__(32 * NB, bwd_min_blocks<NB>)
 
   // d loss / d alpha of this (image, head): sums over the block in a fixed order, then level ->
   // stage (near level l is stage l; all pairs less the near ones are stage S-1).
+  double sums[kLevels + 1], tot[kLevels + 1];
 #pragma unroll
-  for (int k = 0; k <= kLevels; ++k) {
-    double v = k < kLevels ? near[k] : far;
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    if (lane == 0) red[warp][k] = v;
-  }
-  __syncthreads();
+  for (int k = 0; k < kLevels; ++k) sums[k] = near[k];
+  sums[kLevels] = far;
+  block_sums(sums, &red[0][0], tot);
   if (threadIdx.x == 0) {
-    double tot[kLevels + 1] = {};
-    for (int w = 0; w < NB; ++w)
-      for (int k = 0; k <= kLevels; ++k) tot[k] += red[w][k];
     double* gab = galpha + bh * S;
     for (int st = 0; st < S; ++st) gab[st] = 0.0;
     gab[S - 1] = tot[kLevels];

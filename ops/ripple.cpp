@@ -1,8 +1,8 @@
 // Ripple attention op: checks, the stage logits -> weights (stick-breaking) map and its
 // Jacobian, and the autograd node around the CPU kernels of ops/cpu/ripple.cpp and the CUDA
 // kernels (they map logits to weights and back on the device): the linear form of
-// cuda/ripple.cu (f32) and the dense form on tensor cores of cuda/ripple_small.cu (bf16, short
-// sequences).
+// cuda/ripple.cu (f32), and on tensor cores in bf16 the dense form of cuda/ripple_small.cu
+// (short sequences) and the linear form of cuda/ripple_linear_mma.cu (longer grids).
 #include "ops/ripple.h"
 
 #include <cmath>
@@ -141,16 +141,21 @@ Tensor packed16(const Tensor& t) {
   return c;
 }
 
-// The dense tensor-core path (bf16 qkv, out and gradient; f32 logits, den and logits gradient):
-// the node of the linear path, minus the saved output (the backward recomputes what it needs
-// of it in fp32).
-Tensor ripple_attention_cuda_dense(const Tensor& qkv_in, const Tensor& logits, int64_t heads,
-                                   int64_t stages, int64_t grid) {
+// The tensor-core paths (bf16 qkv, out and gradient; f32 logits, den and logits gradient): the
+// dense kernels (short sequences) or the linear-form ones (longer grids). The node of the f32
+// linear path, minus the saved output (the backward recomputes what it needs of it in fp32).
+Tensor ripple_attention_cuda_tc(const Tensor& qkv_in, const Tensor& logits, int64_t heads,
+                                int64_t stages, int64_t grid, bool dense) {
   const int64_t B = qkv_in.shape()[0], N = qkv_in.shape()[1], D = qkv_in.shape()[2] / 3;
-  LVIT_USER_CHECK(qkv_in.dtype() == DType::bf16 && cuda::ripple_small_supported(N, D / heads),
-                  "dense ripple attention on CUDA runs bf16 tensor-core kernels for up to 128 "
-                  "tokens and head widths 16, 32 or 64; got {} with {} tokens and head width {}",
-                  dtype_name(qkv_in.dtype()), N, D / heads);
+  if (dense)
+    LVIT_USER_CHECK(qkv_in.dtype() == DType::bf16 && cuda::ripple_small_supported(N, D / heads),
+                    "dense ripple attention on CUDA runs bf16 tensor-core kernels for up to 128 "
+                    "tokens and head widths 16, 32 or 64; got {} with {} tokens and head width {}",
+                    dtype_name(qkv_in.dtype()), N, D / heads);
+  else
+    LVIT_CHECK(
+        qkv_in.dtype() == DType::bf16 && cuda::ripple_linear_mma_supported(N, D / heads, stages),
+        "ripple_attention: no linear tensor-core kernel for {} tokens of width {}", N, D / heads);
   LVIT_CHECK(
       !logits.defined() || (logits.dtype() == DType::f32 && logits.device() == qkv_in.device()),
       "ripple_attention: logits must be f32 on {} for bf16 qkv, got {} on {}",
@@ -159,21 +164,33 @@ Tensor ripple_attention_cuda_dense(const Tensor& qkv_in, const Tensor& logits, i
   const Tensor lg = saved_logits(logits, stages);
   Tensor out = Tensor::empty({B, N, D}, DType::bf16, qkv.device());
   Tensor den = Tensor::empty({B, heads, N}, DType::f32, qkv.device());
-  cuda::ripple_small_fwd(qkv.raw_data(), logits_ptr(lg), B, N, D, heads, stages, grid,
-                         out.raw_data(), den.data<float>(), cuda_stream(qkv));
+  (dense ? cuda::ripple_small_fwd : cuda::ripple_linear_mma_fwd)(
+      qkv.raw_data(), logits_ptr(lg), B, N, D, heads, stages, grid, out.raw_data(),
+      den.data<float>(), cuda_stream(qkv));
   autograd::record(
       out, {qkv_in, logits}, "RippleAttentionBackward",
-      [qkv = qkv.detach(), lg, den, heads, stages, grid](const Tensor& g_in,
-                                                         const autograd::Node& n) {
+      [qkv = qkv.detach(), lg, den, heads, stages, grid, dense](const Tensor& g_in,
+                                                                const autograd::Node& n) {
         const Tensor g = packed16(g_in.dtype() == DType::bf16 ? g_in : g_in.to(DType::bf16));
         const int64_t B = qkv.shape()[0], N = qkv.shape()[1], D = qkv.shape()[2] / 3;
         const CudaGrads r(qkv, DType::bf16, heads, stages, n.needs_input_grad(1));
-        cuda::ripple_small_bwd(g.raw_data(), qkv.raw_data(), logits_ptr(lg), den.data<float>(), B,
-                               N, D, heads, stages, grid, r.gqkv.raw_data(), r.glogits_ptr(),
-                               r.ws.data<double>(), cuda_stream(qkv));
+        (dense ? cuda::ripple_small_bwd : cuda::ripple_linear_mma_bwd)(
+            g.raw_data(), qkv.raw_data(), logits_ptr(lg), den.data<float>(), B, N, D, heads, stages,
+            grid, r.gqkv.raw_data(), r.glogits_ptr(), r.ws.data<double>(), cuda_stream(qkv));
         return r.result(n);
       });
   return out;
+}
+
+// Which tensor-core kernels take bf16 qkv on CUDA (none: widen around the f32 linear ones).
+enum class TcKernels { none, dense, linear };
+TcKernels tc_kernels(RippleImpl impl, int64_t N, int64_t D, int64_t heads, int64_t stages) {
+  if (impl == RippleImpl::dense) return TcKernels::dense;  // or a one-line error
+  if (heads <= 0 || D % heads != 0) return TcKernels::none;
+  if (impl == RippleImpl::automatic && cuda::ripple_small_supported(N, D / heads))
+    return TcKernels::dense;
+  if (cuda::ripple_linear_mma_supported(N, D / heads, stages)) return TcKernels::linear;
+  return TcKernels::none;
 }
 #endif
 
@@ -210,12 +227,9 @@ Tensor ripple_attention(const Tensor& qkv_in, const Tensor& logits, int64_t head
   const int64_t B = qkv_in.shape()[0], N = qkv_in.shape()[1], D = qkv_in.shape()[2] / 3;
   if (gpu && qkv_in.dtype() == DType::bf16) {
 #ifdef LVIT_WITH_CUDA
-    // Mixed precision: short sequences run the dense form on tensor cores in bf16 (fp32
-    // accumulation); everything else widens the activations around the f32 linear kernels.
-    const bool dense =
-        impl == RippleImpl::dense || (impl == RippleImpl::automatic && heads > 0 &&
-                                      D % heads == 0 && cuda::ripple_small_supported(N, D / heads));
-    if (!dense)
+    // Mixed precision: the tensor-core kernels in bf16 (fp32 accumulation) where they apply,
+    // else the activations widened around the f32 linear kernels.
+    if (tc_kernels(impl, N, D, heads, stages) == TcKernels::none)
 #endif
       return cast(ripple_attention(cast(qkv_in, DType::f32), logits, heads, stages, grid_h, grid_w,
                                    RippleImpl::linear),
@@ -240,7 +254,8 @@ Tensor ripple_attention(const Tensor& qkv_in, const Tensor& logits, int64_t head
   if (gpu) {
 #ifdef LVIT_WITH_CUDA
     if (qkv_in.dtype() == DType::bf16 || impl == RippleImpl::dense)
-      return ripple_attention_cuda_dense(qkv_in, logits, heads, stages, grid_h);
+      return ripple_attention_cuda_tc(qkv_in, logits, heads, stages, grid_h,
+                                      tc_kernels(impl, N, D, heads, stages) == TcKernels::dense);
     return ripple_attention_cuda(qkv_in, logits, heads, stages, grid_h);
 #endif
   }

@@ -18,9 +18,11 @@
 namespace lvit::ops {
 
 enum class RippleImpl {
-  automatic,  // CPU: linear; CUDA: dense on tensor cores for bf16 where the kernels apply
+  automatic,  // CPU: linear; CUDA, bf16: dense on tensor cores where those kernels apply
               // (N <= 128, head width 16, 32 or 64; cuda::ripple_small_supported), else linear
-  linear,     // telescoped dyadic-block form: O(S n d^2) time, O(n d) extra memory per head
+  linear,     // telescoped dyadic-block form: O(S n d^2) time, O(n d) extra memory per head;
+              // on CUDA in bf16 on tensor cores where cuda::ripple_linear_mma_supported (head
+              // width 64, 1-4 stages, grids 4x4 to 32x32), else in f32
   dense,      // n x n weighted kernel per head: O(n^2 d) time, O(n^2) memory; on the CPU the
               // reference, on CUDA the bf16 tensor-core kernels (only there: an error otherwise)
 };
@@ -28,9 +30,10 @@ enum class RippleImpl {
 // qkv [B, N, 3D] (q, then k, then v; head h owns channels h*d .. h*d+d-1 of each, as timm),
 // logits [heads, stages-1] (undefined when stages == 1), N = 1 + grid_h * grid_w -> [B, N, D].
 // Fused forward and hand-written backward for qkv and logits; saves qkv, the output and the
-// denominators [B, H, N]. f32 and f64 on the CPU. On CUDA the linear form runs in f32 (bf16
-// activations are widened around it) and the dense form in bf16 (f32 logits; denominators
-// saved in f32), both with the stage weights and the logits' gradient computed on the device.
+// denominators [B, H, N]. f32 and f64 on the CPU. On CUDA, bf16 runs the tensor-core kernels
+// (f32 logits; denominators saved in f32; the output is not saved) where they apply, and
+// otherwise the f32 linear kernels on widened activations; all with the stage weights and the
+// logits' gradient computed on the device.
 Tensor ripple_attention(const Tensor& qkv, const Tensor& logits, int64_t heads, int64_t stages,
                         int64_t grid_h, int64_t grid_w, RippleImpl impl = RippleImpl::automatic);
 

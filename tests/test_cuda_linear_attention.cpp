@@ -3,7 +3,8 @@
 // f32 inputs. Tolerances follow tests/cuda_test_util.h: f32 arithmetic and K = the longest
 // reduction behind an element. Shapes cover batch 1 and 3, every code path of the kernels
 // (Ripple: 1..7 stages, grids 1x1 to 32x32, head widths that are and are not multiples of the
-// kernels' 16-channel padding, the extra passes for blocks larger than a tile; Hydra: 1, 4 and D
+// kernels' 16-channel padding, the extra passes for blocks larger than a tile; the bf16
+// tensor-core kernels, dense and linear, against the CPU on bf16-rounded inputs; Hydra: 1, 4 and D
 // branches, branch widths below, at and above a warp, token counts that are not multiples of
 // the 32-row chunks, the eps clamp, the fast kernels' lane layouts and the generic kernels (by
 // width, and for the presets' shapes through misaligned views) in f32 and bf16, bit-identical
@@ -24,6 +25,7 @@
 
 #ifdef LVIT_WITH_CUDA
 #include "cuda/hydra.cuh"
+#include "cuda/ripple.cuh"
 #include "cuda/ripple_plan.cuh"
 #endif
 
@@ -187,8 +189,8 @@ Tensor bf16_rounded(const Tensor& t) { return t.to(DType::bf16).to(DType::f32); 
 Tensor as_f32(const Tensor& t) { return t.to(DType::f32); }
 
 // The dense tensor-core kernels (bf16; cuda/ripple_small.cu) against the CPU dense reference in
-// f32 on the same bf16-rounded qkv and upstream gradient, and against the linear CUDA kernels
-// (f32 inside, bf16 widened around them) on the same inputs. Tolerances (cuda_test_util.h, u =
+// f32 on the same bf16-rounded qkv and upstream gradient, and against the f32 linear CUDA
+// kernels on the same inputs. Tolerances (cuda_test_util.h, u =
 // 2^-8): the kernels round phi(q), phi(k), P (or P / den and dS) to bf16 as mma operands and
 // the results once. As for softmax attention (tests/test_cuda_attention.cpp), P and the
 // denominator weight every key's error by its share of the row, so the output stays a few u
@@ -212,8 +214,8 @@ void check_ripple_dense(const RippleCase& c, uint64_t seed) {
       run_ripple(qkv, logits, c.H, c.S, c.g, gout, false, true, DType::f32, ops::RippleImpl::dense);
   const Run gpu =
       run_ripple(qkv, logits, c.H, c.S, c.g, gout, true, true, DType::bf16, ops::RippleImpl::dense);
-  const Run lin = run_ripple(qkv, logits, c.H, c.S, c.g, gout, true, true, DType::bf16,
-                             ops::RippleImpl::linear);
+  const Run lin =
+      run_ripple(qkv, logits, c.H, c.S, c.g, gout, true, true, DType::f32, ops::RippleImpl::linear);
   REQUIRE(gpu.out.dtype() == DType::bf16);
   REQUIRE(gpu.gqkv.dtype() == DType::bf16);
   for (const Run* want : {&cpu, &lin}) {
@@ -226,7 +228,54 @@ void check_ripple_dense(const RippleCase& c, uint64_t seed) {
   if (c.S == 1) CHECK_FALSE(gpu.glogits.defined());
 }
 
+// The linear-form tensor-core kernels (bf16; cuda/ripple_linear_mma.cu) against the CPU linear
+// form in f32 on the same bf16-rounded inputs. The rounding points are those of the dense
+// kernels (phi, U = g / den', the local W s and dS as mma operands, the results) plus the d x d
+// sums KV, z and GQ, rounded to bf16 once each; a rounded sum's error is relative to the sum
+// and reaches an output element weighted like one more term, so the dense kernels' tolerances
+// hold: K = 4 forward, 16 for the qkv gradient, N for the logits' gradient.
+void check_ripple_linear_mma(const RippleCase& c, uint64_t seed) {
+  CAPTURE(c.B);
+  CAPTURE(c.H);
+  CAPTURE(c.S);
+  CAPTURE(c.g);
+  const int64_t N = 1 + c.g * c.g, D = c.H * c.d;
+#ifdef LVIT_WITH_CUDA
+  REQUIRE(cuda::ripple_linear_mma_supported(N, c.d, c.S));
+#endif
+  const Tensor qkv = bf16_rounded(cudatest::randn({c.B, N, 3 * D}, seed));
+  const Tensor logits = rand_logits(c.H, c.S, seed + 1);
+  const Tensor gout = bf16_rounded(cudatest::randn({c.B, N, D}, seed + 2));
+  const Run cpu = run_ripple(qkv, logits, c.H, c.S, c.g, gout, false, true, DType::f32,
+                             ops::RippleImpl::linear);
+  const Run gpu = run_ripple(qkv, logits, c.H, c.S, c.g, gout, true, true, DType::bf16,
+                             ops::RippleImpl::linear);
+  REQUIRE(gpu.out.dtype() == DType::bf16);
+  REQUIRE(gpu.gqkv.dtype() == DType::bf16);
+  expect_close(as_f32(cpu.out), as_f32(gpu.out), Arith::bf16, 4, "linear mma ripple out");
+  expect_close(as_f32(cpu.gqkv), as_f32(gpu.gqkv), Arith::bf16, 16, "linear mma ripple gqkv");
+  if (c.S > 1)
+    expect_close(cpu.glogits, gpu.glogits, Arith::bf16, N, "linear mma ripple glogits");
+  else
+    CHECK_FALSE(gpu.glogits.defined());
+}
+
 }  // namespace
+
+TEST_CASE("cuda ripple linear (bf16 tensor cores): forward and every gradient match the CPU") {
+  LVIT_SKIP_WITHOUT_GPU();
+  // Every grid the kernels take (4x4: one unit, a partial tile; 8x8: one full tile; 16x16: the
+  // ripple-tiny presets, 4 tiles; 32x32: 16 tiles), 1 to 4 stages (S = 1: no local term, no
+  // logits; S = 4: levels 0-2 all local), batch 1 to 3, 1 to 3 heads.
+  const RippleCase cases[] = {{2, 3, 64, 3, 4},  {1, 2, 64, 1, 4},  {3, 1, 64, 4, 8},
+                              {2, 2, 64, 2, 8},  {2, 6, 64, 3, 16}, {1, 2, 64, 1, 16},
+                              {3, 1, 64, 4, 16}, {1, 2, 64, 2, 16}, {1, 1, 64, 3, 32}};
+  uint64_t seed = 5000;
+  for (const RippleCase& c : cases) {
+    check_ripple_linear_mma(c, seed);
+    seed += 10;
+  }
+}
 
 TEST_CASE("cuda hydra: forward and backward match the CPU op") {
   LVIT_SKIP_WITHOUT_GPU();
@@ -416,8 +465,9 @@ TEST_CASE("cuda ripple dense: the ripple-cifar shape, and the automatic kernel c
   check_ripple_dense({2, 2, 32, 5, 8}, 4100);
   check_ripple_dense({1, 3, 64, 6, 8}, 4200);
   // automatic = dense for bf16 within the kernels' sizes, linear otherwise (f32; bf16 with
-  // d = 8 or 257 tokens): the kernels are deterministic, so the results are bit for bit those of
-  // the forced choice.
+  // d = 8, the f32 kernels on widened values; bf16 at 257 tokens, the linear tensor-core
+  // kernels): the kernels are deterministic, so the results are bit for bit those of the forced
+  // choice.
   struct Pick {
     RippleCase c;
     DType dtype;
