@@ -381,6 +381,7 @@ __global__ void __launch_bounds__(kThreads, 4)
     const float d0 = a * __shfl_sync(0xffffffffu, oz[0], lane & ~3) + quad_sum(l[0]);
     const float d1 = a * __shfl_sync(0xffffffffu, oz[2], lane & ~3) + quad_sum(l[1]);
     bf16* os = Qs + r0 * kLd;  // the warp's own Q rows: no other warp reads them
+    __syncwarp();              // every lane's reads of them are done
     stage_acc<D>(os, o, 1.f / (d0 + kEps), 1.f / (d1 + kEps), lane);
     if (t == 0) {
       den[bh * N + tok_of(r0 + g)] = d0;
