@@ -129,9 +129,42 @@ TEST_CASE("sgemm_avx512 matches a double-precision reference") {
       for (int t = 0; t < 4; ++t) {
         const Problem p(d.M, d.N, d.K, t & 1, t & 2, (seed % 2) * 3, seed);
         ++seed;
-        check_gemm(cpu::sgemm_avx512, p, std::to_string(threads) + " threads");
+        check_gemm(
+            [](bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+               const float* B, int64_t ldb, float* C, int64_t ldc,
+               float beta) { cpu::sgemm_avx512(ta, tb, M, N, K, A, lda, B, ldb, C, ldc, beta); },
+            p, std::to_string(threads) + " threads");
       }
   }
+}
+
+TEST_CASE("sgemm_avx512 adds a bias row as it stores the first K slice (linear layers)") {
+  // C = op(A) op(B) + bias with beta 0: C starts as NaN (it must not be read), and the result
+  // is checked against the reference for beta 1 over C0 = the bias rows; one and several K
+  // slices, partial micro-tiles in both dimensions, both threads counts.
+  ThreadCountGuard guard;
+  std::mt19937 gen(11);
+  std::uniform_real_distribution<float> uniform(-1.f, 1.f);
+  uint32_t seed = 100;
+  for (int threads : {1, 2})
+    for (const Dims& d :
+         {Dims{17, 33, 65}, Dims{43, 70, 513}, Dims{169, 31, 9}, Dims{200, 3, 40}}) {
+      set_num_threads(threads);
+      const Problem p(d.M, d.N, d.K, false, true, 3, seed++);
+      std::vector<float> bias(p.N);
+      for (float& b : bias) b = uniform(gen);
+      std::vector<float> C0(p.M * p.ldc()), C(p.M * p.ldc());
+      for (int64_t i = 0; i < p.M; ++i)
+        for (int64_t j = 0; j < p.ldc(); ++j) {
+          const bool pad = j >= p.N;
+          C0[i * p.ldc() + j] = pad ? 7.f : bias[j];
+          C[i * p.ldc() + j] = pad ? 7.f : std::numeric_limits<float>::quiet_NaN();
+        }
+      cpu::sgemm_avx512(p.ta, p.tb, p.M, p.N, p.K, p.A.data(), p.lda(), p.B.data(), p.ldb(),
+                        C.data(), p.ldc(), 0.f, bias.data());
+      check_against_reference(p, 1.f, C0, C,
+                              "bias " + p.name() + " " + std::to_string(threads) + " threads");
+    }
 }
 
 TEST_CASE("sgemm_avx512 is bitwise reproducible and the same for 1 and 2 threads") {

@@ -493,6 +493,16 @@ TEST_CASE("dropout: kept fraction, scaling, mask reuse in backward, eval identit
   for (int64_t i = 0; i < n; ++i)
     mismatches += (v[i] != 0.0f) != (Philox::uniform(11, 0, i) >= static_cast<float>(p));
   CHECK(mismatches == 0);
+  // Also for probabilities whose threshold p 2^24 is not an integer (the kernel compares the
+  // word's 24 bits with its ceiling).
+  for (double q : {0.1, 1.0 / 3.0, 0.5, 0.9}) {
+    Generator gq(21);
+    const auto vq = ops::dropout(x, q, true, gq).to_vector<float>();
+    int64_t off = 0;
+    for (int64_t i = 0; i < n; ++i)
+      off += (vq[i] != 0.0f) != (Philox::uniform(21, 0, i) >= static_cast<float>(q));
+    CHECK_MESSAGE(off == 0, "p = " << q);
+  }
 
   // Same generator state, same mask; the next call gets a fresh offset and a new mask.
   Generator g2(11);

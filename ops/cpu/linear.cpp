@@ -152,11 +152,35 @@ template void gemm_batched<double>(bool, bool, int64_t, int64_t, int64_t, int64_
                                    int64_t, int64_t, const double*, int64_t, int64_t, double*,
                                    int64_t, int64_t);
 
+namespace {
+
+// y [M,N] = x [M,K] w^T (+ bias [N]) on sgemm_avx512, where it takes the product (f32, big
+// enough), with the bias added as the results are stored rather than copied into y first;
+// false where it does not (the caller runs the generic path).
+template <typename T>
+bool linear_fwd_own_sgemm(int64_t, int64_t, int64_t, const T*, const T*, const T*, T*) {
+  return false;
+}
+#if LVIT_HAVE_SGEMM_AVX512
+template <>
+bool linear_fwd_own_sgemm<float>(int64_t M, int64_t N, int64_t K, const float* x, const float* w,
+                                 const float* bias, float* y) {
+  if (K == 0 || !uses_own_sgemm(M, N, K)) return false;
+  sgemm_avx512(false, true, M, N, K, x, K, w, K, y, N, 0.f, bias);
+  return true;
+}
+#endif
+
+}  // namespace
+
 void linear_fwd(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y) {
   const int64_t M = x.shape()[0], K = x.shape()[1], N = w.shape()[0];
   LVIT_DISPATCH_FLOAT(x.dtype(), "linear", [&] {
     using T = scalar_t;
     T* py = y.data<T>();
+    if (linear_fwd_own_sgemm(M, N, K, x.data<T>(), w.data<T>(), b.defined() ? b.data<T>() : nullptr,
+                             py))
+      return;
     if (b.defined()) {
       // Start from the bias so the GEMM accumulates onto it (beta = 1): no extra pass over y.
       const T* pb = b.data<T>();

@@ -130,11 +130,12 @@ void pack_panels(const float* src, int64_t sw, int64_t sk, int64_t width, int64_
   }
 }
 
-// C tile (mr <= kMR rows, nr <= kNR columns at c) = sum_k pa[k] (x) pb[k] + beta * C, where
-// pa holds kMR floats and pb kNR floats per k. beta == 0 writes C without reading it.
+// C tile (mr <= kMR rows, nr <= kNR columns at c) = sum_k pa[k] (x) pb[k] + beta * C (+ the
+// row vector bias, the tile's nr entries, where given), where pa holds kMR floats and pb kNR
+// floats per k. beta == 0 writes C without reading it.
 template <int kMR, int kNV>
 void micro_kernel(int64_t kc, const float* __restrict pa, const float* __restrict pb, float* c,
-                  int64_t ldc, int64_t mr, int64_t nr, float beta) {
+                  int64_t ldc, int64_t mr, int64_t nr, float beta, const float* bias) {
   constexpr int kNR = 16 * kNV;
   __m512 acc[kMR][kNV];
 #pragma GCC unroll 32
@@ -155,6 +156,10 @@ void micro_kernel(int64_t kc, const float* __restrict pa, const float* __restric
   __mmask16 mask[kNV];
   for (int v = 0; v < kNV; ++v) mask[v] = lanes(nr - 16 * v);
   const __m512 vbeta = _mm512_set1_ps(beta);
+  __m512 vbias[kNV];
+#pragma GCC unroll 4
+  for (int v = 0; v < kNV; ++v)
+    vbias[v] = bias ? _mm512_maskz_loadu_ps(mask[v], bias + 16 * v) : _mm512_setzero_ps();
 #pragma GCC unroll 32
   for (int i = 0; i < kMR; ++i) {
     if (i >= mr) break;
@@ -166,14 +171,17 @@ void micro_kernel(int64_t kc, const float* __restrict pa, const float* __restric
         const __m512 old = _mm512_maskz_loadu_ps(mask[v], row + 16 * v);
         out = beta == 1.f ? _mm512_add_ps(old, out) : _mm512_fmadd_ps(vbeta, old, out);
       }
+      if (bias) out = _mm512_add_ps(out, vbias[v]);
       _mm512_mask_storeu_ps(row + 16 * v, mask[v], out);
     }
   }
 }
 
-// The C rows [ic, ic + mc) of one K slice against the packed B slice pb (kc x nc, at column jc).
+// The C rows [ic, ic + mc) of one K slice against the packed B slice pb (kc x nc, at column jc);
+// bias (nullptr: none) is the row vector's entry for column jc.
 void row_block(bool ta, int64_t ic, int64_t mc, int64_t jc, int64_t nc, int64_t pc, int64_t kc,
-               const float* A, int64_t lda, const float* pb, float* C, int64_t ldc, float beta) {
+               const float* A, int64_t lda, const float* pb, float* C, int64_t ldc, float beta,
+               const float* bias) {
   float* pa = t_packed_a.get(kc * ((mc + kMR - 1) / kMR * kMR));
   // op(A) element (i, k) is A[i * a_row + k * a_k].
   const int64_t a_row = ta ? 1 : lda, a_k = ta ? lda : 1;
@@ -184,14 +192,15 @@ void row_block(bool ta, int64_t ic, int64_t mc, int64_t jc, int64_t nc, int64_t 
       for (int64_t jr = jb; jr < jb_end; jr += kNR)
         micro_kernel<kMR, kNV>(kc, pa + ir * kc, pb + jr * kc, C + (ic + ir) * ldc + jc + jr, ldc,
                                std::min<int64_t>(kMR, mc - ir), std::min<int64_t>(kNR, nc - jr),
-                               beta);
+                               beta, bias ? bias + jr : nullptr);
   }
 }
 
 }  // namespace
 
 void sgemm_avx512(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
-                  const float* B, int64_t ldb, float* C, int64_t ldc, float beta) {
+                  const float* B, int64_t ldb, float* C, int64_t ldc, float beta,
+                  const float* bias) {
   if (M == 0 || N == 0) return;
   const int64_t threads = num_threads();
   // Row tasks: about four per thread, so a thread whose vCPU is stolen for a while holds up at
@@ -216,7 +225,7 @@ void sgemm_avx512(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float
       parallel_tasks(tasks, [&](int64_t t) {
         const int64_t ic = t * task_rows;
         row_block(ta, ic, std::min(task_rows, M - ic), jc, nc, pc, kc, A, lda, pb, C, ldc,
-                  pc == 0 ? beta : 1.f);
+                  pc == 0 ? beta : 1.f, pc == 0 && bias ? bias + jc : nullptr);
       });
     }
   }

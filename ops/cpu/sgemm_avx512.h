@@ -9,13 +9,16 @@
 
 namespace lvit::cpu {
 
-// C[M,N] = op(A) op(B) + beta * C, row-major; op(A) = A (stored [M,K]) or A^T (stored [K,M]),
-// op(B) = B ([K,N]) or B^T ([N,K]); K >= 1. beta == 0 never reads C (NaN there is fine). Hands
+// C[M,N] = op(A) op(B) + beta * C (+ bias[j] in every row i, where bias [N] is given: a linear
+// layer's bias, added as the first K slice's results are stored, without a pass of its own),
+// row-major; op(A) = A (stored [M,K]) or A^T (stored [K,M]), op(B) = B ([K,N]) or B^T ([N,K]);
+// K >= 1. beta == 0 never reads C (NaN there is fine). Hands
 // blocks of output rows to lvit's thread pool (M <= 14 runs on one thread; the ViT GEMMs have
 // hundreds to thousands of rows), never splits K, so the result is bitwise the same
 // run to run and for any thread count.
 void sgemm_avx512(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const float* A,
-                  int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, float beta);
+                  int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, float beta,
+                  const float* bias = nullptr);
 
 }  // namespace lvit::cpu
 
