@@ -75,17 +75,16 @@ struct Philox {
     const u64x8 lo_mask = u64x8{} + 0xffffffffull;
     // 32 x 32 -> 64-bit products: every element holds a 32-bit value, so on AVX-512 this is one
     // vpmuludq (the low halves' product) where the generic 64-bit multiply is a 3-uop vpmullq.
-    const auto mul32 = [](u64x8 a, uint32_t m) -> u64x8 {
-#if defined(__AVX512F__) && !defined(__CUDACC__)
-      return (u64x8)_mm512_mul_epu32((__m512i)a, _mm512_set1_epi64(m));
-#else
-      return a * static_cast<uint64_t>(m);
-#endif
-    };
+    // (Written inline: a helper returning a 512-bit vector changes the ABI without AVX-512.)
     for (int r = 0; r < 10; ++r) {
       for (int v = 0; v < V; ++v) {
-        const u64x8 p0 = mul32(a0[v], M0);
-        const u64x8 p1 = mul32(a2[v], M1);
+#if defined(__AVX512F__) && !defined(__CUDACC__)
+        const u64x8 p0 = (u64x8)_mm512_mul_epu32((__m512i)a0[v], _mm512_set1_epi64(M0));
+        const u64x8 p1 = (u64x8)_mm512_mul_epu32((__m512i)a2[v], _mm512_set1_epi64(M1));
+#else
+        const u64x8 p0 = a0[v] * static_cast<uint64_t>(M0);
+        const u64x8 p1 = a2[v] * static_cast<uint64_t>(M1);
+#endif
         a0[v] = (p1 >> 32) ^ a1[v] ^ static_cast<uint64_t>(k0);
         a2[v] = (p0 >> 32) ^ a3[v] ^ static_cast<uint64_t>(k1);
         a1[v] = p1 & lo_mask;
