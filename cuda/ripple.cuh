@@ -70,8 +70,8 @@ void ripple_small_bwd(const void* gout, const void* qkv, const float* logits, co
 // not apply (RippleImpl::automatic), or for bf16 with RippleImpl::linear.
 
 // Whether the linear tensor-core kernels take N tokens of head width head_dim with `stages`
-// stages: N = 1 + g^2 for g = 4, 8, 16 or 32, head_dim 64, 1 <= stages <= 4 (every local level
-// inside a 4x4 block of cells).
+// stages: N = 1 + g^2 for g = 4, 8, 16 or 32, head_dim 32 or 64, 1 <= stages <= 4 (every local
+// level inside a 4x4 block of cells).
 bool ripple_linear_mma_supported(int64_t N, int64_t head_dim, int64_t stages);
 
 void ripple_linear_mma_fwd(const void* qkv, const float* logits, int64_t B, int64_t N, int64_t D,

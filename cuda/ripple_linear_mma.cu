@@ -1,4 +1,4 @@
-// Ripple attention in its linear-time form on tensor cores (bf16, head width 64, 1 <= S <= 4,
+// Ripple attention in its linear-time form on tensor cores (bf16, head width 32 or 64, 1 <= S <= 4,
 // grids 4x4 to 32x32): declared in cuda/ripple.cuh, chosen by ops/ripple.cpp for bf16 where the
 // dense kernels (cuda/ripple_small.cu, N <= 128) do not apply, i.e. the 257-token Tiny ImageNet
 // presets. Same math as ops/cpu/ripple.cpp (DESIGN.md, "Linear-time form"): with
@@ -15,9 +15,9 @@
 //
 // One CTA of 4 warps per (image, head), streaming tiles of 64 rows through shared memory:
 //  - "sum" passes run over the cells in row-major order, 64 tokens a tile; warp w owns rows
-//    16w .. 16w+15 of the d x d sums (d = 64: the 4 warps cover them; no reduction across
-//    warps), accumulated in fp32 registers over all tiles, A = psi^T (or phi^T) read with
-//    ldmatrix.trans from the [token][channel] tile;
+//    16w .. 16w+15 of the d x d sums (d = 64: the 4 warps cover them, d = 32: warps 0 and 1;
+//    no reduction across warps), accumulated in fp32 registers over all tiles, A = psi^T (or
+//    phi^T) read with ldmatrix.trans from the [token][channel] tile;
 //  - "unit" passes run over the units, 4 a tile (warp w = unit 4 tile + w), rows gathered so
 //    that unit row k is cell (4 br + k / 4, 4 bc + k % 4) of unit (br, bc); the level of a pair
 //    of unit rows is then a function of the two row numbers only (unit_level), the same for
@@ -55,10 +55,12 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "cuda/check.cuh"
 #include "cuda/ripple.cuh"
 #include "cuda/ripple_alpha.cuh"
+#include "cuda/ripple_linear_tiles.cuh"
 #include "cuda/ripple_mma.cuh"
 #include "cuda/ripple_plan.cuh"
 #include "cuda/smem.cuh"
@@ -70,178 +72,7 @@ using namespace tc;
 using ripple_detail::Geom;
 using ripple_detail::kMaxStages;
 
-constexpr int kWarps = 4;
-constexpr int kThreads = 32 * kWarps;
-constexpr int kTileRows = 16 * kWarps;           // 64 rows per tile, 16 per warp
-constexpr int kHeadDim = 64;                     // the sum passes' warp layout needs d = 16 kWarps
-constexpr int kMaxLocalLevels = 3;               // levels 0..2 lie inside a unit: S <= 4
-constexpr int kMinGridLog = 2, kMaxGridLog = 5;  // 4x4 .. 32x32 cells
-constexpr int kLdS = 24;                         // row stride of the 16x16 scratch blocks
-constexpr float kEps = 1e-6f;                    // the denominator's eps (DESIGN.md)
-
-// ---- geometry
-// ------------------------------------------------------------------------------------
-
-// The token of row r of unit tile `tile` (units 4 tile .. 4 tile + 3), or -1 past the last unit.
-// Units are numbered row-major over the (g/4) x (g/4) blocks of 4x4 cells.
-__device__ __forceinline__ int unit_token(int tile, int r, int glog, int units) {
-  const int u = 4 * tile + r / 16, k = r % 16;
-  if (u >= units) return -1;
-  const int ulog = glog - 2;  // log2 of units per row
-  const int row = 4 * (u >> ulog) + (k >> 2), col = 4 * (u & ((1 << ulog) - 1)) + (k & 3);
-  return 1 + (row << glog) + col;
-}
-
-// Level of the pair of unit rows ki, kj: the bit length of the or of their row and column
-// differences inside the 4x4 block (0, 1 or 2).
-__device__ __forceinline__ int unit_level(int ki, int kj) {
-  const int x = ((ki >> 2) ^ (kj >> 2)) | ((ki & 3) ^ (kj & 3));
-  return x == 0 ? 0 : (x == 1 ? 1 : 2);
-}
-
-// The level of accumulator element (n, e) of this lane in a unit's 16x16 pair block (C layout:
-// row g + 8 (e >> 1), column 8n + 2t + (e & 1)).
-__device__ __forceinline__ int elem_level(int lane, int n, int e) {
-  return unit_level(lane / 4 + 8 * (e >> 1), 8 * n + 2 * (lane % 4) + (e & 1));
-}
-
-// ---- shared tiles
-// --------------------------------------------------------------------------------
-
-// How a thread takes part in moving a 64-row tile: the 16-byte chunk c of rows tid / 8 + 16 k,
-// k < 4 (D = 64: 8 chunks a row). Each thread transforms (phi, or the scaling of G into U) the
-// chunks it loaded itself, in registers, so no barrier and no shared read-back sits between a
-// load and its transform.
-struct TileSlots {
-  static constexpr int kRows = kTileRows * 8 / kThreads;  // 4
-  int tok[kRows];  // the rows' tokens, -1 for rows past the end (zero-filled)
-  int row0, c;     // first row, first channel
-};
-template <int D, typename TokOf>
-__device__ __forceinline__ TileSlots tile_slots(TokOf tok_of) {
-  static_assert(D / 8 * kThreads / kTileRows == 16 && kThreads % (D / 8) == 0);
-  TileSlots s;
-  s.row0 = threadIdx.x / (D / 8);
-  s.c = (threadIdx.x % (D / 8)) * 8;
-#pragma unroll
-  for (int k = 0; k < TileSlots::kRows; ++k) s.tok[k] = tok_of(s.row0 + 16 * k);
-  return s;
-}
-
-// dst's slot chunks = src's, asynchronously (cp.async; zeros for rows past the end).
-template <int D>
-__device__ __forceinline__ void copy_slots(bf16* dst, const bf16* __restrict__ src, int64_t ld,
-                                           const TileSlots& s) {
-#pragma unroll
-  for (int k = 0; k < TileSlots::kRows; ++k)
-    cp_async16(dst + (s.row0 + 16 * k) * (D + 8) + s.c,
-               src + int64_t{s.tok[k] < 0 ? 0 : s.tok[k]} * ld + s.c, s.tok[k] >= 0);
-}
-
-// The slot chunks of src (zeros past the end), in registers.
-__device__ __forceinline__ void load_slots(uint4 (&v)[TileSlots::kRows],
-                                           const bf16* __restrict__ src, int64_t ld,
-                                           const TileSlots& s) {
-#pragma unroll
-  for (int k = 0; k < TileSlots::kRows; ++k)
-    v[k] = s.tok[k] >= 0 ? __ldg(reinterpret_cast<const uint4*>(src + s.tok[k] * ld + s.c))
-                         : make_uint4(0, 0, 0, 0);
-}
-
-// dst's slot chunks = phi(v) (zero rows stay zero: phi(0) = 1 would give them weight).
-template <int D>
-__device__ __forceinline__ void store_phi_slots(bf16* dst, const uint4 (&v)[TileSlots::kRows],
-                                                const TileSlots& s) {
-#pragma unroll
-  for (int k = 0; k < TileSlots::kRows; ++k) {
-    const uint4 p =
-        s.tok[k] < 0 ? v[k] : make_uint4(phi2(v[k].x), phi2(v[k].y), phi2(v[k].z), phi2(v[k].w));
-    *reinterpret_cast<uint4*>(dst + (s.row0 + 16 * k) * (D + 8) + s.c) = p;
-  }
-}
-
-// bf16 pair x times f, rounded once (as the fp32 product).
-__device__ __forceinline__ uint32_t scale2(uint32_t x, float f) {
-  __nv_bfloat162 h;
-  memcpy(&h, &x, sizeof h);
-  const float2 v = __bfloat1622float2(h);
-  return pack_bf16(v.x * f, v.y * f);
-}
-
-// dst's slot chunks = v times inv[k] (U = G / (den + eps)).
-template <int D>
-__device__ __forceinline__ void store_scaled_slots(bf16* dst, const uint4 (&v)[TileSlots::kRows],
-                                                   const float (&inv)[TileSlots::kRows],
-                                                   const TileSlots& s) {
-#pragma unroll
-  for (int k = 0; k < TileSlots::kRows; ++k)
-    *reinterpret_cast<uint4*>(dst + (s.row0 + 16 * k) * (D + 8) + s.c) =
-        make_uint4(scale2(v[k].x, inv[k]), scale2(v[k].y, inv[k]), scale2(v[k].z, inv[k]),
-                   scale2(v[k].w, inv[k]));
-}
-
-// One warp: dst[tok(r0 + r) * ld + 0..D) = src[r][0..D) for its 16 unit rows (all valid).
-template <int D, typename TokOf>
-__device__ __forceinline__ void store_unit(bf16* __restrict__ dst, int64_t ld, const bf16* src,
-                                           TokOf tok_of, int r0, int lane) {
-  constexpr int kChunks = D / 8;
-  for (int i = lane; i < 16 * kChunks; i += 32) {
-    const int r = i / kChunks, c = (i % kChunks) * 8;
-    *reinterpret_cast<uint4*>(dst + int64_t{tok_of(r0 + r)} * ld + c) =
-        *reinterpret_cast<const uint4*>(src + r * (D + 8) + c);
-  }
-}
-
-// fp32 value of element i of a bf16 array.
-__device__ __forceinline__ float ldf(const bf16* p, int i) { return __bfloat162float(p[i]); }
-
-// The stage weights of head h into wl: wl[0] = a = alpha_{S-1}, wl[1 + l] = alpha_l - a for
-// the local levels l < S-1 (0 for the others). One thread.
-__device__ __noinline__ void local_weights(const float* logits, int h, int S, float* wl) {
-  double alpha[kMaxStages];
-  ripple_detail::stage_weights(logits, h, S, alpha);
-  wl[0] = static_cast<float>(alpha[S - 1]);
-  for (int l = 0; l < kMaxLocalLevels; ++l)
-    wl[1 + l] = l < S - 1 ? static_cast<float>(alpha[l] - alpha[S - 1]) : 0.f;
-}
-
-// Writes the d x d sum held by the warps (rows 16 warp.., the D/8 accumulator blocks `m`) and,
-// when z is given, its z column (column 0 of accumulator block z, written to column D, with
-// columns D+1 .. D+15 zero) as bf16 into dst [D][ld].
-template <int D>
-__device__ __forceinline__ void store_sum(bf16* dst, int ld, const float (&m)[D / 8][4],
-                                          const float* z, int warp, int lane) {
-  const int g = lane / 4, t = lane % 4, r0 = 16 * warp + g;
-#pragma unroll
-  for (int n = 0; n < D / 8; ++n) {
-    *reinterpret_cast<__nv_bfloat162*>(dst + r0 * ld + 8 * n + 2 * t) =
-        __floats2bfloat162_rn(m[n][0], m[n][1]);
-    *reinterpret_cast<__nv_bfloat162*>(dst + (r0 + 8) * ld + 8 * n + 2 * t) =
-        __floats2bfloat162_rn(m[n][2], m[n][3]);
-  }
-  if (z != nullptr) {
-    *reinterpret_cast<__nv_bfloat162*>(dst + r0 * ld + D + 2 * t) =
-        __floats2bfloat162_rn(z[0], z[1]);
-    *reinterpret_cast<__nv_bfloat162*>(dst + (r0 + 8) * ld + D + 2 * t) =
-        __floats2bfloat162_rn(z[2], z[3]);
-    *reinterpret_cast<__nv_bfloat162*>(dst + r0 * ld + D + 8 + 2 * t) = __float2bfloat162_rn(0.f);
-    *reinterpret_cast<__nv_bfloat162*>(dst + (r0 + 8) * ld + D + 8 + 2 * t) =
-        __float2bfloat162_rn(0.f);
-  }
-}
-
-// m += x y^T for the warp's elements of a d x d sum (rows 16 warp + .., accumulator layout),
-// x and y bf16 vectors in shared memory (a class-token term).
-template <int D>
-__device__ __forceinline__ void add_outer(float (&m)[D / 8][4], const bf16* x, const bf16* y,
-                                          int warp, int lane) {
-  const int g = lane / 4, t = lane % 4, r0 = 16 * warp + g;
-#pragma unroll
-  for (int n = 0; n < D / 8; ++n)
-#pragma unroll
-    for (int e = 0; e < 4; ++e)
-      m[n][e] = fmaf(ldf(x, r0 + 8 * (e >> 1)), ldf(y, 8 * n + 2 * t + (e & 1)), m[n][e]);
-}
+using namespace ripple_linear;
 
 // ---- forward -----------------------------------------------------------------------------------
 // Shared: Q, K, V tiles [64][D+8], KVz [D][D+24] (bf16; d = 64: 38.9 KB, 4 blocks per SM) and
@@ -256,7 +87,7 @@ __global__ void __launch_bounds__(kThreads, 4)
     ripple_linear_fwd_kernel(const bf16* __restrict__ qkv, const float* __restrict__ logits,
                              bf16* __restrict__ out, float* __restrict__ den, int N, int H, int S,
                              int glog) {
-  static_assert(D == kHeadDim);
+  static_assert(D == 32 || D == 64);
   constexpr int kLd = D + 8, kLdKV = D + 24;
   __shared__ float wl[1 + kMaxLocalLevels];
   __shared__ float cls_num[D + 1];
@@ -283,30 +114,34 @@ __global__ void __launch_bounds__(kThreads, 4)
   const uint32_t one = g == 0 ? pack_bf16(1.f, 1.f) : 0u;  // B = a column of ones
   for (int tok0 = 1; tok0 < N; tok0 += kTileRows) {
     __syncthreads();  // the previous tile is consumed
-    const TileSlots sl = tile_slots<D>([&](int r) { return tok0 + r < N ? tok0 + r : -1; });
+    const TileSlots<D> sl = tile_slots<D>([&](int r) { return tok0 + r < N ? tok0 + r : -1; });
     copy_slots<D>(Vs, Qg + 2 * HD, ld, sl);
     cp_async_commit();
-    uint4 kr[TileSlots::kRows];
-    load_slots(kr, Qg + HD, ld, sl);
+    uint4 kr[TileSlots<D>::kRows];
+    load_slots<D>(kr, Qg + HD, ld, sl);
     store_phi_slots<D>(Ks, kr, sl);
     cp_async_wait<0>();
     __syncthreads();
+    if (owns_sum_rows<D>(warp)) {
 #pragma unroll
-    for (int kt = 0; kt < kTileRows / 16; ++kt) {
-      uint32_t a[4];
-      load_a_trans(a, Ks, kLd, 16 * warp, 16 * kt, lane);  // psi^T: rows = channels
-      mma_a_rows<D>(kv, a, Vs, kLd, 16 * kt, lane);
-      mma(kz, a, one, one);
+      for (int kt = 0; kt < kTileRows / 16; ++kt) {
+        uint32_t a[4];
+        load_a_trans(a, Ks, kLd, 16 * warp, 16 * kt, lane);  // psi^T: rows = channels
+        mma_a_rows<D>(kv, a, Vs, kLd, 16 * kt, lane);
+        mma(kz, a, one, one);
+      }
     }
   }
   phi_rows<D>(Cls, 2, D);
   __syncthreads();
-  add_outer<D>(kv, Cls + D, Cls + 2 * D, warp, lane);
-  if (t == 0) {
-    kz[0] += ldf(Cls + D, 16 * warp + g);
-    kz[2] += ldf(Cls + D, 16 * warp + g + 8);
+  if (owns_sum_rows<D>(warp)) {
+    add_outer<D>(kv, Cls + D, Cls + 2 * D, warp, lane);
+    if (t == 0) {
+      kz[0] += ldf(Cls + D, 16 * warp + g);
+      kz[2] += ldf(Cls + D, 16 * warp + g + 8);
+    }
+    store_sum<D>(KVs, kLdKV, kv, kz, warp, lane);
   }
-  store_sum<D>(KVs, kLdKV, kv, kz, warp, lane);
   __syncthreads();
 
   const float a = wl[0];
@@ -333,14 +168,14 @@ __global__ void __launch_bounds__(kThreads, 4)
   for (int tile = 0; tile < tiles; ++tile) {
     __syncthreads();  // the previous tile is consumed
     auto tok_of = [&](int r) { return unit_token(tile, r, glog, units); };
-    const TileSlots sl = tile_slots<D>(tok_of);
-    uint4 qr[TileSlots::kRows], kr[TileSlots::kRows];
+    const TileSlots<D> sl = tile_slots<D>(tok_of);
+    uint4 qr[TileSlots<D>::kRows], kr[TileSlots<D>::kRows];
     if (local) {
       copy_slots<D>(Vs, Qg + 2 * HD, ld, sl);
       cp_async_commit();
-      load_slots(kr, Qg + HD, ld, sl);
+      load_slots<D>(kr, Qg + HD, ld, sl);
     }
-    load_slots(qr, Qg, ld, sl);
+    load_slots<D>(qr, Qg, ld, sl);
     if (local) store_phi_slots<D>(Ks, kr, sl);
     store_phi_slots<D>(Qs, qr, sl);
     cp_async_wait<0>();
@@ -416,7 +251,7 @@ __global__ void __launch_bounds__(kThreads, 3)
                              const float* __restrict__ den, const float* __restrict__ logits,
                              bf16* __restrict__ gqkv, double* __restrict__ galpha, int N, int H,
                              int S, int glog) {
-  static_assert(D == kHeadDim);
+  static_assert(D == 32 || D == 64);
   static_assert(bwd_smem_bf16<D> % 8 == 0);  // the fp32 arrays start 16-byte aligned
   constexpr int kLd = D + 8, kLdKV = D + 24;
   __shared__ float wl[1 + kMaxLocalLevels];
@@ -460,20 +295,21 @@ __global__ void __launch_bounds__(kThreads, 3)
   // into U; `rows` = the tile's valid (leading) rows. Ends with a barrier.
   auto prepare = [&](auto tok_of) {
     __syncthreads();  // the previous tile is consumed
-    const TileSlots sl = tile_slots<D>(tok_of);
+    using Slots = TileSlots<D>;
+    const Slots sl = tile_slots<D>(tok_of);
     copy_slots<D>(Vs, Qg + 2 * HD, ld, sl);
     cp_async_commit();
-    uint4 qr[TileSlots::kRows], kr[TileSlots::kRows], gr[TileSlots::kRows];
-    float inv[TileSlots::kRows];
-    load_slots(qr, Qg, ld, sl);
-    load_slots(kr, Qg + HD, ld, sl);
-    load_slots(gr, Gg, HD, sl);
+    uint4 qr[Slots::kRows], kr[Slots::kRows], gr[Slots::kRows];
+    float inv[Slots::kRows];
+    load_slots<D>(qr, Qg, ld, sl);
+    load_slots<D>(kr, Qg + HD, ld, sl);
+    load_slots<D>(gr, Gg, HD, sl);
 #pragma unroll
-    for (int k = 0; k < TileSlots::kRows; ++k)
+    for (int k = 0; k < Slots::kRows; ++k)
       inv[k] = sl.tok[k] >= 0 ? 1.f / (denb[sl.tok[k]] + kEps) : 0.f;
     if (sl.c == 0)
 #pragma unroll
-      for (int k = 0; k < TileSlots::kRows; ++k) Inv[sl.row0 + 16 * k] = inv[k];
+      for (int k = 0; k < Slots::kRows; ++k) Inv[sl.row0 + Slots::kStep * k] = inv[k];
     store_phi_slots<D>(Qs, qr, sl);
     store_phi_slots<D>(Ks, kr, sl);
     store_scaled_slots<D>(Us, gr, inv, sl);
@@ -489,14 +325,16 @@ __global__ void __launch_bounds__(kThreads, 3)
     const uint32_t one = g == 0 ? pack_bf16(1.f, 1.f) : 0u;
     for (int tok0 = 1; tok0 < N; tok0 += kTileRows) {
       prepare([&](int r) { return tok0 + r < N ? tok0 + r : -1; });
+      if (owns_sum_rows<D>(warp)) {
 #pragma unroll
-      for (int kt = 0; kt < kTileRows / 16; ++kt) {
-        uint32_t fa[4];
-        load_a_trans(fa, Ks, kLd, r0, 16 * kt, lane);
-        mma_a_rows<D>(kv, fa, Vs, kLd, 16 * kt, lane);
-        mma(kz, fa, one, one);
-        load_a_trans(fa, Qs, kLd, r0, 16 * kt, lane);
-        mma_a_rows<D>(gq, fa, Us, kLd, 16 * kt, lane);
+        for (int kt = 0; kt < kTileRows / 16; ++kt) {
+          uint32_t fa[4];
+          load_a_trans(fa, Ks, kLd, r0, 16 * kt, lane);
+          mma_a_rows<D>(kv, fa, Vs, kLd, 16 * kt, lane);
+          mma(kz, fa, one, one);
+          load_a_trans(fa, Qs, kLd, r0, 16 * kt, lane);
+          mma_a_rows<D>(gq, fa, Us, kLd, 16 * kt, lane);
+        }
       }
     }
     // The class token: phi of its q and k, u = g / (den + eps), then its rank-1 terms.
@@ -504,14 +342,16 @@ __global__ void __launch_bounds__(kThreads, 3)
     for (int i = threadIdx.x; i < D; i += kThreads)
       Cls[3 * D + i] = __float2bfloat16(ldf(Cls, 3 * D + i) * inv_cls);
     __syncthreads();
-    add_outer<D>(kv, Cls + D, Cls + 2 * D, warp, lane);
-    add_outer<D>(gq, Cls, Cls + 3 * D, warp, lane);
-    if (t == 0) {
-      kz[0] += ldf(Cls + D, r0 + g);
-      kz[2] += ldf(Cls + D, r0 + g + 8);
+    if (owns_sum_rows<D>(warp)) {
+      add_outer<D>(kv, Cls + D, Cls + 2 * D, warp, lane);
+      add_outer<D>(gq, Cls, Cls + 3 * D, warp, lane);
+      if (t == 0) {
+        kz[0] += ldf(Cls + D, r0 + g);
+        kz[2] += ldf(Cls + D, r0 + g + 8);
+      }
+      store_sum<D>(KVs, kLdKV, kv, kz, warp, lane);
+      store_sum<D>(GQs, kLd, gq, nullptr, warp, lane);
     }
-    store_sum<D>(KVs, kLdKV, kv, kz, warp, lane);
-    store_sum<D>(GQs, kLd, gq, nullptr, warp, lane);
   }
   __syncthreads();
   const float a = wl[0];
@@ -750,15 +590,23 @@ Geom linear_mma_geom(int64_t B, int64_t N, int64_t D, int64_t heads, int64_t sta
   if (!ripple_linear_mma_supported(N, m.d, stages))
     fail(std::string(where) + ": no linear tensor-core kernel for N = " + std::to_string(N) +
          ", head width " + std::to_string(m.d) + ", " + std::to_string(stages) +
-         " stages (grids 4x4 to 32x32, head width 64, 1 to 4 stages)");
+         " stages (grids 4x4 to 32x32, head width 32 or 64, 1 to 4 stages)");
   if (B * heads >= (int64_t{1} << 31)) fail(std::string(where) + ": too many heads");
   return m;
+}
+
+// fn(std::integral_constant<int, d>{}) for the head widths the kernels take.
+template <typename Fn>
+void with_width(int d, Fn&& fn) {
+  if (d == 32) return fn(std::integral_constant<int, 32>{});
+  return fn(std::integral_constant<int, 64>{});  // linear_mma_geom admitted only 32 and 64
 }
 
 }  // namespace
 
 bool ripple_linear_mma_supported(int64_t N, int64_t head_dim, int64_t stages) {
-  if (head_dim != kHeadDim || stages < 1 || stages > kMaxLocalLevels + 1) return false;
+  if ((head_dim != 32 && head_dim != 64) || stages < 1 || stages > kMaxLocalLevels + 1)
+    return false;
   for (int glog = kMinGridLog; glog <= kMaxGridLog; ++glog)
     if (N == 1 + (int64_t{1} << (2 * glog))) return true;
   return false;
@@ -769,12 +617,15 @@ void ripple_linear_mma_fwd(const void* qkv, const float* logits, int64_t B, int6
                            cudaStream_t stream) {
   const Geom m = linear_mma_geom(B, N, D, heads, stages, grid, "ripple_linear_mma_fwd");
   if (B == 0) return;
-  constexpr size_t smem = fwd_smem_bytes<kHeadDim>;
-  allow_dynamic_smem(reinterpret_cast<const void*>(&ripple_linear_fwd_kernel<kHeadDim>), smem,
-                     "ripple_linear_fwd_kernel");
-  ripple_linear_fwd_kernel<kHeadDim><<<static_cast<unsigned>(B * heads), kThreads, smem, stream>>>(
-      static_cast<const bf16*>(qkv), logits, static_cast<bf16*>(out), den, m.N, m.H, m.S, m.glog);
-  after_launch("ripple_linear_fwd_kernel", stream);
+  with_width(m.d, [&](auto dc) {
+    constexpr int Dh = decltype(dc)::value;
+    constexpr size_t smem = fwd_smem_bytes<Dh>;
+    allow_dynamic_smem(reinterpret_cast<const void*>(&ripple_linear_fwd_kernel<Dh>), smem,
+                       "ripple_linear_fwd_kernel");
+    ripple_linear_fwd_kernel<Dh><<<static_cast<unsigned>(B * heads), kThreads, smem, stream>>>(
+        static_cast<const bf16*>(qkv), logits, static_cast<bf16*>(out), den, m.N, m.H, m.S, m.glog);
+    after_launch("ripple_linear_fwd_kernel", stream);
+  });
 }
 
 void ripple_linear_mma_bwd(const void* gout, const void* qkv, const float* logits, const float* den,
@@ -788,13 +639,16 @@ void ripple_linear_mma_bwd(const void* gout, const void* qkv, const float* logit
       LVIT_CUDA_CHECK(cudaMemsetAsync(glogits, 0, sizeof(float) * heads * (stages - 1), stream));
     return;
   }
-  const size_t smem = bwd_smem_bytes<kHeadDim>(m.cells);
-  allow_dynamic_smem(reinterpret_cast<const void*>(&ripple_linear_bwd_kernel<kHeadDim>), smem,
-                     "ripple_linear_bwd_kernel");
-  ripple_linear_bwd_kernel<kHeadDim><<<static_cast<unsigned>(B * heads), kThreads, smem, stream>>>(
-      static_cast<const bf16*>(qkv), static_cast<const bf16*>(gout), den, logits,
-      static_cast<bf16*>(gqkv), workspace, m.N, m.H, m.S, m.glog);
-  after_launch("ripple_linear_bwd_kernel", stream);
+  with_width(m.d, [&](auto dc) {
+    constexpr int Dh = decltype(dc)::value;
+    const size_t smem = bwd_smem_bytes<Dh>(m.cells);
+    allow_dynamic_smem(reinterpret_cast<const void*>(&ripple_linear_bwd_kernel<Dh>), smem,
+                       "ripple_linear_bwd_kernel");
+    ripple_linear_bwd_kernel<Dh><<<static_cast<unsigned>(B * heads), kThreads, smem, stream>>>(
+        static_cast<const bf16*>(qkv), static_cast<const bf16*>(gout), den, logits,
+        static_cast<bf16*>(gqkv), workspace, m.N, m.H, m.S, m.glog);
+    after_launch("ripple_linear_bwd_kernel", stream);
+  });
   if (glogits) ripple_logits_grad(workspace, logits, B, heads, stages, glogits, stream);
 }
 

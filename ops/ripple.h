@@ -22,7 +22,7 @@ enum class RippleImpl {
               // (N <= 128, head width 16, 32 or 64; cuda::ripple_small_supported), else linear
   linear,     // telescoped dyadic-block form: O(S n d^2) time, O(n d) extra memory per head;
               // on CUDA in bf16 on tensor cores where cuda::ripple_linear_mma_supported (head
-              // width 64, 1-4 stages, grids 4x4 to 32x32), else in f32
+              // width 32 or 64, 1-4 stages, grids 4x4 to 32x32), else in f32
   dense,      // n x n weighted kernel per head: O(n^2 d) time, O(n^2) memory; on the CPU the
               // reference, on CUDA the bf16 tensor-core kernels (only there: an error otherwise)
 };

@@ -266,10 +266,12 @@ TEST_CASE("cuda ripple linear (bf16 tensor cores): forward and every gradient ma
   LVIT_SKIP_WITHOUT_GPU();
   // Every grid the kernels take (4x4: one unit, a partial tile; 8x8: one full tile; 16x16: the
   // ripple-tiny presets, 4 tiles; 32x32: 16 tiles), 1 to 4 stages (S = 1: no local term, no
-  // logits; S = 4: levels 0-2 all local), batch 1 to 3, 1 to 3 heads.
-  const RippleCase cases[] = {{2, 3, 64, 3, 4},  {1, 2, 64, 1, 4},  {3, 1, 64, 4, 8},
-                              {2, 2, 64, 2, 8},  {2, 6, 64, 3, 16}, {1, 2, 64, 1, 16},
-                              {3, 1, 64, 4, 16}, {1, 2, 64, 2, 16}, {1, 1, 64, 3, 32}};
+  // logits; S = 4: levels 0-2 all local), both head widths (64: the presets; 32: the micro
+  // models at 64x64, where two of the four warps own the d x d sums), batch 1 to 3, 1 to 6 heads.
+  const RippleCase cases[] = {
+      {2, 3, 64, 3, 4},  {1, 2, 64, 1, 4},  {3, 1, 64, 4, 8},  {2, 2, 64, 2, 8},  {2, 6, 64, 3, 16},
+      {1, 2, 64, 1, 16}, {3, 1, 64, 4, 16}, {1, 2, 64, 2, 16}, {1, 1, 64, 3, 32}, {2, 4, 32, 3, 16},
+      {3, 2, 32, 1, 4},  {1, 3, 32, 4, 8},  {2, 1, 32, 2, 32}};
   uint64_t seed = 5000;
   for (const RippleCase& c : cases) {
     check_ripple_linear_mma(c, seed);
