@@ -4,7 +4,8 @@
 // reduction behind an element. Shapes cover batch 1 and 3, every code path of the kernels
 // (Ripple: 1..7 stages, grids 1x1 to 32x32, head widths that are and are not multiples of the
 // kernels' 16-channel padding, the extra passes for blocks larger than a tile; the bf16
-// tensor-core kernels, dense and linear, against the CPU on bf16-rounded inputs; Hydra: 1, 4 and D
+// tensor-core kernels, dense and linear, against the CPU on bf16-rounded inputs, without the
+// logits' gradient and on an empty batch; Hydra: 1, 4 and D
 // branches, branch widths below, at and above a warp, token counts that are not multiples of
 // the 32-row chunks, the eps clamp, the fast kernels' lane layouts and the generic kernels (by
 // width, and for the presets' shapes through misaligned views) in f32 and bf16, bit-identical
@@ -505,6 +506,30 @@ TEST_CASE("cuda ripple dense: the ripple-cifar shape, and the automatic kernel c
 TEST_CASE("cuda ripple: logits that need no gradient") {
   LVIT_SKIP_WITHOUT_GPU();
   check_ripple({2, 2, 16, 3, 8}, 77, /*logits_grad=*/false);
+}
+
+TEST_CASE("cuda ripple tensor-core kernels: logits without gradient, and an empty batch") {
+  LVIT_SKIP_WITHOUT_GPU();
+  const int64_t H = 2, d = 64, S = 3, D = H * d;
+  for (int64_t g : {8, 16}) {  // the dense kernels at 8x8, the linear ones at 16x16
+    CAPTURE(g);
+    const int64_t N = 1 + g * g;
+    const Tensor qkv = cudatest::randn({2, N, 3 * D}, 900 + g);
+    const Tensor logits = rand_logits(H, S, 901);
+    const Tensor gout = cudatest::randn({2, N, D}, 902);
+    // Without the logits' gradient: the same qkv gradient, bit for bit, and none for the logits.
+    const Run with = run_ripple(qkv, logits, H, S, g, gout, true, true, DType::bf16);
+    const Run without = run_ripple(qkv, logits, H, S, g, gout, true, false, DType::bf16);
+    CHECK_FALSE(without.glogits.defined());
+    CHECK(cudatest::to_cpu(with.gqkv).to_vector<double>() ==
+          cudatest::to_cpu(without.gqkv).to_vector<double>());
+    // An empty batch: an empty output, and a zero gradient for the logits.
+    const Run empty = run_ripple(Tensor::zeros({0, N, 3 * D}, DType::f32), logits, H, S, g,
+                                 Tensor::zeros({0, N, D}, DType::f32), true, true, DType::bf16);
+    CHECK(empty.out.shape() == (Shape{0, N, D}));
+    REQUIRE(empty.glogits.defined());
+    for (double v : cudatest::to_cpu(empty.glogits).to_vector<double>()) CHECK(v == 0.0);
+  }
 }
 
 #ifdef LVIT_WITH_CUDA
