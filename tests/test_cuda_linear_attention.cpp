@@ -1,16 +1,15 @@
 // CUDA Hydra and Ripple attention against the CPU ops: the forward output and, through autograd
 // with the same random upstream gradient, d loss / d qkv and (Ripple) d loss / d logits, on random
 // f32 inputs. Tolerances follow tests/cuda_test_util.h: f32 arithmetic and K = the longest
-// reduction behind an element. Shapes cover batch 1 and 3, every code path of the kernels
-// (Ripple: 1..7 stages, grids 1x1 to 32x32, head widths that are and are not multiples of the
-// kernels' 16-channel padding, the extra passes for blocks larger than a tile; the bf16
-// tensor-core kernels, dense and linear, against the CPU on bf16-rounded inputs, without the
-// logits' gradient and on an empty batch; Hydra: 1, 4 and D
-// branches, branch widths below, at and above a warp, token counts that are not multiples of
-// the 32-row chunks, the eps clamp, the fast kernels' lane layouts and the generic kernels (by
-// width, and for the presets' shapes through misaligned views) in f32 and bf16, bit-identical
-// reruns) and the errors for what the kernels do not support. Every case skips itself, and
-// passes, without a GPU.
+// reduction behind an element. Shapes cover batch 1 and 3, every code path of the kernels (Ripple:
+// 1..7 stages, grids 1x1 to 32x32, head widths that are and are not multiples of the kernels'
+// 16-channel padding, the extra passes for blocks larger than a tile; the bf16 tensor-core kernels,
+// dense and linear, against the CPU on bf16-rounded inputs, without the logits' gradient and on an
+// empty batch; Hydra: 1, 4 and D branches, branch widths below, at and above a warp, token counts
+// that are not multiples of the 32-row chunks, the eps clamp, the fast kernels' lane layouts and
+// the generic kernels (by width, and for the presets' shapes through misaligned views) in f32 and
+// bf16, bit-identical reruns) and the errors for what the kernels do not support. Every case skips
+// itself, and passes, without a GPU.
 #include <doctest/doctest.h>
 
 #include <cmath>
