@@ -759,12 +759,7 @@ void ripple_bwd(const float* gout, const float* qkv, const float* logits, const 
                 const float* den, int64_t B, int64_t N, int64_t D, int64_t heads, int64_t stages,
                 int64_t grid, float* gqkv, float* glogits, double* workspace, cudaStream_t stream) {
   const Geom m = ripple_detail::make_geom(B, N, D, heads, stages, grid);
-  if (glogits && m.S < 2) glogits = nullptr;  // no logits to differentiate
-  if (B == 0) {                               // an empty batch: d loss / d logits = 0
-    if (glogits)
-      LVIT_CUDA_CHECK(cudaMemsetAsync(glogits, 0, sizeof(float) * heads * (stages - 1), stream));
-    return;
-  }
+  if (ripple_detail::empty_batch_backward(B, heads, stages, glogits, stream)) return;
   with_cfg(m.d, [&](auto cfg) {
     using K = decltype(cfg);
     const Plan plan = ripple_detail::make_plan(m, K::T);

@@ -258,6 +258,7 @@ __global__ void __launch_bounds__(kThreads, 3)
   __shared__ float wl[1 + kMaxLocalLevels];
   __shared__ float c_cls;
   __shared__ double red[kWarps][kMaxLocalLevels + 1];
+  __shared__ double alpha[kMaxLocalLevels + 1];  // f64 stage weights (S <= 4)
   bf16* Qs = reinterpret_cast<bf16*>(ptx::dynamic_smem());
   bf16* Ks = Qs + kTileRows * kLd;
   bf16* Vs = Ks + kTileRows * kLd;
@@ -284,7 +285,7 @@ __global__ void __launch_bounds__(kThreads, 3)
   bf16* scr_ds = Scr + warp * 2 * 16 * kLdS;
   bf16* scr_p = scr_ds + 16 * kLdS;
 
-  if (threadIdx.x == 0) local_weights(logits, h, S, wl);
+  if (threadIdx.x == 0) local_weights(logits, h, S, wl, alpha);
   for (int i = threadIdx.x; i < 4 * D / 8; i += kThreads) {
     const int which = i / (D / 8), c = (i % (D / 8)) * 8;
     const bf16* src = which < 3 ? Qg + which * HD : Gg;
@@ -571,8 +572,6 @@ __global__ void __launch_bounds__(kThreads, 3)
   sums[kMaxLocalLevels] = eps_sum;
   block_sums(sums, &red[0][0], tot);
   if (threadIdx.x == 0) {
-    double alpha[kMaxStages];
-    ripple_detail::stage_weights(logits, h, S, alpha);
     double* gab = galpha + bh * S;
     double rest = tot[kMaxLocalLevels];  // sum_s alpha_s (d loss / d alpha_s)
     for (int l = 0; l < near_levels; ++l) {
@@ -634,12 +633,7 @@ void ripple_linear_mma_bwd(const void* gout, const void* qkv, const float* logit
                            int64_t grid, void* gqkv, float* glogits, double* workspace,
                            cudaStream_t stream) {
   const Geom m = linear_mma_geom(B, N, D, heads, stages, grid, "ripple_linear_mma_bwd");
-  if (glogits && m.S < 2) glogits = nullptr;  // no logits to differentiate
-  if (B == 0) {                               // an empty batch: d loss / d logits = 0
-    if (glogits)
-      LVIT_CUDA_CHECK(cudaMemsetAsync(glogits, 0, sizeof(float) * heads * (stages - 1), stream));
-    return;
-  }
+  if (ripple_detail::empty_batch_backward(B, heads, stages, glogits, stream)) return;
   with_width(m.d, [&](auto dc) {
     constexpr int Dh = decltype(dc)::value;
     const size_t smem = bwd_smem_bytes<Dh>(m.cells);

@@ -154,10 +154,14 @@ __device__ __forceinline__ void store_unit(bf16* __restrict__ dst, int64_t ld, c
 __device__ __forceinline__ float ldf(const bf16* p, int i) { return __bfloat162float(p[i]); }
 
 // The stage weights of head h into wl: wl[0] = a = alpha_{S-1}, wl[1 + l] = alpha_l - a for
-// the local levels l < S-1 (0 for the others). One thread.
-__device__ __noinline__ inline void local_weights(const float* logits, int h, int S, float* wl) {
+// the local levels l < S-1 (0 for the others); where alpha_out is given, also the f64 weights
+// alpha_0 .. alpha_{S-1} (S <= 4). One thread.
+__device__ __noinline__ inline void local_weights(const float* logits, int h, int S, float* wl,
+                                                  double* alpha_out = nullptr) {
   double alpha[kMaxStages];
   ripple_detail::stage_weights(logits, h, S, alpha);
+  if (alpha_out)
+    for (int s = 0; s < S; ++s) alpha_out[s] = alpha[s];
   wl[0] = static_cast<float>(alpha[S - 1]);
   for (int l = 0; l < kMaxLocalLevels; ++l)
     wl[1 + l] = l < S - 1 ? static_cast<float>(alpha[l] - alpha[S - 1]) : 0.f;

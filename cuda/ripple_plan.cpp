@@ -3,9 +3,19 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "cuda/check.cuh"
 #include "cuda/ripple.cuh"
 
 namespace lvit::cuda::ripple_detail {
+
+bool empty_batch_backward(int64_t B, int64_t heads, int64_t stages, float*& glogits,
+                          cudaStream_t stream) {
+  if (glogits && stages < 2) glogits = nullptr;
+  if (B != 0) return false;
+  if (glogits)
+    LVIT_CUDA_CHECK(cudaMemsetAsync(glogits, 0, sizeof(float) * heads * (stages - 1), stream));
+  return true;
+}
 
 Geom make_geom(int64_t B, int64_t N, int64_t D, int64_t heads, int64_t stages, int64_t grid) {
   LVIT_CHECK(B >= 0 && B <= 65535 && heads > 0 && heads <= 65535 && D > 0 && D % heads == 0,

@@ -7,6 +7,8 @@
 // block, every level whose blocks fit in one tile of the kernel; each larger block size gets an
 // extra pass of block-local linear attention added onto the main pass's results.
 #pragma once
+#include <cuda_runtime_api.h>
+
 #include <cstdint>
 #include <vector>
 
@@ -34,6 +36,12 @@ struct Plan {
   Pass main;
   std::vector<Pass> extra;  // in order; the last one finalizes
 };
+
+// The start of every Ripple backward launcher: glogits becomes nullptr for a single stage (there
+// are no logits to differentiate), and for an empty batch d loss / d logits = 0 is written.
+// Returns whether the batch is empty (then there is nothing else to do).
+bool empty_batch_backward(int64_t B, int64_t heads, int64_t stages, float*& glogits,
+                          cudaStream_t stream);
 
 // Throws lvit::Error unless the kernels support the sizes: 0 <= B <= 65535, heads <= 65535,
 // D / heads <= kRippleMaxHeadDim, 1 <= stages <= 32, N = 1 + grid^2 with grid a power of two.

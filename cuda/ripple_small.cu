@@ -510,12 +510,7 @@ void ripple_small_bwd(const void* gout, const void* qkv, const float* logits, co
                       int64_t B, int64_t N, int64_t D, int64_t heads, int64_t stages, int64_t grid,
                       void* gqkv, float* glogits, double* workspace, cudaStream_t stream) {
   const Geom m = small_geom(B, N, D, heads, stages, grid, "ripple_small_bwd");
-  if (glogits && m.S < 2) glogits = nullptr;  // no logits to differentiate
-  if (B == 0) {                               // an empty batch: d loss / d logits = 0
-    if (glogits)
-      LVIT_CUDA_CHECK(cudaMemsetAsync(glogits, 0, sizeof(float) * heads * (stages - 1), stream));
-    return;
-  }
+  if (ripple_detail::empty_batch_backward(B, heads, stages, glogits, stream)) return;
   with_kernel_shape(m, "ripple_small_bwd", [&](auto dc, auto nbc) {
     constexpr int Dh = decltype(dc)::value, NB = decltype(nbc)::value;
     constexpr size_t smem = bwd_smem_bytes<Dh, NB>;
