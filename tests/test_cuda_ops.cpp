@@ -114,6 +114,21 @@ TEST_CASE("CUDA reductions") {
       {x}, Arith::f32, 240, 1);
   compare_op(
       "mean last", [](auto& v) { return ops::mean(v[0], {-1}); }, {x}, Arith::f32, 40, 1);
+  // Sums over leading dimensions to 32 or more outputs (a position embedding's or class token's
+  // gradient over the batch) run as column sums.
+  Tensor tall = randn({300, 5, 24}, 11);
+  compare_op(
+      "sum_to leading dims",
+      [](auto& v) {
+        return ops::sum_to(v[0], {5, 24});
+      },
+      {tall}, Arith::f32, 300, 1);
+  compare_op(
+      "sum_to leading dims, size-1 kept",
+      [](auto& v) {
+        return ops::sum_to(v[0], {1, 1, 40});
+      },
+      {randn({300, 1, 40}, 12)}, Arith::f32, 300, 1);
   // Large reductions to few outputs take the block-per-output kernel.
   Tensor big = randn({4000, 3}, 10);
   compare_op(
