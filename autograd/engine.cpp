@@ -1,5 +1,6 @@
 #include "autograd/engine.h"
 
+#include <algorithm>
 #include <unordered_map>
 #include <vector>
 
@@ -82,6 +83,31 @@ std::vector<Tensor> AccumulateGrad::apply(const Tensor& g) {
   return {};
 }
 
+namespace {
+
+// Moves into node.partial_grads[i] the gradient already summed for input i where only the
+// engine's buffer references it (Node::partial_grad); apply's caller takes them back. An input
+// whose node appears twice among the edges (x + x) is not lent: both uses would see it.
+void lend_partial_grads(Node& node, std::unordered_map<Node*, Tensor>& buffers) {
+  node.partial_grads.clear();
+  for (size_t i = 0; i < node.next.size(); ++i) {
+    Node* child = node.next[i].get();
+    if (!child) continue;
+    auto it = buffers.find(child);
+    if (it == buffers.end() || !it->second.defined()) continue;
+    const Tensor& t = it->second;
+    if (t.impl_ptr().use_count() != 1 || t.impl()->storage.use_count() != 1) continue;
+    if (std::count_if(node.next.begin(), node.next.end(),
+                      [child](const auto& e) { return e.get() == child; }) != 1)
+      continue;
+    node.partial_grads.resize(node.next.size());
+    node.partial_grads[i] = std::move(it->second);
+    buffers.erase(it);
+  }
+}
+
+}  // namespace
+
 void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
   LVIT_CHECK(root.defined(), "backward on an undefined tensor");
   LVIT_CHECK(root.requires_grad(), "backward on a tensor that does not require grad");
@@ -128,17 +154,28 @@ void backward(const Tensor& root, const Tensor& grad_in, bool retain_graph) {
       buffers.erase(it);
     }
     std::vector<Tensor> grads;
-    if (g.defined()) grads = node->apply(g);
+    if (g.defined()) {
+      lend_partial_grads(*node, buffers);
+      grads = node->apply(g);
+    }
     if (!retain_graph) node->release();
     for (size_t i = 0; i < node->next.size(); ++i) {
       const auto& child = node->next[i];
       if (!child) continue;
-      if (i < grads.size() && grads[i].defined()) {
+      Tensor lent = i < node->partial_grads.size() ? std::move(node->partial_grads[i]) : Tensor();
+      const bool has = i < grads.size() && grads[i].defined();
+      if (lent.defined()) {  // the child's buffer, lent to the node: take it back
+        Tensor& buf = buffers[child.get()];
+        buf = !has                             ? std::move(lent)
+              : grads[i].impl() == lent.impl() ? grads[i]  // the node added into it
+                                               : grad_sum(lent, grads[i]);
+      } else if (has) {
         Tensor& buf = buffers[child.get()];
         buf = buf.defined() ? grad_sum(buf, grads[i]) : grads[i];
       }
       if (--deps[child.get()] == 0) ready.push_back(child);
     }
+    node->partial_grads.clear();
   }
 }
 

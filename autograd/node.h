@@ -25,7 +25,17 @@ class Node {
   virtual const char* name() const = 0;
 
   bool needs_input_grad(size_t i) const { return i < next.size() && next[i] != nullptr; }
+  // While the node runs: the gradient the engine has already summed for input i from the
+  // input's other consumers, where nothing else references it (not its TensorImpl, not its
+  // storage); undefined otherwise. A backward may add its own gradient for input i into it in
+  // place and return that same tensor, which saves the engine's separate sum (a pass over both);
+  // a backward that ignores it loses nothing (the engine adds the two as usual).
+  const Tensor& partial_grad(size_t i) const {
+    static const Tensor kNone;
+    return i < partial_grads.size() ? partial_grads[i] : kNone;
+  }
   std::vector<std::shared_ptr<Node>> next;
+  std::vector<Tensor> partial_grads;  // lent by the engine around apply (see partial_grad)
 };
 
 // Adds incoming gradients into a leaf's .grad.

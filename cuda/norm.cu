@@ -58,7 +58,7 @@ template <typename T, typename TY>
 __global__ void layernorm_bwd_gx_kernel(const TY* __restrict__ g, const T* __restrict__ x,
                                         const T* __restrict__ w, const T* __restrict__ mean,
                                         const T* __restrict__ rstd, int64_t M, int64_t D,
-                                        T* __restrict__ gx) {
+                                        T* __restrict__ gx, bool accumulate) {
   const int64_t row = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.y;
   if (row >= M) return;
   const int lane = threadIdx.x;
@@ -74,7 +74,8 @@ __global__ void layernorm_bwd_gx_kernel(const TY* __restrict__ g, const T* __res
   const T a = warp_sum(sgw) / static_cast<T>(D), c = warp_sum(sgwx) / static_cast<T>(D);
   T* o = gx + row * D;
   for (int64_t j = lane; j < D; j += 32)
-    o[j] = rs * (static_cast<T>(ld(gr[j])) * w[j] - a - (xr[j] - mu) * rs * c);
+    o[j] = (accumulate ? o[j] : T(0)) +
+           rs * (static_cast<T>(ld(gr[j])) * w[j] - a - (xr[j] - mu) * rs * c);
 }
 
 // Block (bx, by): columns [32 bx, 32 bx + 32), rows [by rows_per, ...), 32 x 8 threads.
@@ -178,8 +179,8 @@ __global__ void layernorm_bwd_vec_kernel(const TY* __restrict__ g, const float* 
                                          const float* __restrict__ w,
                                          const float* __restrict__ mean,
                                          const float* __restrict__ rstd, int64_t M, int D,
-                                         float* __restrict__ gx, float* __restrict__ part_w,
-                                         float* __restrict__ part_b) {
+                                         float* __restrict__ gx, bool accumulate,
+                                         float* __restrict__ part_w, float* __restrict__ part_b) {
   const int lane = threadIdx.x;
   float4 pw[kWB ? C : 1], pb[kWB ? C : 1];  // this lane's column sums (kWB)
   if constexpr (kWB)
@@ -215,9 +216,10 @@ __global__ void layernorm_bwd_vec_kernel(const TY* __restrict__ g, const float* 
 #pragma unroll
       for (int c = 0; c < C; ++c) {
         const int j = 4 * (lane + 32 * c);
-        store4(gx + row * D + j, rs * (gw[c].x - a - xh[c].x * cc),
-               rs * (gw[c].y - a - xh[c].y * cc), rs * (gw[c].z - a - xh[c].z * cc),
-               rs * (gw[c].w - a - xh[c].w * cc));
+        const float4 o = accumulate ? load4(gx + row * D + j) : make_float4(0.f, 0.f, 0.f, 0.f);
+        store4(gx + row * D + j, o.x + rs * (gw[c].x - a - xh[c].x * cc),
+               o.y + rs * (gw[c].y - a - xh[c].y * cc), o.z + rs * (gw[c].z - a - xh[c].z * cc),
+               o.w + rs * (gw[c].w - a - xh[c].w * cc));
       }
     }
   }
@@ -341,7 +343,7 @@ void layernorm_fwd(DType dtype, DType y_dtype, const void* x, const void* w, con
 
 void layernorm_bwd(DType dtype, DType g_dtype, const void* g, const void* x, const void* w,
                    const void* mean, const void* rstd, int64_t M, int64_t D, void* gx, void* gw,
-                   void* gb, cudaStream_t stream) {
+                   void* gb, bool accumulate, cudaStream_t stream) {
   dispatch_float(dtype, "layer_norm backward", [&](auto zero) {
     using T = decltype(zero);
     with_y_type<T>(g_dtype, [&](auto yzero) {
@@ -383,12 +385,12 @@ void layernorm_bwd(DType dtype, DType g_dtype, const void* g, const void* x, con
                 layernorm_bwd_vec_kernel<C, TY, true>
                     <<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
                         pg, px, static_cast<const float*>(w), pm, pr, M, static_cast<int>(D),
-                        static_cast<float*>(gx), pw, pb);
+                        static_cast<float*>(gx), accumulate, pw, pb);
               else
                 layernorm_bwd_vec_kernel<C, TY, false>
                     <<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
                         pg, px, static_cast<const float*>(w), pm, pr, M, static_cast<int>(D),
-                        static_cast<float*>(gx), nullptr, nullptr);
+                        static_cast<float*>(gx), accumulate, nullptr, nullptr);
               after_launch(wb ? "layernorm_bwd_fused" : "layernorm_bwd_gx", stream);
             })) {
           if (wb) final_sums();
@@ -397,7 +399,7 @@ void layernorm_bwd(DType dtype, DType g_dtype, const void* g, const void* x, con
       }
       if (gx && M > 0) {
         layernorm_bwd_gx_kernel<T, TY><<<row_blocks(M), dim3(32, kRowsPerBlock), 0, stream>>>(
-            pg, px, static_cast<const T*>(w), pm, pr, M, D, static_cast<T*>(gx));
+            pg, px, static_cast<const T*>(w), pm, pr, M, D, static_cast<T*>(gx), accumulate);
         after_launch("layernorm_bwd_gx", stream);
       }
       if (!gw && !gb) return;

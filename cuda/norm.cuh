@@ -17,9 +17,10 @@ void layernorm_fwd(DType dtype, DType y_dtype, const void* x, const void* w, con
                    double eps, int64_t M, int64_t D, void* y, void* mean, void* rstd,
                    cudaStream_t stream);
 
-// g, x [M, D]: gx [M, D] (may be null), gw and gb [D] (each may be null).
+// g, x [M, D]: gx [M, D] (may be null), gw and gb [D] (each may be null). With accumulate, x's
+// gradient is added to what gx holds (gx += ...) instead of written over it.
 void layernorm_bwd(DType dtype, DType g_dtype, const void* g, const void* x, const void* w,
                    const void* mean, const void* rstd, int64_t M, int64_t D, void* gx, void* gw,
-                   void* gb, cudaStream_t stream);
+                   void* gb, bool accumulate, cudaStream_t stream);
 
 }  // namespace lvit::cuda

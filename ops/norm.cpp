@@ -43,16 +43,27 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
         Tensor g2 = g.contiguous().view({-1, D});
         Tensor gx, gw, gb;
         const DType dt = x2.dtype();  // g may be bf16; the gradients are x's dtype
-        if (n.needs_input_grad(0)) gx = Tensor::empty(xs, dt, g.device());
+        const bool gpu = on_cuda("layer_norm backward", {g2});
+        // On the GPU, x's gradient from its other consumer (a pre-norm block's residual
+        // connection), when the engine lends it, is added into in place by the kernel: one
+        // read-modify-write instead of a write here and a three-pass sum in the engine.
+        const Tensor& part = n.partial_grad(0);
+        const bool accumulate = gpu && n.needs_input_grad(0) && part.defined() &&
+                                part.dtype() == dt && part.shape() == xs &&
+                                part.device() == g.device() && part.is_contiguous();
+        if (accumulate)
+          gx = part;
+        else if (n.needs_input_grad(0))
+          gx = Tensor::empty(xs, dt, g.device());
         if (n.needs_input_grad(1)) gw = Tensor::empty({D}, dt, g.device());
         if (n.needs_input_grad(2)) gb = Tensor::empty({D}, dt, g.device());
         Tensor gx2 = gx.defined() ? gx.view({-1, D}) : Tensor();
-        if (on_cuda("layer_norm backward", {g2})) {
+        if (gpu) {
 #ifdef LVIT_WITH_CUDA
           auto ptr = [](const Tensor& t) { return t.defined() ? t.raw_data() : nullptr; };
           cuda::layernorm_bwd(x2.dtype(), g2.dtype(), g2.raw_data(), x2.raw_data(), w.raw_data(),
                               mean.raw_data(), rstd.raw_data(), g2.shape()[0], D, ptr(gx2), ptr(gw),
-                              ptr(gb), cuda_stream(g2));
+                              ptr(gb), accumulate, cuda_stream(g2));
 #endif
         } else {
           cpu::layernorm_bwd(g2, x2, w, mean, rstd, gx2, gw, gb);

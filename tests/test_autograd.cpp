@@ -60,6 +60,34 @@ TEST_CASE("diamond graph: gradients from both branches meet") {
   CHECK(gp[1] == doctest::Approx(6.0 * std::exp(-1.0)).epsilon(1e-14));
 }
 
+TEST_CASE("a backward may add its gradient into the partial sum the engine lends it") {
+  // y = 3x through a node that adds 3g into the lent partial gradient of x when there is one.
+  bool lent = false;
+  auto triple = [&lent](const Tensor& x) {
+    Tensor out = ops::mul_scalar(x.detach(), 3.0);
+    autograd::record(out, {x}, "TripleBackward", [&lent](const Tensor& g, const autograd::Node& n) {
+      Tensor part = n.partial_grad(0);
+      lent = part.defined();
+      Tensor g3 = ops::mul_scalar(g, 3.0);
+      if (!lent) return std::vector<Tensor>{g3};
+      autograd::grad_accumulate_(part, g3);
+      return std::vector<Tensor>{part};
+    });
+    return out;
+  };
+  // x's other consumer (2x) runs first and leaves a gradient only the engine holds: lent.
+  Tensor x = vec({1.0, -2.0});
+  ops::sum(ops::add(triple(x), ops::mul_scalar(x, 2.0))).backward();
+  CHECK(lent);
+  CHECK(grad_of(x) == std::vector<double>{5.0, 5.0});
+  // x's other use is the add itself, which hands the same tensor to both of its inputs: that
+  // gradient is referenced twice, so it is not lent, and the engine sums as usual.
+  Tensor z = vec({1.0, -2.0});
+  ops::sum(ops::add(triple(z), z)).backward();
+  CHECK_FALSE(lent);
+  CHECK(grad_of(z) == std::vector<double>{4.0, 4.0});
+}
+
 TEST_CASE("leaves that do not require grad get none, and are pruned from the graph") {
   Tensor a = vec({1.0, 2.0}, false);
   Tensor b = vec({3.0, 4.0}, false);

@@ -229,6 +229,16 @@ TEST_CASE("CUDA layer_norm, gelu, softmax") {
   compare_op(
       "layer_norm 3-D", [](auto& v) { return ops::layer_norm(v[0], v[1], v[2], 1e-6); },
       {x3, randn({128}, 25), randn({128}, 26)}, Arith::f32, 128, 260);
+  // In a residual connection, with x's other gradient (2g) summed first: the engine lends it
+  // and the GPU backward adds x's gradient into it in place (the generic and the vector kernel).
+  for (int64_t D : {50, 128}) {
+    compare_op(
+        fmt::format("layer_norm + 2x D={}", D),
+        [](auto& v) {
+          return ops::add(ops::layer_norm(v[0], v[1], v[2], 1e-6), ops::mul_scalar(v[0], 2.0));
+        },
+        {randn({4, 65, D}, 30, 2.0), randn({D}, 31), randn({D}, 32)}, Arith::f32, D, 260);
+  }
   Tensor g = randn({9, 300}, 27, 3.0);
   compare_op(
       "gelu", [](auto& v) { return ops::gelu(v[0]); }, {g}, Arith::f32, 1, 1);
