@@ -11,35 +11,40 @@ namespace lvit::cuda {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
 constexpr int kMaxStages = 32;
 
-// glogits[h] = d loss / d beta_h from galpha summed over the batch (a fixed-order tree, so the
-// result is deterministic), then the stick-breaking Jacobian of ops/ripple.cpp (d alpha_t / d
-// beta_t = rem_t sig_t (1 - sig_t), d alpha_s / d beta_t = -sig_t alpha_s for s > t), in f64. One
-// CTA per head.
+// glogits[h] = d loss / d beta_h from galpha summed over the batch, then the stick-breaking
+// Jacobian of ops/ripple.cpp (d alpha_t / d beta_t = rem_t sig_t (1 - sig_t), d alpha_s / d
+// beta_t = -sig_t alpha_s for s > t), in f64. One CTA per head: thread i sums images i, i + 256,
+// ... of every stage (all loads independent, in flight together), warp shuffles, then thread 0
+// adds the warps' sums in a fixed order: deterministic, with a single barrier (the first
+// version had a barrier tree per stage). It runs once per layer and backward on a few KB, so
+// latency is all there is to it.
 __global__ void __launch_bounds__(kThreads)
     ripple_logits_grad_kernel(const double* __restrict__ galpha, const float* __restrict__ logits,
                               int B, int H, int S, float* __restrict__ glogits) {
-  __shared__ double red[kThreads];
-  __shared__ double ga[kMaxStages];
-  const int h = blockIdx.x, tid = threadIdx.x;
+  __shared__ double red[kWarps][kMaxStages];
+  const int h = blockIdx.x, tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  float beta[kMaxStages];  // thread 0: the logits, loaded first so that the sums overlap them
+  if (tid == 0)
+    for (int s = 0; s + 1 < S; ++s) beta[s] = logits[h * (S - 1) + s];
   for (int s = 0; s < S; ++s) {
     double v = 0.0;
     for (int b = tid; b < B; b += kThreads) v += galpha[(static_cast<int64_t>(b) * H + h) * S + s];
-    red[tid] = v;
-    __syncthreads();
-    for (int o = kThreads / 2; o > 0; o >>= 1) {
-      if (tid < o) red[tid] += red[tid + o];
-      __syncthreads();
-    }
-    if (tid == 0) ga[s] = red[0];
-    __syncthreads();
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (lane == 0) red[warp][s] = v;
   }
+  __syncthreads();
   if (tid != 0) return;
-  double sig[kMaxStages], alpha[kMaxStages], rem[kMaxStages];
+  double ga[kMaxStages], sig[kMaxStages], alpha[kMaxStages], rem[kMaxStages];
+  for (int s = 0; s < S; ++s) {
+    ga[s] = 0.0;
+    for (int w = 0; w < kWarps; ++w) ga[s] += red[w][s];
+  }
   rem[0] = 1.0;
   for (int s = 0; s + 1 < S; ++s) {
-    const double x = logits[h * (S - 1) + s];
+    const double x = beta[s];
     sig[s] = x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x));
     alpha[s] = sig[s] * rem[s];
     rem[s + 1] = rem[s] * (1 - sig[s]);

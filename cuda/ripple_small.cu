@@ -140,14 +140,33 @@ __device__ __forceinline__ int slot_at(uint32_t bits, int n, int e) {
   return static_cast<int>((bits >> (4 * (4 * n + e))) & 15u);
 }
 
-// fn(n, e, slot, w) for the lane's 8 elements (n, e) of 16x16 block pair p (accumulator
+// The table words of a warp's row of NB block pairs (p0 .. p0 + NB - 1), loaded ahead of their
+// use: their latency then overlaps the copies and products before it (as loads inside the loop
+// they stalled the backward for about 5% of its time, Nsight Compute on an H200). Bit c of
+// `near` is set where block pair p0 + c holds a pair of a level below S-1; bits[c] is the
+// lane's slot word there.
+template <int NB>
+struct BlockRowSlots {
+  uint32_t near = 0;
+  uint32_t bits[NB];
+  __device__ __forceinline__ BlockRowSlots(int p0, int S, int lane) {
+#pragma unroll
+    for (int c = 0; c < NB; ++c) {
+      near |= (kSlotTables.min_level[p0 + c] < S - 1 ? 1u : 0u) << c;
+      bits[c] = kSlotTables.slots[p0 + c][lane];
+    }
+  }
+};
+
+// fn(n, e, slot, w) for the lane's 8 elements (n, e) of block pair c of the row (accumulator
 // layout; w = wl[slot]): from the table where the block holds pairs of a level below S-1, else
 // with kClassSlot and alpha_{S-1} for every element, which is right for all pairs of a far block
 // (see the file comment) and lets the compiler drop the slot-specific work there.
-template <typename Fn>
-__device__ __forceinline__ void for_block_pairs(int p, int S, int lane, const float* wl, Fn&& fn) {
-  if (kSlotTables.min_level[p] < S - 1) {
-    const uint32_t bits = kSlotTables.slots[p][lane];
+template <int NB, typename Fn>
+__device__ __forceinline__ void for_block_pairs(const BlockRowSlots<NB>& row, int c,
+                                                const float* wl, Fn&& fn) {
+  if (row.near >> c & 1u) {
+    const uint32_t bits = row.bits[c];
 #pragma unroll
     for (int n = 0; n < 2; ++n)
 #pragma unroll
@@ -203,6 +222,8 @@ __global__ void __launch_bounds__(32 * NB, fwd_min_blocks<NB>)
   const int64_t HD = int64_t{H} * D, ld = 3 * HD;
   const bf16* Qg = qkv + b * N * ld + int64_t{h} * D;
 
+  const int q0 = warp * 16, pair0 = first_pair(glog) + warp * NB;
+  const BlockRowSlots<NB> row_slots(pair0, S, lane);  // ahead of use, as in the backward
   load_rows<D>(Qs, Qg, ld, 0, kNP, N);
   load_rows<D>(Ks, Qg + HD, ld, 0, kNP, N);
   cp_async_commit();
@@ -219,12 +240,11 @@ __global__ void __launch_bounds__(32 * NB, fwd_min_blocks<NB>)
   zero(s);
   mma_rows_bt<D, NB>(s, Qs, Ks, kLd, warp * 16, lane);
   // Element (n, e) of key block c: key 16c + 8n + 2t + (e & 1) of query q0 + g + 8 (e >> 1).
-  const int q0 = warp * 16, pair0 = first_pair(glog) + warp * NB;
   float l[2] = {0.f, 0.f};  // thread-partial den, reduced across the quad below
   uint32_t pa[NB][4];       // P as A fragments: frees s before O's accumulators
 #pragma unroll
   for (int c = 0; c < NB; ++c) {
-    for_block_pairs(pair0 + c, S, lane, wl, [&](int n, int e, int, float w) {
+    for_block_pairs(row_slots, c, wl, [&](int n, int e, int, float w) {
       s[2 * c + n][e] *= w;
       l[e >> 1] += s[2 * c + n][e];
     });
@@ -336,7 +356,11 @@ __global__ void __launch_bounds__(32 * NB, bwd_min_blocks<NB>)
   const int64_t HD = int64_t{H} * D, ld = 3 * HD;
   const bf16* Qg = qkv + b * N * ld + int64_t{h} * D;
 
-  // 0. Loads and phi.
+  // 0. Loads and phi. den of row threadIdx.x (blockDim = 2 NP) and the slot words first, so
+  // that their latency overlaps the copies'.
+  const float den_row = threadIdx.x < N ? den[bh * N + threadIdx.x] : 0.f;
+  const int q0 = warp * 16, pair0 = first_pair(glog) + warp * NB;
+  const BlockRowSlots<NB> row_slots(pair0, S, lane);
   load_rows<D>(Qs, Qg, ld, 0, kNP, N);
   load_rows<D>(Ks, Qg + HD, ld, 0, kNP, N);
   cp_async_commit();
@@ -344,8 +368,7 @@ __global__ void __launch_bounds__(32 * NB, bwd_min_blocks<NB>)
   load_rows<D>(Vs, Qg + 2 * HD, ld, 0, kNP, N);
   cp_async_commit();
   if (threadIdx.x == 0) slot_weights(logits, h, S, wl);
-  for (int i = threadIdx.x; i < kNP; i += blockDim.x)
-    Inv[i] = i < N ? 1.f / (den[bh * N + i] + kEps) : 0.f;
+  if (threadIdx.x < kNP) Inv[threadIdx.x] = threadIdx.x < N ? 1.f / (den_row + kEps) : 0.f;
   cp_async_wait<1>();  // this thread's Q and K copies (dO and V may still be in flight)
   __syncthreads();     // everyone's
   phi_rows<D>(Qs, N);
@@ -355,7 +378,6 @@ __global__ void __launch_bounds__(32 * NB, bwd_min_blocks<NB>)
 
   // 1. Queries q0 .. q0+15. Element (n, e) of key block c: query q0 + g + 8 (e >> 1), key
   // 16c + 8n + 2t + (e & 1).
-  const int q0 = warp * 16, pair0 = first_pair(glog) + warp * NB;
   float s[kSN][4], gv[kSN][4];
   zero(s);
   zero(gv);
@@ -367,7 +389,7 @@ __global__ void __launch_bounds__(32 * NB, bwd_min_blocks<NB>)
   float tfar[2] = {0.f, 0.f}, tnear[2] = {0.f, 0.f};
 #pragma unroll
   for (int c = 0; c < NB; ++c)
-    for_block_pairs(pair0 + c, S, lane, wl, [&](int n, int e, int slot, float w) {
+    for_block_pairs(row_slots, c, wl, [&](int n, int e, int slot, float w) {
       const float sg = s[2 * c + n][e] * gv[2 * c + n][e];
       if (slot == kClassSlot)
         tfar[e >> 1] += sg;
@@ -386,7 +408,7 @@ __global__ void __launch_bounds__(32 * NB, bwd_min_blocks<NB>)
 #pragma unroll
   for (int c = 0; c < NB; ++c) {
     float pt[2][4], dt[2][4];  // P / den' and dS of this 16x16 block
-    for_block_pairs(pair0 + c, S, lane, wl, [&](int n, int e, int slot, float w) {
+    for_block_pairs(row_slots, c, wl, [&](int n, int e, int slot, float w) {
       const float x = s[2 * c + n][e];
       const float dp = fmaf(gv[2 * c + n][e], inv[e >> 1], -dinv[e >> 1]);
       far = fmaf(x, dp, far);  // the near levels' share comes off at the end
