@@ -72,7 +72,15 @@ std::vector<Tensor> AccumulateGrad::apply(const Tensor& g) {
   LVIT_CHECK(g.shape() == leaf->shape, "gradient of shape {} for a leaf of shape {}",
              shape_str(g.shape()), shape_str(leaf->shape));
   if (!leaf->grad) {
-    // The incoming tensor may alias another gradient in flight, so the leaf owns a copy.
+    // A gradient that nothing but the engine references (not its TensorImpl, not its storage)
+    // becomes the leaf's .grad as it is, as PyTorch's AccumulateGrad does: no copy per parameter
+    // and step (with the gradients reset every step, that was one device copy per parameter).
+    // Anything else may alias another gradient in flight, so the leaf owns a copy.
+    if (g.dtype() == leaf->dtype && g.impl_ptr().use_count() == 1 &&
+        g.impl()->storage.use_count() == 1 && g.is_contiguous()) {
+      leaf->grad = g.impl_ptr();
+      return {};
+    }
     Tensor own = g.dtype() == leaf->dtype ? g.clone() : g.to(leaf->dtype);
     if (own.impl() == g.impl()) own = g.clone();
     leaf->grad = own.impl_ptr();

@@ -88,6 +88,36 @@ TEST_CASE("a backward may add its gradient into the partial sum the engine lends
   CHECK(grad_of(z) == std::vector<double>{4.0, 4.0});
 }
 
+TEST_CASE("a leaf takes an unshared gradient as its .grad, and copies a shared one") {
+  // y = 3x through a node whose gradient tensor the test can see (data pointer) and, in the
+  // second case, keeps a handle to.
+  const void* made = nullptr;
+  Tensor kept;
+  bool keep = false;
+  auto triple = [&](const Tensor& x) {
+    Tensor out = ops::mul_scalar(x.detach(), 3.0);
+    autograd::record(out, {x}, "TripleBackward", [&](const Tensor& g, const autograd::Node&) {
+      Tensor g3 = ops::mul_scalar(g, 3.0);
+      made = g3.raw_data();
+      if (keep) kept = g3;
+      return std::vector<Tensor>{g3};
+    });
+    return out;
+  };
+  Tensor x = vec({1.0, -2.0});
+  ops::sum(triple(x)).backward();
+  CHECK(grad_of(x) == std::vector<double>{3.0, 3.0});
+  CHECK(x.grad().raw_data() == made);  // taken over, not copied
+  keep = true;
+  Tensor z = vec({1.0, -2.0});
+  ops::sum(triple(z)).backward();
+  CHECK(grad_of(z) == std::vector<double>{3.0, 3.0});
+  CHECK(z.grad().raw_data() != made);  // someone else holds it: a copy
+  // Writing into the kept tensor leaves the leaf's gradient alone.
+  kept.copy_(Tensor::from_vector(std::vector<double>{7.0, 7.0}, {2}));
+  CHECK(grad_of(z) == std::vector<double>{3.0, 3.0});
+}
+
 TEST_CASE("leaves that do not require grad get none, and are pruned from the graph") {
   Tensor a = vec({1.0, 2.0}, false);
   Tensor b = vec({3.0, 4.0}, false);
