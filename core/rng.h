@@ -17,13 +17,26 @@ namespace lvit {
 #endif
 
 struct Philox {
+  // The 64-bit product of two 32-bit words. On the GPU one mul.wide.u32 (a single IMAD.WIDE.U32):
+  // written as a 64-bit multiply, nvcc emitted a 64 x 64-bit multiply that ptxas lowered to
+  // IMAD.WIDE.U32 plus an add of a zero high part, two more instructions per Philox round
+  // (Nsight Compute's instruction counts of the fused GELU + dropout kernel, H200).
+  static LVIT_HD uint64_t mul_wide(uint32_t a, uint32_t b) {
+#if defined(__CUDA_ARCH__)
+    uint64_t p;
+    asm("mul.wide.u32 %0, %1, %2;" : "=l"(p) : "r"(a), "r"(b));
+    return p;
+#else
+    return static_cast<uint64_t>(a) * b;
+#endif
+  }
+
   // One Philox4x32-10 block: 4 random 32-bit words for counter (c0..c3) and key (k0, k1).
   static LVIT_HD void block(uint32_t c[4], uint32_t k0, uint32_t k1) {
     constexpr uint32_t M0 = 0xD2511F53u, M1 = 0xCD9E8D57u;
     constexpr uint32_t W0 = 0x9E3779B9u, W1 = 0xBB67AE85u;
     for (int r = 0; r < 10; ++r) {
-      uint64_t p0 = static_cast<uint64_t>(M0) * c[0];
-      uint64_t p1 = static_cast<uint64_t>(M1) * c[2];
+      const uint64_t p0 = mul_wide(M0, c[0]), p1 = mul_wide(M1, c[2]);
       uint32_t hi0 = static_cast<uint32_t>(p0 >> 32), lo0 = static_cast<uint32_t>(p0);
       uint32_t hi1 = static_cast<uint32_t>(p1 >> 32), lo1 = static_cast<uint32_t>(p1);
       uint32_t n0 = hi1 ^ c[1] ^ k0, n2 = hi0 ^ c[3] ^ k1;
