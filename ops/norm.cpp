@@ -44,13 +44,13 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
         Tensor gx, gw, gb;
         const DType dt = x2.dtype();  // g may be bf16; the gradients are x's dtype
         const bool gpu = on_cuda("layer_norm backward", {g2});
-        // On the GPU, x's gradient from its other consumer (a pre-norm block's residual
-        // connection), when the engine lends it, is added into in place by the kernel: one
-        // read-modify-write instead of a write here and a three-pass sum in the engine.
+        // x's gradient from its other consumer (a pre-norm block's residual connection), when
+        // the engine lends it, is added into in place by the kernel: one read-modify-write
+        // instead of a write here and a three-pass sum in the engine.
         const Tensor& part = n.partial_grad(0);
-        const bool accumulate = gpu && n.needs_input_grad(0) && part.defined() &&
-                                part.dtype() == dt && part.shape() == xs &&
-                                part.device() == g.device() && part.is_contiguous();
+        const bool accumulate = n.needs_input_grad(0) && part.defined() && part.dtype() == dt &&
+                                part.shape() == xs && part.device() == g.device() &&
+                                part.is_contiguous();
         if (accumulate)
           gx = part;
         else if (n.needs_input_grad(0))
@@ -66,7 +66,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
                               ptr(gb), accumulate, cuda_stream(g2));
 #endif
         } else {
-          cpu::layernorm_bwd(g2, x2, w, mean, rstd, gx2, gw, gb);
+          cpu::layernorm_bwd(g2, x2, w, mean, rstd, gx2, gw, gb, accumulate);
         }
         return std::vector<Tensor>{gx, gw, gb};
       });

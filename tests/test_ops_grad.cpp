@@ -398,6 +398,13 @@ TEST_CASE("gradcheck: layer_norm") {
               {xt, wt, bt});
   Tensor xc = randn({3, 5}, seed++), wc = weight(5), bc = randn({5}, seed++, false);
   expect_grad("layer_norm, constant bias", fn, {xc, wc, bc});
+  // x's other use (2x) delivers its gradient first, so the engine lends it to the LayerNorm
+  // backward, which adds x's gradient into it in place (Node::partial_grad).
+  expect_grad("layer_norm in a residual, 2x + layer_norm(x)",
+              [](const std::vector<Tensor>& in) {
+                return ops::add(ops::layer_norm(in[0], in[1], in[2]), ops::mul_scalar(in[0], 2.0));
+              },
+              {x, w, b});
   // Forward: zero mean and unit variance (up to eps) before the affine part.
   Tensor ones = Tensor::ones({8}, DType::f64), zeros = Tensor::zeros({8}, DType::f64);
   auto y = ops::layer_norm(x.detach(), ones, zeros).to_vector<double>();

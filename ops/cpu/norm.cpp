@@ -35,7 +35,7 @@ void layernorm_fwd(const Tensor& x, const Tensor& w, const Tensor& b, double eps
 }
 
 void layernorm_bwd(const Tensor& g, const Tensor& x, const Tensor& w, const Tensor& mean,
-                   const Tensor& rstd, Tensor& gx, Tensor& gw, Tensor& gb) {
+                   const Tensor& rstd, Tensor& gx, Tensor& gw, Tensor& gb, bool accumulate) {
   const int64_t M = x.shape()[0], D = x.shape()[1];
   const int64_t chunks = num_threads();
   LVIT_DISPATCH_FLOAT(x.dtype(), "layernorm_bwd", [&] {
@@ -63,7 +63,8 @@ void layernorm_bwd(const Tensor& g, const Tensor& x, const Tensor& w, const Tens
         if (pgx) {
           const T a = lanes_total(sum_gw) / D, c = lanes_total(sum_gw_xhat) / D;
           T* o = pgx + i * D;
-          for (int64_t j = 0; j < D; ++j) o[j] = rs * (gr[j] * pw[j] - a - (xr[j] - mu) * rs * c);
+          for (int64_t j = 0; j < D; ++j)
+            o[j] = (accumulate ? o[j] : T(0)) + rs * (gr[j] * pw[j] - a - (xr[j] - mu) * rs * c);
         }
       }
     });
