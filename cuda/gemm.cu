@@ -136,18 +136,32 @@ Plan make_plan(const PlanKey& k, Context& ctx) {
   return p;
 }
 
+// Element i of the matrix being summed: x[i], or with a multiplier d (column_sums_of_product)
+// the product x[i] d[i] rounded to T, which is also stored in prod[i] (the same value the
+// elementwise multiply would have written, so the sums match multiply-then-sum bit for bit).
+template <typename T>
+__device__ __forceinline__ T summand(const T* __restrict__ x, const T* __restrict__ d,
+                                     T* __restrict__ prod, int64_t i) {
+  if (d == nullptr) return x[i];
+  const T v = st<T>(ld(x[i]) * ld(d[i]));
+  prod[i] = v;
+  return v;
+}
+
 // Partial column sums: block (bx, by) sums rows [by*rows_per, ...) of columns [32 bx, 32 bx + 32)
 // with 32 x 8 threads (reads of 32 consecutive elements are coalesced), into part[by, col].
 template <typename T, typename Acc>
-__global__ void column_partial_kernel(const T* __restrict__ x, int64_t M, int64_t N,
-                                      int64_t rows_per, Acc* __restrict__ part) {
+__global__ void column_partial_kernel(const T* __restrict__ x, const T* __restrict__ d,
+                                      T* __restrict__ prod, int64_t M, int64_t N, int64_t rows_per,
+                                      Acc* __restrict__ part) {
   __shared__ Acc tile[8][33];
   const int64_t col = blockIdx.x * int64_t{32} + threadIdx.x;
   const int64_t r0 = blockIdx.y * rows_per;
   const int64_t r1 = min(M, r0 + rows_per);
   Acc acc = 0;
   if (col < N)
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += 8) acc += static_cast<Acc>(x[r * N + col]);
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += 8)
+      acc += static_cast<Acc>(summand(x, d, prod, r * N + col));
   tile[threadIdx.y][threadIdx.x] = acc;
   __syncthreads();
   if (threadIdx.y == 0 && col < N) {
@@ -160,7 +174,8 @@ __global__ void column_partial_kernel(const T* __restrict__ x, int64_t M, int64_
 // The vectorised form for contiguous rows (N % 4 == 0, 8- or 16-byte aligned rows): each thread
 // sums 4 adjacent columns, a warp covers 128 columns, 8 warps split the chunk's rows.
 template <typename T, typename Acc>
-__global__ void column_partial_vec_kernel(const T* __restrict__ x, int64_t M, int64_t N,
+__global__ void column_partial_vec_kernel(const T* __restrict__ x, const T* __restrict__ d,
+                                          T* __restrict__ prod, int64_t M, int64_t N,
                                           int64_t rows_per, Acc* __restrict__ part) {
   __shared__ Acc tile[8][128];
   const int64_t col = blockIdx.x * int64_t{128} + 4 * threadIdx.x;
@@ -170,13 +185,19 @@ __global__ void column_partial_vec_kernel(const T* __restrict__ x, int64_t M, in
   // Four rows' loads in flight per thread (rows r, r + 8, r + 16, r + 24), then their adds in
   // row order: the memory system sees 4x the outstanding requests of a row-at-a-time loop.
   auto load4 = [&](int64_t r, Acc(&v)[4]) {
-    const T* p = x + r * N + col;
+    const int64_t i = r * N + col;
     if constexpr (sizeof(T) == 2) {
-      const uint2 u = *reinterpret_cast<const uint2*>(p);
-      const T* e = reinterpret_cast<const T*>(&u);
+      uint2 u = *reinterpret_cast<const uint2*>(x + i);
+      T* e = reinterpret_cast<T*>(&u);
+      if (d != nullptr) {  // the product, rounded to T, stored as the elementwise multiply would
+        const uint2 du = *reinterpret_cast<const uint2*>(d + i);
+        const T* de = reinterpret_cast<const T*>(&du);
+        for (int k = 0; k < 4; ++k) e[k] = st<T>(ld(e[k]) * ld(de[k]));
+        *reinterpret_cast<uint2*>(prod + i) = u;
+      }
       for (int k = 0; k < 4; ++k) v[k] = static_cast<Acc>(e[k]);
     } else {
-      for (int k = 0; k < 4; ++k) v[k] = static_cast<Acc>(p[k]);
+      for (int k = 0; k < 4; ++k) v[k] = static_cast<Acc>(summand(x, d, prod, i + k));
     }
   };
   if (col < N)
@@ -311,15 +332,23 @@ bool gemm_bias_grad(DType dtype, DType c_dtype, bool ta, bool tb, int64_t M, int
                    bias_grad, 0.0f);
 }
 
-void column_sums(DType dtype, DType out_dtype, const void* x, int64_t M, int64_t N, void* out,
-                 cudaStream_t stream) {
+namespace {
+
+// column_sums, or with d (and prod) column_sums_of_product.
+void column_sums_impl(DType dtype, DType out_dtype, const void* x, const void* d, void* prod,
+                      int64_t M, int64_t N, void* out, cudaStream_t stream) {
   if (N == 0) return;
   const int device = current_device();
   auto run = [&](auto t_zero, auto acc_zero, auto out_zero) {
     using T = decltype(t_zero);
     using Acc = decltype(acc_zero);
     using TO = decltype(out_zero);
-    const bool vec = N % 4 == 0 && reinterpret_cast<uintptr_t>(x) % (4 * sizeof(T)) == 0;
+    auto aligned = [](const void* p) {
+      return p == nullptr || reinterpret_cast<uintptr_t>(p) % (4 * sizeof(T)) == 0;
+    };
+    const bool vec = N % 4 == 0 && aligned(x) && aligned(d) && aligned(prod);
+    const T* pd = static_cast<const T*>(d);
+    T* pp = static_cast<T*>(prod);
     // About 1024 blocks (8 per SM of an H100/H200) split between column blocks and row chunks;
     // each chunk at least 64 rows.
     const int64_t col_blocks = vec ? (N + 127) / 128 : (N + 31) / 32;
@@ -334,12 +363,12 @@ void column_sums(DType dtype, DType out_dtype, const void* x, int64_t M, int64_t
     } else if (vec) {
       column_partial_vec_kernel<T, Acc>
           <<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(chunks)), dim3(32, 8), 0,
-             stream>>>(static_cast<const T*>(x), M, N, rows_per, part);
+             stream>>>(static_cast<const T*>(x), pd, pp, M, N, rows_per, part);
       after_launch("column_partial", stream);
     } else {
       column_partial_kernel<T, Acc>
           <<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(chunks)), dim3(32, 8), 0,
-             stream>>>(static_cast<const T*>(x), M, N, rows_per, part);
+             stream>>>(static_cast<const T*>(x), pd, pp, M, N, rows_per, part);
       after_launch("column_partial", stream);
     }
     column_final_kernel<TO, Acc><<<static_cast<unsigned>((N + 31) / 32), dim3(32, 8), 0, stream>>>(
@@ -358,6 +387,18 @@ void column_sums(DType dtype, DType out_dtype, const void* x, int64_t M, int64_t
   else
     fail("column_sums: " + std::string(dtype_name(dtype)) + " to " +
          std::string(dtype_name(out_dtype)));
+}
+
+}  // namespace
+
+void column_sums(DType dtype, DType out_dtype, const void* x, int64_t M, int64_t N, void* out,
+                 cudaStream_t stream) {
+  column_sums_impl(dtype, out_dtype, x, nullptr, nullptr, M, N, out, stream);
+}
+
+void column_sums_of_product(DType dtype, DType out_dtype, const void* x, const void* d, int64_t M,
+                            int64_t N, void* prod, void* out, cudaStream_t stream) {
+  column_sums_impl(dtype, out_dtype, x, d, prod, M, N, out, stream);
 }
 
 }  // namespace lvit::cuda

@@ -42,4 +42,11 @@ bool gemm_bias_grad(DType ab_dtype, DType c_dtype, bool trans_a, bool trans_b, i
 void column_sums(DType dtype, DType out_dtype, const void* x, int64_t M, int64_t N, void* out,
                  cudaStream_t stream);
 
+// prod [M, N] = x * d elementwise (rounded to dtype, as ops::mul writes it) and out = the column
+// sums of prod, as column_sums computes them (the same values bit for bit), in one pass: a
+// linear layer's output gradient that is a product (GELU + dropout's backward) and its bias
+// gradient without reading the product back.
+void column_sums_of_product(DType dtype, DType out_dtype, const void* x, const void* d, int64_t M,
+                            int64_t N, void* prod, void* out, cudaStream_t stream);
+
 }  // namespace lvit::cuda

@@ -4,9 +4,12 @@
 #include "ops/autocast.h"
 #include "ops/cpu/linear.h"
 #include "ops/dispatch.h"
+#include "ops/dropout.h"
+#include "ops/elementwise.h"
 #include "ops/shape.h"
 
 #ifdef LVIT_WITH_CUDA
+#include "cuda/dropout.cuh"
 #include "cuda/gemm.cuh"
 #endif
 
@@ -86,7 +89,18 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in, bool ta, bool tb) {
   return y;
 }
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+namespace {
+
+// linear()'s forward without its autograd node: y [M, out] (2-D), and what a backward needs.
+struct LinearForward {
+  Tensor y;           // [M, out], x's dtype
+  Tensor x2;          // x as [M, in], contiguous
+  Tensor w;           // the weight as multiplied (its bf16 copy under mixed precision)
+  Shape out_shape;    // x's shape with the last dimension `out`
+  DType param_dtype;  // the parameters' dtype (that of their gradients)
+};
+
+LinearForward linear_forward(const Tensor& x, const Tensor& w, const Tensor& b) {
   LVIT_CHECK(x.device() == w.device() && (!b.defined() || b.device() == w.device()),
              "linear: tensors on different devices");
   // Equal dtypes, or bf16 activations with f32 parameters (mixed precision, GPU).
@@ -100,30 +114,34 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
   LVIT_CHECK(!b.defined() || (b.dim() == 1 && b.shape()[0] == w.shape()[0]),
              "linear: bias {} for weight {}", shape_str(b.shape()), shape_str(w.shape()));
   const int64_t in = w.shape()[1], out = w.shape()[0];
-  Tensor x2 = x.contiguous().view({-1, in});
-  Tensor wc = w.contiguous();
-  Shape out_shape = x.shape();
-  out_shape.back() = out;
-  Tensor y = Tensor::empty({x2.shape()[0], out}, x.dtype(), x.device());
-  const DType param_dtype = w.dtype();
+  LinearForward f{Tensor(), x.contiguous().view({-1, in}), w.contiguous(), x.shape(), w.dtype()};
+  f.out_shape.back() = out;
+  f.y = Tensor::empty({f.x2.shape()[0], out}, x.dtype(), x.device());
   if (on_cuda("linear", {x, w, b})) {
 #ifdef LVIT_WITH_CUDA
     cuda_stream(x);  // makes x's device current for the GEMM
     // Mixed precision: bf16 activations with f32 parameters multiply bf16 copies of the
     // parameters (fp32 accumulation); the parameter gradients come back f32.
-    wc = autocast_param(wc, x.dtype());
+    f.w = autocast_param(f.w, x.dtype());
     Tensor bc = b.defined() ? autocast_param(b.contiguous(), x.dtype()) : Tensor();
-    cuda::gemm(x.dtype(), x.dtype(), false, true, x2.shape()[0], out, in, x2.raw_data(), in, 0,
-               wc.raw_data(), in, 0, y.raw_data(), out, 0, 1,
+    cuda::gemm(x.dtype(), x.dtype(), false, true, f.x2.shape()[0], out, in, f.x2.raw_data(), in, 0,
+               f.w.raw_data(), in, 0, f.y.raw_data(), out, 0, 1,
                bc.defined() ? bc.raw_data() : nullptr);
 #endif
   } else {
-    cpu::linear_fwd(x2, wc, b.defined() ? b.contiguous() : Tensor(), y);
+    cpu::linear_fwd(f.x2, f.w, b.defined() ? b.contiguous() : Tensor(), f.y);
   }
-  y = y.view(out_shape);
+  return f;
+}
+
+}  // namespace
+
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  LinearForward f = linear_forward(x, w, b);
+  Tensor y = f.y.view(f.out_shape);
   autograd::record(y, {x, w, b}, "LinearBackward",
-                   [x2 = x2.detach(), w = wc.detach(), xs = x.shape(), param_dtype](
-                       const Tensor& g, const autograd::Node& n) {
+                   [x2 = f.x2.detach(), w = f.w.detach(), xs = x.shape(),
+                    param_dtype = f.param_dtype](const Tensor& g, const autograd::Node& n) {
                      Tensor g2 = g.contiguous().view({-1, w.shape()[0]});
                      Tensor gx, gw, gb;
                      if (n.needs_input_grad(0))
@@ -142,6 +160,54 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
                      return std::vector<Tensor>{gx.defined() ? gx.view(xs) : gx, gw, gb};
                    });
   return y;
+}
+
+Tensor linear_gelu_dropout(const Tensor& x, const Tensor& w, const Tensor& b, double p,
+                           bool training, Generator& gen) {
+  LVIT_CHECK(p >= 0 && p < 1, "linear_gelu_dropout: probability {} not in [0, 1)", p);
+  if (!training || p == 0 || !b.defined() || !on_cuda("linear_gelu_dropout", {x, w, b}))
+    return gelu_dropout(linear(x, w, b), p, training, gen);
+#ifdef LVIT_WITH_CUDA
+  LinearForward f = linear_forward(x, w, b);
+  // gelu_dropout's forward (the same seed and offset drawn, so the same mask), with d h / d y
+  // saved for the backward.
+  const uint64_t seed = gen.seed(), offset = gen.next_offset();
+  const bool grad = autograd::needs_grad({x, w, b});
+  Tensor h = Tensor::empty(f.y.shape(), f.y.dtype(), f.y.device());
+  Tensor dhdy = grad ? Tensor::empty(f.y.shape(), f.y.dtype(), f.y.device()) : Tensor();
+  cuda::gelu_dropout_fwd(f.y.dtype(), f.y.raw_data(), h.raw_data(),
+                         grad ? dhdy.raw_data() : nullptr, f.y.numel(), p, seed, offset,
+                         cuda_stream(x));
+  h = h.view(f.out_shape);
+  if (grad)
+    autograd::record(
+        h, {x, w, b}, "LinearGeluDropoutBackward",
+        [x2 = f.x2.detach(), w = f.w.detach(), dhdy, xs = x.shape(), param_dtype = f.param_dtype](
+            const Tensor& g_in, const autograd::Node& n) {
+          const Tensor g = (g_in.dtype() == dhdy.dtype() ? g_in : g_in.to(dhdy.dtype()))
+                               .contiguous()
+                               .view(dhdy.shape());
+          const int64_t M = dhdy.shape()[0], N = dhdy.shape()[1];
+          // gy = g * dh/dy (as gelu_dropout's backward) and the bias gradient, its column sums,
+          // in one pass: the sums do not read gy back.
+          Tensor gy = Tensor::empty(dhdy.shape(), dhdy.dtype(), dhdy.device()), gx, gw, gb;
+          if (n.needs_input_grad(2)) {
+            gb = Tensor::empty({N}, param_dtype, g.device());
+            cuda::column_sums_of_product(g.dtype(), gb.dtype(), g.raw_data(), dhdy.raw_data(), M, N,
+                                         gy.raw_data(), gb.raw_data(), cuda_stream(g));
+          } else {
+            gy = mul(g, dhdy);
+          }
+          if (n.needs_input_grad(0)) gx = Tensor::empty(x2.shape(), g.dtype(), g.device());
+          if (n.needs_input_grad(1)) gw = Tensor::empty(w.shape(), param_dtype, g.device());
+          Tensor no_bias;
+          linear_bwd_cuda(gy, x2, w, gx, gw, no_bias);
+          return std::vector<Tensor>{gx.defined() ? gx.view(xs) : gx, gw, gb};
+        });
+  return h;
+#else
+  return Tensor();
+#endif
 }
 
 }  // namespace lvit::ops

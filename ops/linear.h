@@ -1,5 +1,6 @@
 // Matrix products.
 #pragma once
+#include "core/rng.h"
 #include "core/tensor.h"
 
 namespace lvit::ops {
@@ -11,5 +12,12 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a = false, bool trans
 
 // y = x w^T + b: x [..., in], w [out, in], b [out] or undefined. Bias add fused into the GEMM.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
+
+// gelu_dropout(linear(x, w, b), p, training, gen) (the same values and mask). On the GPU in
+// training it is one autograd node whose backward makes the GELU + dropout product and the
+// bias gradient (its column sums) in one pass, instead of a multiply and then column sums that
+// read the product back. Elsewhere it is the two ops.
+Tensor linear_gelu_dropout(const Tensor& x, const Tensor& w, const Tensor& b, double p,
+                           bool training, Generator& gen);
 
 }  // namespace lvit::ops

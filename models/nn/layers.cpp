@@ -29,8 +29,8 @@ Tensor LayerNorm::forward(const Tensor& x) const {
 
 Tensor Dropout::forward(const Tensor& x) const { return ops::dropout(x, p, is_training(), *gen_); }
 
-Tensor Dropout::forward_gelu(const Tensor& x) const {
-  return ops::gelu_dropout(x, p, is_training(), *gen_);
+Tensor Dropout::forward_linear_gelu(const Linear& fc, const Tensor& x) const {
+  return ops::linear_gelu_dropout(ops::autocast(x), fc.weight, fc.bias, p, is_training(), *gen_);
 }
 
 Tensor Dropout::forward_residual(const Tensor& residual, const Tensor& x) const {
@@ -52,7 +52,7 @@ MLP::MLP(int64_t dim, int64_t hidden, double dropout, Generator& init,
 Tensor MLP::forward(const Tensor& x) const { return drop->forward(forward_undropped(x)); }
 
 Tensor MLP::forward_undropped(const Tensor& x) const {
-  return fc2->forward(drop->forward_gelu(fc1->forward(x)));
+  return fc2->forward(drop->forward_linear_gelu(*fc1, x));
 }
 
 PatchEmbed::Proj::Proj(Tensor w, Tensor b) {

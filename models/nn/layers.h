@@ -27,8 +27,8 @@ class Dropout : public Module {
  public:
   Dropout(double p, std::shared_ptr<Generator> gen) : p(p), gen_(std::move(gen)) {}
   Tensor forward(const Tensor& x) const;
-  // dropout(gelu(x)) in one pass (the same mask and offsets as the two ops).
-  Tensor forward_gelu(const Tensor& x) const;
+  // dropout(gelu(fc(x))) (ops::linear_gelu_dropout: on the GPU one node for the three).
+  Tensor forward_linear_gelu(const Linear& fc, const Tensor& x) const;
   // residual + dropout(x) in one pass (the same mask and offsets as the two ops).
   Tensor forward_residual(const Tensor& residual, const Tensor& x) const;
   double p;
