@@ -190,8 +190,9 @@ Tensor linear_gelu_dropout(const Tensor& x, const Tensor& w, const Tensor& b, do
           const int64_t M = dhdy.shape()[0], N = dhdy.shape()[1];
           // gy = g * dh/dy (as gelu_dropout's backward) and the bias gradient, its column sums,
           // in one pass: the sums do not read gy back.
-          Tensor gy = Tensor::empty(dhdy.shape(), dhdy.dtype(), dhdy.device()), gx, gw, gb;
+          Tensor gy, gx, gw, gb;
           if (n.needs_input_grad(2)) {
+            gy = Tensor::empty(dhdy.shape(), dhdy.dtype(), dhdy.device());
             gb = Tensor::empty({N}, param_dtype, g.device());
             cuda::column_sums_of_product(g.dtype(), gb.dtype(), g.raw_data(), dhdy.raw_data(), M, N,
                                          gy.raw_data(), gb.raw_data(), cuda_stream(g));
