@@ -83,12 +83,19 @@ __device__ __forceinline__ A gelu_exact_grad(A v) {
 }
 
 // Both at once, sharing the erf: y = gelu_exact(v), dy = gelu_exact_grad(v) (the same
-// expressions, so the same values as the two helpers).
-template <typename A>
+// expressions, so the same values as the two helpers). With kFastExp, dy's exp(-v^2 / 2) comes
+// from the hardware exp2 (__expf: a few fp32 ulps of relative error for these arguments), for
+// results rounded to bf16 (2^-9), where the difference cannot matter and the instructions do.
+template <typename A, bool kFastExp = false>
 __device__ __forceinline__ void gelu_exact_and_grad(A v, A& y, A& dy) {
   const A e = erf(v * A(M_SQRT1_2));
   y = A(0.5) * v * (A(1) + e);
-  dy = A(0.5) * (A(1) + e) + v * A(0.3989422804014327) * exp(A(-0.5) * v * v);
+  A gauss;
+  if constexpr (kFastExp)
+    gauss = __expf(A(-0.5) * v * v);
+  else
+    gauss = exp(A(-0.5) * v * v);
+  dy = A(0.5) * (A(1) + e) + v * A(0.3989422804014327) * gauss;
 }
 
 // ---- vectorised access: 8 elements per thread through 16-byte loads and stores ----
