@@ -66,6 +66,16 @@ std::vector<Tensor> FunctionNode::apply(const Tensor& grad_out) {
   return fn_(grad_out, *this);
 }
 
+namespace {
+
+// Whether only the engine's one handle references t: no other Tensor shares its TensorImpl or its
+// storage, so it may be changed in place or handed on without a copy.
+bool engine_owned(const Tensor& t) {
+  return t.impl_ptr().use_count() == 1 && t.impl()->storage.use_count() == 1;
+}
+
+}  // namespace
+
 std::vector<Tensor> AccumulateGrad::apply(const Tensor& g) {
   auto leaf = leaf_.lock();
   if (!leaf || !g.defined()) return {};
@@ -76,8 +86,7 @@ std::vector<Tensor> AccumulateGrad::apply(const Tensor& g) {
     // becomes the leaf's .grad as it is, as PyTorch's AccumulateGrad does: no copy per parameter
     // and step (with the gradients reset every step, that was one device copy per parameter).
     // Anything else may alias another gradient in flight, so the leaf owns a copy.
-    if (g.dtype() == leaf->dtype && g.impl_ptr().use_count() == 1 &&
-        g.impl()->storage.use_count() == 1 && g.is_contiguous()) {
+    if (g.dtype() == leaf->dtype && engine_owned(g) && g.is_contiguous()) {
       leaf->grad = g.impl_ptr();
       return {};
     }
@@ -103,8 +112,7 @@ void lend_partial_grads(Node& node, std::unordered_map<Node*, Tensor>& buffers) 
     if (!child) continue;
     auto it = buffers.find(child);
     if (it == buffers.end() || !it->second.defined()) continue;
-    const Tensor& t = it->second;
-    if (t.impl_ptr().use_count() != 1 || t.impl()->storage.use_count() != 1) continue;
+    if (!engine_owned(it->second)) continue;
     if (std::count_if(node.next.begin(), node.next.end(),
                       [child](const auto& e) { return e.get() == child; }) != 1)
       continue;
