@@ -103,30 +103,38 @@ Tensor masked(const Tensor& x, double p, bool training, Generator& gen, int64_t 
 
 }  // namespace
 
+GeluDropoutPass gelu_dropout_cuda_pass(const Tensor& x_in, double p, Generator& gen,
+                                       bool with_grad) {
+#ifdef LVIT_WITH_CUDA
+  const uint64_t seed = gen.seed(), offset = gen.next_offset();
+  const Tensor x = x_in.contiguous();
+  GeluDropoutPass r{Tensor::empty(x.shape(), x.dtype(), x.device()),
+                    with_grad ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor()};
+  cuda::gelu_dropout_fwd(x.dtype(), x.raw_data(), r.y.raw_data(),
+                         with_grad ? r.dydx.raw_data() : nullptr, x.numel(), p, seed, offset,
+                         cuda_stream(x));
+  return r;
+#else
+  (void)x_in, (void)p, (void)gen, (void)with_grad;
+  throw Error("gelu_dropout_cuda_pass: lvit was built without CUDA");
+#endif
+}
+
 Tensor gelu_dropout(const Tensor& x_in, double p, bool training, Generator& gen) {
   LVIT_CHECK(p >= 0 && p < 1, "gelu_dropout: probability {} not in [0, 1)", p);
   if (!training || p == 0 || !on_cuda("gelu_dropout", {x_in}))
     return dropout(gelu(x_in), p, training, gen);
-#ifdef LVIT_WITH_CUDA
-  const uint64_t seed = gen.seed(), offset = gen.next_offset();
-  Tensor x = x_in.contiguous();
-  Tensor y = Tensor::empty(x.shape(), x.dtype(), x.device());
   // The backward needs only d y / d x (keep ? gelu'(x) / (1 - p) : 0), made in the same pass
   // and saved instead of x: the backward is then one multiply, with no Philox or erf.
   const bool grad = autograd::needs_grad({x_in});
-  Tensor dydx = grad ? Tensor::empty(x.shape(), x.dtype(), x.device()) : Tensor();
-  cuda::gelu_dropout_fwd(x.dtype(), x.raw_data(), y.raw_data(), grad ? dydx.raw_data() : nullptr,
-                         x.numel(), p, seed, offset, cuda_stream(x));
+  GeluDropoutPass f = gelu_dropout_cuda_pass(x_in, p, gen, grad);
   if (grad)
-    autograd::record(y, {x_in}, "GeluDropoutBackward",
-                     [dydx](const Tensor& g, const autograd::Node&) {
+    autograd::record(f.y, {x_in}, "GeluDropoutBackward",
+                     [dydx = f.dydx](const Tensor& g, const autograd::Node&) {
                        const Tensor gc = g.dtype() == dydx.dtype() ? g : g.to(dydx.dtype());
                        return std::vector<Tensor>{mul(gc, dydx)};
                      });
-  return y;
-#else
-  return Tensor();
-#endif
+  return f.y;
 }
 
 Tensor add_dropout(const Tensor& x_in, const Tensor& y_in, double p, bool training,

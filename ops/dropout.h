@@ -13,6 +13,14 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);
 // dropout(gelu(x), p): the same values, mask and generator offset as the two ops; on the GPU
 // one fused pass each way (the MLP's hidden layer: no intermediate GELU output in memory).
 Tensor gelu_dropout(const Tensor& x, double p, bool training, Generator& gen);
+// gelu_dropout's GPU pass without an autograd node, for ops that fuse more around it
+// (linear_gelu_dropout): y = dropout(gelu(x), p) for x on a CUDA device, drawing one offset of
+// `gen` as gelu_dropout does, and with `with_grad` dydx = d y / d x (keep ? gelu'(x) / (1 - p) :
+// 0), which the backward multiplies its gradient by.
+struct GeluDropoutPass {
+  Tensor y, dydx;
+};
+GeluDropoutPass gelu_dropout_cuda_pass(const Tensor& x, double p, Generator& gen, bool with_grad);
 // x + dropout(y, p): a residual add with its branch's dropout, the same values, mask and
 // generator offset as the two ops (add's mixed f32 + bf16 included); on the GPU one pass each
 // way (no dropped copy of y in memory, and y's gradient comes out in y's dtype directly).

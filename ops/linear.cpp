@@ -9,7 +9,6 @@
 #include "ops/shape.h"
 
 #ifdef LVIT_WITH_CUDA
-#include "cuda/dropout.cuh"
 #include "cuda/gemm.cuh"
 #endif
 
@@ -169,16 +168,11 @@ Tensor linear_gelu_dropout(const Tensor& x, const Tensor& w, const Tensor& b, do
     return gelu_dropout(linear(x, w, b), p, training, gen);
 #ifdef LVIT_WITH_CUDA
   LinearForward f = linear_forward(x, w, b);
-  // gelu_dropout's forward (the same seed and offset drawn, so the same mask), with d h / d y
+  // gelu_dropout's pass (the same seed and offset drawn, so the same mask), with d h / d y
   // saved for the backward.
-  const uint64_t seed = gen.seed(), offset = gen.next_offset();
   const bool grad = autograd::needs_grad({x, w, b});
-  Tensor h = Tensor::empty(f.y.shape(), f.y.dtype(), f.y.device());
-  Tensor dhdy = grad ? Tensor::empty(f.y.shape(), f.y.dtype(), f.y.device()) : Tensor();
-  cuda::gelu_dropout_fwd(f.y.dtype(), f.y.raw_data(), h.raw_data(),
-                         grad ? dhdy.raw_data() : nullptr, f.y.numel(), p, seed, offset,
-                         cuda_stream(x));
-  h = h.view(f.out_shape);
+  GeluDropoutPass gd = gelu_dropout_cuda_pass(f.y, p, gen, grad);
+  Tensor h = gd.y.view(f.out_shape), dhdy = gd.dydx;
   if (grad)
     autograd::record(
         h, {x, w, b}, "LinearGeluDropoutBackward",
