@@ -30,7 +30,8 @@ void ripple_fwd(const float* qkv, const float* logits, int64_t B, int64_t N, int
                 int64_t heads, int64_t stages, int64_t grid, float* out, float* den,
                 cudaStream_t stream);
 
-// Doubles of workspace ripple_bwd needs (the stage weights' gradients per image and head).
+// Doubles of workspace ripple_bwd and the tensor-core backwards need (the stage weights'
+// gradients per image and head; the dense kernels' per warp, up to 8 per head).
 int64_t ripple_bwd_workspace_doubles(int64_t B, int64_t heads, int64_t stages);
 
 // gout [B, N, D] and qkv, logits, out, den as in and from ripple_fwd -> gqkv [B, N, 3D] (fully

@@ -8,12 +8,17 @@
 
 namespace lvit::cuda::ripple_detail {
 
+// sigmoid(x) in f64, without overflow for either sign.
+__device__ __forceinline__ double sigmoid_f64(double x) {
+  return x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x));
+}
+
 // alpha[0 .. S-1] of head h from logits [H, S-1] (unread when S == 1: alpha = {1}).
 __device__ inline void stage_weights(const float* logits, int h, int S, double* alpha) {
   double rem = 1.0;  // prod_{s' < s} (1 - sigmoid(beta_s'))
   for (int s = 0; s + 1 < S; ++s) {
     const double x = logits[h * (S - 1) + s];
-    const double sg = x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x));
+    const double sg = sigmoid_f64(x);
     alpha[s] = sg * rem;
     rem *= 1 - sg;
   }

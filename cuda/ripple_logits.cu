@@ -5,6 +5,7 @@
 
 #include "cuda/check.cuh"
 #include "cuda/ripple.cuh"
+#include "cuda/ripple_alpha.cuh"
 #include "cuda/smem.cuh"
 
 namespace lvit::cuda {
@@ -45,7 +46,7 @@ __global__ void __launch_bounds__(kThreads)
   rem[0] = 1.0;
   for (int s = 0; s + 1 < S; ++s) {
     const double x = beta[s];
-    sig[s] = x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x));
+    sig[s] = ripple_detail::sigmoid_f64(x);
     alpha[s] = sig[s] * rem[s];
     rem[s + 1] = rem[s] * (1 - sig[s]);
   }

@@ -183,19 +183,81 @@ __device__ __forceinline__ void for_block_pairs(const BlockRowSlots<NB>& row, in
   }
 }
 
-// wl[slot] = the weight of a pair in that slot, from the logits of head h (f64 stick-breaking,
-// rounded to f32 like the CPU op's f32 weights). One thread.
-__device__ __noinline__ void slot_weights(const float* logits, int h, int S, float* wl) {
-  double alpha[kMaxStages];
-  ripple_detail::stage_weights(logits, h, S, alpha);
-  for (int l = 0; l <= kMaxLevel; ++l) wl[l] = static_cast<float>(alpha[min(l, S - 1)]);
-  wl[kClassSlot] = static_cast<float>(alpha[S - 1]);
+// The first logits of head h, loaded by thread 0 at the top of a kernel so that their latency
+// overlaps the copies (slot_weights reads them, and loads the later ones: S > 3). Two: more
+// made the forward spill at its 64-register bound.
+constexpr int kLogitsAhead = 2;
+struct LogitsAhead {
+  float v[kLogitsAhead];
+  __device__ __forceinline__ LogitsAhead(const float* logits, int h, int S, bool mine) {
+#pragma unroll
+    for (int k = 0; k < kLogitsAhead; ++k) v[k] = mine && k + 1 < S ? logits[h * (S - 1) + k] : 0.f;
+  }
+};
+
+// wl[slot] = the weight of a pair in that slot, from the logits of head h: the f64
+// stick-breaking of cuda/ripple_alpha.cuh (the same operations in the same order), rounded to
+// f32 like the CPU op's f32 weights, with no array of stage weights (the kernels' only local
+// memory was that array: 256 bytes of stack, Nsight Compute counted the first barrier's wait
+// behind this thread at twice the softmax kernel's). One thread, after its phi stores; not
+// inlined: inline, its f64 temporaries made the 64-register forward spill.
+__device__ __noinline__ void slot_weights(LogitsAhead ahead, const float* logits, int h, int S,
+                                          float* wl) {
+  double rem = 1.0;  // prod_{s' < s} (1 - sigmoid(beta_s'))
+  auto stage = [&](int s, double x) {
+    const double sg = ripple_detail::sigmoid_f64(x);
+    if (s <= kMaxLevel) wl[s] = static_cast<float>(sg * rem);
+    rem *= 1 - sg;
+  };
+#pragma unroll
+  for (int s = 0; s < kLogitsAhead; ++s)
+    if (s + 1 < S) stage(s, ahead.v[s]);
+  for (int s = kLogitsAhead; s + 1 < S; ++s) stage(s, logits[h * (S - 1) + s]);
+  for (int l = max(S - 1, 0); l <= kMaxLevel; ++l) wl[l] = static_cast<float>(rem);
+  wl[kClassSlot] = static_cast<float>(rem);
   wl[kPadSlot] = 0.f;
 }
 
+// phi(Q) and phi(K) of one (image, head) into shared tiles [16 NB][D+8], zero in the rows
+// >= N: plain 16-byte loads, all in flight together (D / 8 per thread with 32 NB threads),
+// phi in registers, 16-byte shared stores. Against cp.async and phi in place this saves a
+// read and write of both tiles in shared memory and the barrier between copy and phi.
+template <int D, int NB>
+struct PhiQK {
+  static constexpr int kChunks = D / 8;                       // 16-byte chunks per row
+  static constexpr int kPer = 16 * NB * kChunks / (32 * NB);  // per thread and matrix
+  static_assert(kPer * 32 * NB == 16 * NB * kChunks);
+  uint4 q[kPer], k[kPer];
+  // qg: row 0 of the head's q (k at +HD), row stride ld.
+  __device__ __forceinline__ void load(const bf16* qg, int64_t HD, int64_t ld, int N) {
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int i = threadIdx.x + j * 32 * NB, r = i / kChunks, c = (i % kChunks) * 8;
+      q[j] = k[j] = make_uint4(0, 0, 0, 0);
+      if (r < N) {
+        q[j] = __ldg(reinterpret_cast<const uint4*>(qg + r * ld + c));
+        k[j] = __ldg(reinterpret_cast<const uint4*>(qg + HD + r * ld + c));
+      }
+    }
+  }
+  __device__ __forceinline__ void store_phi(bf16* qs, bf16* ks, int N) const {
+#pragma unroll
+    for (int j = 0; j < kPer; ++j) {
+      const int i = threadIdx.x + j * 32 * NB, r = i / kChunks, c = (i % kChunks) * 8;
+      uint4 pq = q[j], pk = k[j];  // zero rows stay zero (phi(0) = 1 would give them weight)
+      if (r < N) {
+        pq = make_uint4(phi2(pq.x), phi2(pq.y), phi2(pq.z), phi2(pq.w));
+        pk = make_uint4(phi2(pk.x), phi2(pk.y), phi2(pk.z), phi2(pk.w));
+      }
+      *reinterpret_cast<uint4*>(qs + r * (D + 8) + c) = pq;
+      *reinterpret_cast<uint4*>(ks + r * (D + 8) + c) = pk;
+    }
+  }
+};
+
 // ---- forward -----------------------------------------------------------------------------------
-// Shared: phi(Q), phi(K), V [NP][d+8] bf16 (NP = 80, d = 64: 34.6 KB). Q and K land first (one
-// cp.async group) and go through phi; V's load overlaps that and S = phi(Q) phi(K)^T.
+// Shared: phi(Q), phi(K), V [NP][d+8] bf16 (NP = 80, d = 64: 34.6 KB). Q and K come through
+// registers and phi (PhiQK); V's cp.async overlaps that and S = phi(Q) phi(K)^T.
 // Warp w: S (16 x NP fp32 in registers: 2 NB accumulator blocks of 16x8) = phi(Q_w) phi(K)^T;
 // P = w S per 16x16 block (far blocks: alpha_{S-1} S), den = row sums of P in fp32, P packed
 // to bf16 A fragments; O_w (16 x d) = P V; O_w / (den + eps) is staged in the warp's own Q rows
@@ -223,18 +285,15 @@ __global__ void __launch_bounds__(32 * NB, fwd_min_blocks<NB>)
   const bf16* Qg = qkv + b * N * ld + int64_t{h} * D;
 
   const int q0 = warp * 16, pair0 = first_pair(glog) + warp * NB;
+  const LogitsAhead ahead(logits, h, S, threadIdx.x == 0);
   const BlockRowSlots<NB> row_slots(pair0, S, lane);  // ahead of use, as in the backward
-  load_rows<D>(Qs, Qg, ld, 0, kNP, N);
-  load_rows<D>(Ks, Qg + HD, ld, 0, kNP, N);
-  cp_async_commit();
+  PhiQK<D, NB> qk;
+  qk.load(Qg, HD, ld, N);
   load_rows<D>(Vs, Qg + 2 * HD, ld, 0, kNP, N);
   cp_async_commit();
-  if (threadIdx.x == 0) slot_weights(logits, h, S, wl);
-  cp_async_wait<1>();  // this thread's Q and K copies
-  __syncthreads();     // everyone's
-  phi_rows<D>(Qs, N);
-  phi_rows<D>(Ks, N);
-  __syncthreads();
+  qk.store_phi(Qs, Ks, N);
+  if (threadIdx.x == 0) slot_weights(ahead, logits, h, S, wl);  // after: no registers for q, k
+  __syncthreads();                                              // phi(Q), phi(K) and wl complete
 
   float s[kSN][4];
   zero(s);
@@ -307,15 +366,15 @@ __device__ __forceinline__ void block_rows_times(float (&acc)[D / 8][4], const b
 // up to 36x the test tolerance (8 u sqrt(N) max|want|), the recomputed delta by 1x. It costs no
 // product of its own: warp w keeps its 16 query rows of S and dO V^T (fp32) in registers over all
 // keys until delta is known, then forms dP, dS and P / den' from them.
-// One kernel writes dq, dk, dv of one (image, head) once each and d loss / d alpha of that
-// (image, head) into galpha [B, H, S] (f64, the layout ripple_logits_grad reads).
+// One kernel writes dq, dk, dv of one (image, head) once each and d loss / d alpha of each
+// warp's queries into galpha [B, NB, H, S] (f64; ripple_logits_grad sums the B NB rows).
 // Shared (bf16 unless noted; NP = 80, d = 64: 74.6 KB, three blocks per SM):
 //   phi(Q), phi(K), V, dO [NP][d+8]
 //   P / den', dS [NP][NP+8], rows = queries
 //   1 / den' [NP] fp32 (0 for padded rows, which zeroes their dP)
 // Steps:
-//  0. cp.async: Q and K, then dO and V (in flight during phi); plain loads of den; phi of Q
-//     and K in place.
+//  0. Q and K in registers (PhiQK), dO and V by cp.async (in flight during phi), plain loads
+//     of den; phi(Q), phi(K) stored to shared memory; one barrier.
 //  1. Warp w = queries q0 = 16w..q0+15: S = phi(Q_w) phi(K)^T and dO_w V^T (16 x NP fp32 each,
 //     2 products); delta = row sums of w S (dO V^T), times 1 / den'; then per 16x16 block dP,
 //     P / den' and dS = w dP, rounded to bf16 into shared memory, and d loss / d alpha (fp32
@@ -323,8 +382,7 @@ __device__ __forceinline__ void block_rows_times(float (&acc)[D / 8][4], const b
 //  2. Barrier (P / den' and dS complete; V no longer read). Warp w = keys k0 = 16w..:
 //     dv = (P / den')^T dO and dk = dS^T phi(Q) (both read transposed with ldmatrix.trans), then
 //     its query rows' dq = dS phi(K), each staged in the warp's own V rows and stored. Then the
-//     d loss / d alpha sums: warp shuffles and a fixed-order sum over the warps
-//     (deterministic), in f64.
+//     warp's d loss / d alpha sums: shuffles in f64 (deterministic), one row of galpha.
 template <int D, int NB>
 constexpr size_t bwd_smem_bytes = (size_t{4} * 16 * NB * (D + 8) +
                                    size_t{2} * 16 * NB * (16 * NB + 8)) *
@@ -342,7 +400,6 @@ __global__ void __launch_bounds__(32 * NB, bwd_min_blocks<NB>)
                             int S, int glog) {
   constexpr int kNP = 16 * NB, kLd = D + 8, kLdp = kNP + 8, kSN = 2 * NB;
   __shared__ float wl[kPadSlot + 1];
-  __shared__ double red[NB][kLevels + 1];
   bf16* Qs = reinterpret_cast<bf16*>(ptx::dynamic_smem());
   bf16* Ks = Qs + kNP * kLd;
   bf16* Vs = Ks + kNP * kLd;
@@ -360,21 +417,18 @@ __global__ void __launch_bounds__(32 * NB, bwd_min_blocks<NB>)
   // that their latency overlaps the copies'.
   const float den_row = threadIdx.x < N ? den[bh * N + threadIdx.x] : 0.f;
   const int q0 = warp * 16, pair0 = first_pair(glog) + warp * NB;
+  const LogitsAhead ahead(logits, h, S, threadIdx.x == 0);
   const BlockRowSlots<NB> row_slots(pair0, S, lane);
-  load_rows<D>(Qs, Qg, ld, 0, kNP, N);
-  load_rows<D>(Ks, Qg + HD, ld, 0, kNP, N);
-  cp_async_commit();
+  PhiQK<D, NB> qk;
+  qk.load(Qg, HD, ld, N);
   load_rows<D>(dOs, gout + b * N * HD + int64_t{h} * D, HD, 0, kNP, N);
   load_rows<D>(Vs, Qg + 2 * HD, ld, 0, kNP, N);
   cp_async_commit();
-  if (threadIdx.x == 0) slot_weights(logits, h, S, wl);
   if (threadIdx.x < kNP) Inv[threadIdx.x] = threadIdx.x < N ? 1.f / (den_row + kEps) : 0.f;
-  cp_async_wait<1>();  // this thread's Q and K copies (dO and V may still be in flight)
-  __syncthreads();     // everyone's
-  phi_rows<D>(Qs, N);
-  phi_rows<D>(Ks, N);
-  cp_async_wait<0>();
-  __syncthreads();
+  qk.store_phi(Qs, Ks, N);
+  if (threadIdx.x == 0) slot_weights(ahead, logits, h, S, wl);  // after: no registers for q, k
+  cp_async_wait<0>();                                           // this thread's dO and V copies
+  __syncthreads();  // everyone's, and phi(Q), phi(K), wl, 1 / den'
 
   // 1. Queries q0 .. q0+15. Element (n, e) of key block c: query q0 + g + 8 (e >> 1), key
   // 16c + 8n + 2t + (e & 1).
@@ -446,21 +500,31 @@ __global__ void __launch_bounds__(32 * NB, bwd_min_blocks<NB>)
   __syncwarp();
   store_rows<D>(grow, ld, sv, k0, N, lane);
 
-  // d loss / d alpha of this (image, head): sums over the block in a fixed order, then level ->
-  // stage (near level l is stage l; all pairs less the near ones are stage S-1).
-  double sums[kLevels + 1], tot[kLevels + 1];
+  // d loss / d alpha of this warp's queries: warp sums in f64, level -> stage (near level l is
+  // stage l; all pairs less the near ones are stage S-1), one row of galpha per warp. No barrier:
+  // ripple_logits_grad adds the NB rows of an image with the batch (a block reduction here had
+  // every warp wait for the slowest before exiting).
+  double tot[kLevels + 1];
 #pragma unroll
-  for (int k = 0; k < kLevels; ++k) sums[k] = near[k];
-  sums[kLevels] = far;
-  block_sums(sums, &red[0][0], tot);
-  if (threadIdx.x == 0) {
-    double* gab = galpha + bh * S;
-    for (int st = 0; st < S; ++st) gab[st] = 0.0;
-    gab[S - 1] = tot[kLevels];
-    for (int l = 0; l < near_levels; ++l) {
-      gab[l] = tot[l];
-      gab[S - 1] -= tot[l];
+  for (int k = 0; k <= kLevels; ++k) {
+    double x = 0.0;
+    if (k == kLevels || k < near_levels) {  // warp-uniform
+      x = k < kLevels ? near[min(k, kLevels - 1)] : far;
+      for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
     }
+    tot[k] = x;
+  }
+  if (lane == 0) {
+    double* gab = galpha + ((b * NB + warp) * H + h) * S;  // [B, NB, H, S]
+    double last = tot[kLevels];
+#pragma unroll
+    for (int k = 0; k < kLevels; ++k)
+      if (k < near_levels) {
+        gab[k] = tot[k];
+        last -= tot[k];
+      }
+    for (int st = near_levels; st + 1 < S; ++st) gab[st] = 0.0;
+    gab[S - 1] = last;
   }
 }
 
@@ -543,7 +607,9 @@ void ripple_small_bwd(const void* gout, const void* qkv, const float* logits, co
         static_cast<bf16*>(gqkv), workspace, m.N, m.H, m.S, m.glog);
     after_launch("ripple_bwd_small_kernel", stream);
   });
-  if (glogits) ripple_logits_grad(workspace, logits, B, heads, stages, glogits, stream);
+  // galpha [B, NB, H, S]: the batch sum runs over B NB rows.
+  if (glogits)
+    ripple_logits_grad(workspace, logits, B * ((N + 15) / 16), heads, stages, glogits, stream);
 }
 
 }  // namespace lvit::cuda
