@@ -158,10 +158,11 @@ struct BlockRowSlots {
   }
 };
 
-// fn(n, e, slot, w) for the lane's 8 elements (n, e) of block pair c of the row (accumulator
-// layout; w = wl[slot]): from the table where the block holds pairs of a level below S-1, else
-// with kClassSlot and alpha_{S-1} for every element, which is right for all pairs of a far block
-// (see the file comment) and lets the compiler drop the slot-specific work there.
+// fn(n, e, slot, w, far) for the lane's 8 elements (n, e) of block pair c of the row
+// (accumulator layout; w = wl[slot]): from the table where the block holds pairs of a level below
+// S-1 (far = std::false_type), else with kClassSlot and alpha_{S-1} for every element (far =
+// std::true_type), which is right for all pairs of a far block (see the file comment) and lets
+// the compiler drop the slot-specific work there.
 template <int NB, typename Fn>
 __device__ __forceinline__ void for_block_pairs(const BlockRowSlots<NB>& row, int c,
                                                 const float* wl, Fn&& fn) {
@@ -172,14 +173,14 @@ __device__ __forceinline__ void for_block_pairs(const BlockRowSlots<NB>& row, in
 #pragma unroll
       for (int e = 0; e < 4; ++e) {
         const int slot = slot_at(bits, n, e);
-        fn(n, e, slot, wl[slot]);
+        fn(n, e, slot, wl[slot], std::false_type{});
       }
   } else {
     const float w = wl[kClassSlot];
 #pragma unroll
     for (int n = 0; n < 2; ++n)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) fn(n, e, kClassSlot, w);
+      for (int e = 0; e < 4; ++e) fn(n, e, kClassSlot, w, std::true_type{});
   }
 }
 
@@ -303,7 +304,7 @@ __global__ void __launch_bounds__(32 * NB, fwd_min_blocks<NB>)
   uint32_t pa[NB][4];       // P as A fragments: frees s before O's accumulators
 #pragma unroll
   for (int c = 0; c < NB; ++c) {
-    for_block_pairs(row_slots, c, wl, [&](int n, int e, int, float w) {
+    for_block_pairs(row_slots, c, wl, [&](int n, int e, int, float w, auto) {
       s[2 * c + n][e] *= w;
       l[e >> 1] += s[2 * c + n][e];
     });
@@ -437,18 +438,18 @@ __global__ void __launch_bounds__(32 * NB, bwd_min_blocks<NB>)
   zero(gv);
   mma_rows_bt<D, NB>(s, Qs, Ks, kLd, q0, lane);
   mma_rows_bt<D, NB>(gv, dOs, Vs, kLd, q0, lane);
-  // delta_i den'_i = sum_j w_ij s_ij gv_ij: the class-slot pairs' (all pairs of a far block)
-  // sum times alpha_{S-1} plus the others'.
+  // delta_i den'_i = sum_j w_ij s_ij gv_ij: the far blocks' sum (one fma per pair) times
+  // alpha_{S-1} plus the near blocks' weighted sum.
   const float wfar = wl[kClassSlot];
   float tfar[2] = {0.f, 0.f}, tnear[2] = {0.f, 0.f};
 #pragma unroll
   for (int c = 0; c < NB; ++c)
-    for_block_pairs(row_slots, c, wl, [&](int n, int e, int slot, float w) {
-      const float sg = s[2 * c + n][e] * gv[2 * c + n][e];
-      if (slot == kClassSlot)
-        tfar[e >> 1] += sg;
+    for_block_pairs(row_slots, c, wl, [&](int n, int e, int, float w, auto far_block) {
+      const float x = s[2 * c + n][e], y = gv[2 * c + n][e];
+      if constexpr (decltype(far_block)::value)
+        tfar[e >> 1] = fmaf(x, y, tfar[e >> 1]);
       else
-        tnear[e >> 1] = fmaf(w, sg, tnear[e >> 1]);
+        tnear[e >> 1] = fmaf(w, x * y, tnear[e >> 1]);
     });
   const float inv[2] = {Inv[q0 + g], Inv[q0 + g + 8]};
   float dinv[2];  // delta_i / den'_i
@@ -462,13 +463,13 @@ __global__ void __launch_bounds__(32 * NB, bwd_min_blocks<NB>)
 #pragma unroll
   for (int c = 0; c < NB; ++c) {
     float pt[2][4], dt[2][4];  // P / den' and dS of this 16x16 block
-    for_block_pairs(row_slots, c, wl, [&](int n, int e, int slot, float w) {
+    for_block_pairs(row_slots, c, wl, [&](int n, int e, int slot, float w, auto) {
       const float x = s[2 * c + n][e];
       const float dp = fmaf(gv[2 * c + n][e], inv[e >> 1], -dinv[e >> 1]);
       far = fmaf(x, dp, far);  // the near levels' share comes off at the end
 #pragma unroll
-      for (int k = 0; k < kLevels; ++k)
-        if (k < near_levels) near[k] += slot == k ? x * dp : 0.f;
+      for (int k = 0; k < kLevels; ++k)  // a select and an fma per level (none in far blocks)
+        if (k < near_levels) near[k] = fmaf(slot == k ? x : 0.f, dp, near[k]);
       pt[n][e] = w * inv[e >> 1] * x;
       dt[n][e] = w * dp;
     });
@@ -500,14 +501,17 @@ __global__ void __launch_bounds__(32 * NB, bwd_min_blocks<NB>)
   __syncwarp();
   store_rows<D>(grow, ld, sv, k0, N, lane);
 
-  // d loss / d alpha of this warp's queries: warp sums in f64, level -> stage (near level l is
-  // stage l; all pairs less the near ones are stage S-1), one row of galpha per warp. No barrier:
-  // ripple_logits_grad adds the NB rows of an image with the batch (a block reduction here had
-  // every warp wait for the slowest before exiting).
+  // d loss / d alpha of this warp's queries: warp sums, level -> stage (near level l is stage
+  // l; all pairs less the near ones are stage S-1) in f64, one row of galpha per warp. No
+  // barrier: ripple_logits_grad adds the NB rows of an image with the batch (a block reduction
+  // here had every warp wait for the slowest before exiting). The warp sums are fp32, as each
+  // thread's sum of its 8 NB terms is: the 5 shuffle levels add at most 5 roundings to the 8 NB
+  // of those sums (f64 shuffles, dependent pairs of shuffles and f64 adds, took 6% of this
+  // kernel's stall samples).
   double tot[kLevels + 1];
 #pragma unroll
   for (int k = 0; k <= kLevels; ++k) {
-    double x = 0.0;
+    float x = 0.f;
     if (k == kLevels || k < near_levels) {  // warp-uniform
       x = k < kLevels ? near[min(k, kLevels - 1)] : far;
       for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
