@@ -28,6 +28,20 @@
 namespace lvit::cuda::tc {
 
 using bf16 = __nv_bfloat16;
+
+// The (image, head) of a kernel with one CTA per (image, head), blockIdx.x = b H + h, and the
+// strides around it: qkv is [B, N, 3 H D] (row stride ld = 3 HD; q, k, v of head h at columns
+// h D, HD + h D, 2 HD + h D), out and gout are [B, N, H D] (row stride HD).
+struct HeadSlice {
+  int64_t bh, b;
+  int h;
+  int64_t HD, ld;
+};
+template <int D>
+__device__ __forceinline__ HeadSlice head_slice(int H) {
+  const int64_t bh = blockIdx.x, HD = int64_t{H} * D;
+  return {bh, bh / H, static_cast<int>(bh % H), HD, 3 * HD};
+}
 using ptx::cp_async16;
 using ptx::cp_async_commit;
 using ptx::cp_async_wait;

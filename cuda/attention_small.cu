@@ -85,9 +85,7 @@ __global__ void __launch_bounds__(32 * NB, fwd_min_blocks<NB>)
   bf16* Ks = Qs + kNP * kLd;
   bf16* Vs = Ks + kNP * kLd;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int64_t bh = blockIdx.x, b = bh / H;
-  const int h = static_cast<int>(bh % H);
-  const int64_t HD = int64_t{H} * D, ld = 3 * HD;
+  const auto [bh, b, h, HD, ld] = head_slice<D>(H);
   const bf16* Qg = qkv + b * N * ld + int64_t{h} * D;
 
   load_rows<D>(Qs, Qg, ld, 0, kNP, N);
@@ -193,9 +191,7 @@ __global__ void __launch_bounds__(kBwdMaxThreads, 2)
   float* Ls = reinterpret_cast<float*>(Ss + np * lds);  // lse * log2(e)
   float* Dl = Ls + np;                                  // delta
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int64_t bh = blockIdx.x, b = bh / H;
-  const int h = static_cast<int>(bh % H);
-  const int64_t HD = int64_t{H} * D, ld = 3 * HD;
+  const auto [bh, b, h, HD, ld] = head_slice<D>(H);
   const bf16* Qg = qkv + b * N * ld + int64_t{h} * D;
   const int64_t orow = b * N * HD + int64_t{h} * D;  // offset of the head's row 0 in O and dO
 

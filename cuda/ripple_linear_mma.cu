@@ -98,9 +98,7 @@ __global__ void __launch_bounds__(kThreads, 4)
   bf16* KVs = Vs + kTileRows * kLd;
   bf16* Cls = KVs + D * kLdKV;  // phi(q_0), phi(k_0), v_0
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int64_t bh = blockIdx.x, b = bh / H;
-  const int h = static_cast<int>(bh % H);
-  const int64_t HD = int64_t{H} * D, ld = 3 * HD;
+  const auto [bh, b, h, HD, ld] = head_slice<D>(H);
   const bf16* Qg = qkv + b * N * ld + int64_t{h} * D;
   const int units = 1 << (2 * glog - 4), tiles = (units + 3) / 4;
 
@@ -273,9 +271,7 @@ __global__ void __launch_bounds__(kThreads, 3)
   float* Gzw = Gz + D;
   float* Cs = Gzw + kWarps * D;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int64_t bh = blockIdx.x, b = bh / H;
-  const int h = static_cast<int>(bh % H);
-  const int64_t HD = int64_t{H} * D, ld = 3 * HD;
+  const auto [bh, b, h, HD, ld] = head_slice<D>(H);
   const bf16* Qg = qkv + b * N * ld + int64_t{h} * D;
   const bf16* Gg = gout + b * N * HD + int64_t{h} * D;
   const float* denb = den + bh * N;

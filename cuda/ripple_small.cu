@@ -280,9 +280,7 @@ __global__ void __launch_bounds__(32 * NB, fwd_min_blocks<NB>)
   bf16* Ks = Qs + kNP * kLd;
   bf16* Vs = Ks + kNP * kLd;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4;
-  const int64_t bh = blockIdx.x, b = bh / H;
-  const int h = static_cast<int>(bh % H);
-  const int64_t HD = int64_t{H} * D, ld = 3 * HD;
+  const auto [bh, b, h, HD, ld] = head_slice<D>(H);
   const bf16* Qg = qkv + b * N * ld + int64_t{h} * D;
 
   const int q0 = warp * 16, pair0 = first_pair(glog) + warp * NB;
@@ -409,9 +407,7 @@ __global__ void __launch_bounds__(32 * NB, bwd_min_blocks<NB>)
   bf16* Ss = Ps + kNP * kLdp;                              // dS
   float* Inv = reinterpret_cast<float*>(Ss + kNP * kLdp);  // 1 / (den + eps)
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4;
-  const int64_t bh = blockIdx.x, b = bh / H;
-  const int h = static_cast<int>(bh % H);
-  const int64_t HD = int64_t{H} * D, ld = 3 * HD;
+  const auto [bh, b, h, HD, ld] = head_slice<D>(H);
   const bf16* Qg = qkv + b * N * ld + int64_t{h} * D;
 
   // 0. Loads and phi. den of row threadIdx.x (blockDim = 2 NP) and the slot words first, so
