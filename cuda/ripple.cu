@@ -752,7 +752,9 @@ void ripple_fwd(const float* qkv, const float* logits, int64_t B, int64_t N, int
 }
 
 int64_t ripple_bwd_workspace_doubles(int64_t B, int64_t heads, int64_t stages) {
-  return B * heads * stages * 8;  // the dense kernels write a row per warp, up to 8 warps
+  // the dense kernels write a row per warp (up to 8 per image), then ripple_logits_grad's
+  // partial sums
+  return (B * 8 + 64) * heads * stages;
 }
 
 void ripple_bwd(const float* gout, const float* qkv, const float* logits, const float* out,

@@ -31,7 +31,8 @@ void ripple_fwd(const float* qkv, const float* logits, int64_t B, int64_t N, int
                 cudaStream_t stream);
 
 // Doubles of workspace ripple_bwd and the tensor-core backwards need (the stage weights'
-// gradients per image and head; the dense kernels' per warp, up to 8 per head).
+// gradients per image and head, the dense kernels' per warp, up to 8 per head; and 64 rows of
+// partial sums for ripple_logits_grad).
 int64_t ripple_bwd_workspace_doubles(int64_t B, int64_t heads, int64_t stages);
 
 // gout [B, N, D] and qkv, logits, out, den as in and from ripple_fwd -> gqkv [B, N, 3D] (fully
@@ -83,10 +84,13 @@ void ripple_linear_mma_bwd(const void* gout, const void* qkv, const float* logit
                            int64_t grid, void* gqkv, float* glogits, double* workspace,
                            cudaStream_t stream);
 
-// glogits [heads, stages - 1] = d loss / d logits from galpha [B, heads, stages], d loss /
-// d alpha per image and head (what ripple_bwd leaves in its workspace): the batch sum, then the
-// stick-breaking Jacobian, in f64. 2 <= stages <= 32. ripple_bwd calls it.
-void ripple_logits_grad(const double* galpha, const float* logits, int64_t B, int64_t heads,
+// glogits [heads, stages - 1] = d loss / d logits from galpha [rows, heads, stages], d loss /
+// d alpha per image (or per warp of an image) and head, what the backwards leave in their
+// workspace: the sum over the rows, then the stick-breaking Jacobian, in f64, deterministic.
+// Past 256 rows the sum takes two levels, whose partial sums go to the workspace after the rows
+// (room for 64 more rows: ripple_bwd_workspace_doubles). 2 <= stages <= 32. The backwards call
+// it.
+void ripple_logits_grad(double* galpha, const float* logits, int64_t rows, int64_t heads,
                         int64_t stages, float* glogits, cudaStream_t stream);
 
 }  // namespace lvit::cuda

@@ -532,6 +532,55 @@ TEST_CASE("cuda ripple tensor-core kernels: logits without gradient, and an empt
 }
 
 #ifdef LVIT_WITH_CUDA
+// ripple_logits_grad on its own: the f64 sums over the rows of d loss / d alpha, one level up to
+// 256 rows and two above (the dense backward writes a row per warp: 2,560 at batch 512), column
+// blocks where heads x stages exceeds a CTA, then the stick-breaking Jacobian, against the same
+// computation on the host.
+TEST_CASE("cuda ripple: the logits gradient over many rows, one and two levels") {
+  LVIT_SKIP_WITHOUT_GPU();
+  struct Case {
+    int64_t rows, H, S;
+  };
+  for (const Case c : {Case{7, 2, 3}, {256, 6, 3}, {257, 6, 3}, {2560, 6, 3}, {1000, 100, 4}}) {
+    CAPTURE(c.rows);
+    CAPTURE(c.H);
+    CAPTURE(c.S);
+    const int64_t C = c.H * c.S;
+    std::vector<double> ga(static_cast<size_t>(c.rows * C));
+    for (size_t i = 0; i < ga.size(); ++i) ga[i] = philox_normal(31, 3, i);
+    const Tensor logits = rand_logits(c.H, c.S, 32);
+    // The workspace as the backwards size it: the rows, then room for the partial sums.
+    std::vector<double> ws = ga;
+    ws.resize(static_cast<size_t>((c.rows + 64) * C), std::nan(""));
+    const Tensor ws_gpu = cudatest::to_gpu(Tensor::from_vector(ws, {(c.rows + 64) * C}));
+    const Tensor lg_gpu = cudatest::to_gpu(logits);
+    Tensor got = Tensor::empty({c.H, c.S - 1}, DType::f32, Device::cuda(0));
+    cuda::ripple_logits_grad(ws_gpu.data<double>(), lg_gpu.data<float>(), c.rows, c.H, c.S,
+                             got.data<float>(), cuda::stream(0));
+    const std::vector<double> lg = logits.to(DType::f64).to_vector<double>();
+    const std::vector<double> g = cudatest::to_cpu(got).to_vector<double>();
+    for (int64_t h = 0; h < c.H; ++h) {
+      std::vector<double> sum(c.S, 0.0), sig(c.S), alpha(c.S), rem(c.S);
+      for (int64_t r = 0; r < c.rows; ++r)
+        for (int64_t s = 0; s < c.S; ++s) sum[s] += ga[(r * c.H + h) * c.S + s];
+      rem[0] = 1;
+      for (int64_t s = 0; s + 1 < c.S; ++s) {
+        sig[s] = 1 / (1 + std::exp(-lg[h * (c.S - 1) + s]));
+        alpha[s] = sig[s] * rem[s];
+        rem[s + 1] = rem[s] * (1 - sig[s]);
+      }
+      alpha[c.S - 1] = rem[c.S - 1];
+      double tail = sum[c.S - 1] * alpha[c.S - 1];
+      for (int64_t t = c.S - 2; t >= 0; --t) {
+        const double want = sum[t] * rem[t] * sig[t] * (1 - sig[t]) - sig[t] * tail;
+        tail += sum[t] * alpha[t];
+        // f32 output; the f64 sums differ from these only in their order (~1e-15 relative).
+        CHECK(std::abs(g[h * (c.S - 1) + t] - want) <= 1e-6 * (std::abs(want) + 1e-3));
+      }
+    }
+  }
+}
+
 // The passes the Ripple launchers plan (host code: runs without a GPU too).
 TEST_CASE("cuda ripple: the pass plan") {
   using namespace cuda::ripple_detail;
