@@ -87,7 +87,7 @@ void ripple_linear_mma_bwd(const void* gout, const void* qkv, const float* logit
 // glogits [heads, stages - 1] = d loss / d logits from galpha [rows, heads, stages], d loss /
 // d alpha per image (or per warp of an image) and head, what the backwards leave in their
 // workspace: the sum over the rows, then the stick-breaking Jacobian, in f64, deterministic.
-// Past 256 rows the sum takes two levels, whose partial sums go to the workspace after the rows
+// Past 1,024 rows the sum takes two levels, whose partial sums go to the workspace after the rows
 // (room for 64 more rows: ripple_bwd_workspace_doubles). 2 <= stages <= 32. The backwards call
 // it.
 void ripple_logits_grad(double* galpha, const float* logits, int64_t rows, int64_t heads,

@@ -533,7 +533,7 @@ TEST_CASE("cuda ripple tensor-core kernels: logits without gradient, and an empt
 
 #ifdef LVIT_WITH_CUDA
 // ripple_logits_grad on its own: the f64 sums over the rows of d loss / d alpha, one level up to
-// 256 rows and two above (the dense backward writes a row per warp: 2,560 at batch 512), column
+// 1,024 rows and two above (the dense backward writes a row per warp: 2,560 at batch 512), column
 // blocks where heads x stages exceeds a CTA, then the stick-breaking Jacobian, against the same
 // computation on the host.
 TEST_CASE("cuda ripple: the logits gradient over many rows, one and two levels") {
@@ -541,7 +541,8 @@ TEST_CASE("cuda ripple: the logits gradient over many rows, one and two levels")
   struct Case {
     int64_t rows, H, S;
   };
-  for (const Case c : {Case{7, 2, 3}, {256, 6, 3}, {257, 6, 3}, {2560, 6, 3}, {1000, 100, 4}}) {
+  for (const Case c :
+       {Case{7, 2, 3}, {1024, 6, 3}, {1025, 6, 3}, {2560, 6, 3}, {3000, 100, 4}, {1000, 100, 4}}) {
     CAPTURE(c.rows);
     CAPTURE(c.H);
     CAPTURE(c.S);
