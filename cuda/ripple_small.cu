@@ -40,13 +40,13 @@
 // Precision: bf16 qkv, out, gout, gqkv; phi(q), phi(k) are computed from the bf16 inputs
 // (exp in fp32 with the hardware exp2, x + 1 rounded once) and rounded to bf16 (the mma
 // operands), as are P (forward), P / den and dS (backward); s, den, delta and every
-// accumulator are fp32, d loss / d alpha is reduced in f64.
+// accumulator are fp32; d loss / d alpha is summed in fp32 within a warp, in f64 from there.
 //
 // Cost per (image, head), NP = 80, d = 64 (N = 65): forward 2 products of NP x NP x d
 // (S = phi(Q) phi(K)^T, O = P V) = 4 NP^2 d = 1.6 MFLOP on tensor cores, reading q, k, v once
 // (3 N d bf16 = 25 KB) and writing out (8.3 KB) and den (0.26 KB); backward 5 products (S and
 // dO V^T, dq, dk, dv) = 10 NP^2 d = 4.1 MFLOP, reading q, k, v, gout and den (33 KB) and writing
-// gqkv once (25 KB) and S doubles of d loss / d alpha: the softmax kernels' FLOPs and bytes.
+// gqkv once (25 KB) and NB S doubles of d loss / d alpha: the softmax kernels' FLOPs and bytes.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -381,7 +381,7 @@ __device__ __forceinline__ void block_rows_times(float (&acc)[D / 8][4], const b
 //  2. Barrier (P / den' and dS complete; V no longer read). Warp w = keys k0 = 16w..:
 //     dv = (P / den')^T dO and dk = dS^T phi(Q) (both read transposed with ldmatrix.trans), then
 //     its query rows' dq = dS phi(K), each staged in the warp's own V rows and stored. Then the
-//     warp's d loss / d alpha sums: shuffles in f64 (deterministic), one row of galpha.
+//     warp's d loss / d alpha sums: fp32 shuffles (deterministic), one f64 row of galpha.
 template <int D, int NB>
 constexpr size_t bwd_smem_bytes = (size_t{4} * 16 * NB * (D + 8) +
                                    size_t{2} * 16 * NB * (16 * NB + 8)) *
@@ -500,10 +500,10 @@ __global__ void __launch_bounds__(32 * NB, bwd_min_blocks<NB>)
   // d loss / d alpha of this warp's queries: warp sums, level -> stage (near level l is stage
   // l; all pairs less the near ones are stage S-1) in f64, one row of galpha per warp. No
   // barrier: ripple_logits_grad adds the NB rows of an image with the batch (a block reduction
-  // here had every warp wait for the slowest before exiting). The warp sums are fp32, as each
-  // thread's sum of its 8 NB terms is: the 5 shuffle levels add at most 5 roundings to the 8 NB
-  // of those sums (f64 shuffles, dependent pairs of shuffles and f64 adds, took 6% of this
-  // kernel's stall samples).
+  // here had every warp wait for the slowest before exiting). The warp sums are fp32, like
+  // each thread's own sum of its 8 NB terms: the 5 shuffle levels add 5 roundings to the 8 NB
+  // that sum already has (in f64, the dependent shuffles and adds took 6% of this kernel's
+  // stall samples).
   double tot[kLevels + 1];
 #pragma unroll
   for (int k = 0; k <= kLevels; ++k) {
