@@ -13,16 +13,24 @@ __device__ __forceinline__ double sigmoid_f64(double x) {
   return x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x));
 }
 
-// alpha[0 .. S-1] of head h from logits [H, S-1] (unread when S == 1: alpha = {1}).
-__device__ inline void stage_weights(const float* logits, int h, int S, double* alpha) {
+// fn(s, alpha_s) for s = 0 .. S-1 in order, beta_s = logit(s) (s < S-1; not called when
+// S == 1: alpha = {1}). The one f64 stick-breaking every kernel uses.
+template <typename Logit, typename Fn>
+__device__ __forceinline__ void for_stage_weights(int S, Logit&& logit, Fn&& fn) {
   double rem = 1.0;  // prod_{s' < s} (1 - sigmoid(beta_s'))
   for (int s = 0; s + 1 < S; ++s) {
-    const double x = logits[h * (S - 1) + s];
-    const double sg = sigmoid_f64(x);
-    alpha[s] = sg * rem;
+    const double sg = sigmoid_f64(logit(s));
+    fn(s, sg * rem);
     rem *= 1 - sg;
   }
-  alpha[S - 1] = rem;
+  fn(S - 1, rem);
+}
+
+// alpha[0 .. S-1] of head h from logits [H, S-1].
+__device__ inline void stage_weights(const float* logits, int h, int S, double* alpha) {
+  for_stage_weights(
+      S, [&](int s) { return static_cast<double>(logits[h * (S - 1) + s]); },
+      [&](int s, double a) { alpha[s] = a; });
 }
 
 }  // namespace lvit::cuda::ripple_detail

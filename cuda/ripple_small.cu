@@ -197,25 +197,29 @@ struct LogitsAhead {
 };
 
 // wl[slot] = the weight of a pair in that slot, from the logits of head h: the f64
-// stick-breaking of cuda/ripple_alpha.cuh (the same operations in the same order), rounded to
-// f32 like the CPU op's f32 weights, with no array of stage weights (the kernels' only local
-// memory was that array: 256 bytes of stack, Nsight Compute counted the first barrier's wait
-// behind this thread at twice the softmax kernel's). One thread, after its phi stores; not
-// inlined: inline, its f64 temporaries made the 64-register forward spill.
+// stick-breaking of cuda/ripple_alpha.cuh rounded to f32, like the CPU op's f32 weights, with no
+// array of stage weights (the kernels' only local memory was that array: 256 bytes of stack,
+// Nsight Compute counted the first barrier's wait behind this thread at twice the softmax
+// kernel's). One thread, after its phi stores; not inlined: inline, its f64 temporaries made the
+// 64-register forward spill.
 __device__ __noinline__ void slot_weights(LogitsAhead ahead, const float* logits, int h, int S,
                                           float* wl) {
-  double rem = 1.0;  // prod_{s' < s} (1 - sigmoid(beta_s'))
-  auto stage = [&](int s, double x) {
-    const double sg = ripple_detail::sigmoid_f64(x);
-    if (s <= kMaxLevel) wl[s] = static_cast<float>(sg * rem);
-    rem *= 1 - sg;
-  };
-#pragma unroll
-  for (int s = 0; s < kLogitsAhead; ++s)
-    if (s + 1 < S) stage(s, ahead.v[s]);
-  for (int s = kLogitsAhead; s + 1 < S; ++s) stage(s, logits[h * (S - 1) + s]);
-  for (int l = max(S - 1, 0); l <= kMaxLevel; ++l) wl[l] = static_cast<float>(rem);
-  wl[kClassSlot] = static_cast<float>(rem);
+  static_assert(kLogitsAhead == 2);
+  ripple_detail::for_stage_weights(
+      S,
+      [&](int s) {  // selects, not an index into `ahead` (that would put it in local memory)
+        return static_cast<double>(s == 0   ? ahead.v[0]
+                                   : s == 1 ? ahead.v[1]
+                                            : logits[h * (S - 1) + s]);
+      },
+      [&](int s, double alpha) {
+        if (s + 1 < S) {  // stage s < S-1: level s alone
+          if (s <= kMaxLevel) wl[s] = static_cast<float>(alpha);
+        } else {  // the last stage: the levels from S-1 on, and the class token's pairs
+          for (int l = s; l <= kMaxLevel; ++l) wl[l] = static_cast<float>(alpha);
+          wl[kClassSlot] = static_cast<float>(alpha);
+        }
+      });
   wl[kPadSlot] = 0.f;
 }
 
