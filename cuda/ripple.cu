@@ -752,9 +752,7 @@ void ripple_fwd(const float* qkv, const float* logits, int64_t B, int64_t N, int
 }
 
 int64_t ripple_bwd_workspace_doubles(int64_t B, int64_t heads, int64_t stages) {
-  // the dense kernels write a row per warp (up to 8 per image), then ripple_logits_grad's
-  // partial sums
-  return (B * 8 + 64) * heads * stages;
+  return (B * kRippleGalphaRowsPerImage + kRippleLogitsPartialRows) * heads * stages;
 }
 
 void ripple_bwd(const float* gout, const float* qkv, const float* logits, const float* out,

@@ -22,6 +22,12 @@ namespace lvit::cuda {
 // Largest head width D / heads the kernels support.
 inline constexpr int64_t kRippleMaxHeadDim = 128;
 
+// Rows of d loss / d alpha [heads, stages] in a backward's workspace: up to this many per image
+// (the dense kernels write one per warp), then up to kRippleLogitsPartialRows rows of
+// ripple_logits_grad's partial sums after them (ripple_bwd_workspace_doubles counts both).
+inline constexpr int64_t kRippleGalphaRowsPerImage = 8;
+inline constexpr int64_t kRippleLogitsPartialRows = 64;
+
 // qkv [B, N, 3D] contiguous (q, then k, then v; head h owns channels h d .. h d + d - 1 of
 // each), logits [heads, stages - 1] (nullptr when stages == 1), N = 1 + grid^2 with grid a power
 // of two -> out [B, N, D] and den [B, heads, N] (the denominators without eps, which backward
@@ -31,8 +37,7 @@ void ripple_fwd(const float* qkv, const float* logits, int64_t B, int64_t N, int
                 cudaStream_t stream);
 
 // Doubles of workspace ripple_bwd and the tensor-core backwards need (the stage weights'
-// gradients per image and head, the dense kernels' per warp, up to 8 per head; and 64 rows of
-// partial sums for ripple_logits_grad).
+// gradients: kRippleGalphaRowsPerImage rows per image and kRippleLogitsPartialRows more).
 int64_t ripple_bwd_workspace_doubles(int64_t B, int64_t heads, int64_t stages);
 
 // gout [B, N, D] and qkv, logits, out, den as in and from ripple_fwd -> gqkv [B, N, 3D] (fully
@@ -88,8 +93,8 @@ void ripple_linear_mma_bwd(const void* gout, const void* qkv, const float* logit
 // d alpha per image (or per warp of an image) and head, what the backwards leave in their
 // workspace: the sum over the rows, then the stick-breaking Jacobian, in f64, deterministic.
 // Past 1,024 rows the sum takes two levels, whose partial sums go to the workspace after the rows
-// (room for 64 more rows: ripple_bwd_workspace_doubles). 2 <= stages <= 32. The backwards call
-// it.
+// (room for kRippleLogitsPartialRows more rows: ripple_bwd_workspace_doubles). 2 <= stages <= 32.
+// The backwards call it.
 void ripple_logits_grad(double* galpha, const float* logits, int64_t rows, int64_t heads,
                         int64_t stages, float* glogits, cudaStream_t stream);
 

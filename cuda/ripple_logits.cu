@@ -15,8 +15,8 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxStages = 32;
-constexpr int kMaxPartials = 64;     // CTAs of the first level
-constexpr int kRowsPerPartial = 32;  // at least, per first-level CTA
+constexpr int kMaxPartials = kRippleLogitsPartialRows;  // CTAs of the first level
+constexpr int kRowsPerPartial = 32;                     // at least, per first-level CTA
 // Up to this many rows, one level: the linear kernels' one row per image at batch 512 took
 // 10 us longer in two; with the dense kernels' 2,560 rows the whole backward went from
 // 0.122 to 0.120 ms (H200, batch 512).

@@ -72,7 +72,9 @@ using ripple_detail::kMaxStages;
 
 constexpr float kEps = 1e-6f;     // the denominator's eps (DESIGN.md)
 constexpr int kMaxKeyBlocks = 8;  // N <= 128
-constexpr int kMaxLevel = 3;      // N <= 128: grids up to 8 x 8, levels 0 .. 3
+// One galpha row per warp (ripple_bwd_small_kernel): the workspace holds this many per image.
+static_assert(kMaxKeyBlocks <= kRippleGalphaRowsPerImage);
+constexpr int kMaxLevel = 3;  // N <= 128: grids up to 8 x 8, levels 0 .. 3
 constexpr int kClassSlot = kMaxLevel + 1;
 constexpr int kPadSlot = kClassSlot + 1;
 constexpr int kLevels = kMaxLevel + 1;  // slots that are levels
