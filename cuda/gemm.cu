@@ -396,15 +396,14 @@ void column_sums_impl(DType dtype, DType out_dtype, const void* x, const void* d
     using T = decltype(t_zero);
     using Acc = decltype(acc_zero);
     using TO = decltype(out_zero);
-    auto aligned = [](const void* p) {
-      return p == nullptr || reinterpret_cast<uintptr_t>(p) % (4 * sizeof(T)) == 0;
+    // Whether x, d and prod (the latter two when given) all start on a multiple of `bytes`.
+    auto all_aligned = [&](uintptr_t bytes) {
+      for (const void* p : {x, d, static_cast<const void*>(prod)})
+        if (p != nullptr && reinterpret_cast<uintptr_t>(p) % bytes != 0) return false;
+      return true;
     };
-    const bool vec = N % 4 == 0 && aligned(x) && aligned(d) && aligned(prod);
-    auto aligned16 = [](const void* p) {
-      return p == nullptr || reinterpret_cast<uintptr_t>(p) % 16 == 0;
-    };
-    const bool vec8 =
-        sizeof(T) == 2 && N % 8 == 0 && aligned16(x) && aligned16(d) && aligned16(prod);
+    const bool vec = N % 4 == 0 && all_aligned(4 * sizeof(T));
+    const bool vec8 = sizeof(T) == 2 && N % 8 == 0 && all_aligned(16);
     const T* pd = static_cast<const T*>(d);
     T* pp = static_cast<T*>(prod);
     // About 1024 blocks (8 per SM of an H100/H200) split between column blocks and row chunks;
