@@ -12,29 +12,11 @@
 #include "cuda/check.cuh"
 #include "cuda/context.cuh"
 #include "cuda/dropout.cuh"
+#include "cuda/dropout_mask.cuh"
 #include "cuda/launch.cuh"
 
 namespace lvit::cuda {
 namespace {
-
-// The current device's Philox offset shift (a device word that graph replays move on).
-const uint64_t* current_philox_shift() { return context(current_device()).philox_shift; }
-
-// The keep bits of elements 8t .. 8t+7: bit e set iff uniform(word of element 8t + e) >= p.
-__device__ __forceinline__ unsigned keep_bits8(int64_t t, float p, uint64_t seed, uint64_t offset) {
-  unsigned bits = 0;
-#pragma unroll
-  for (int h = 0; h < 2; ++h) {
-    const uint64_t blk = static_cast<uint64_t>(2 * t + h);
-    uint32_t c[4] = {static_cast<uint32_t>(blk), static_cast<uint32_t>(blk >> 32),
-                     static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32)};
-    Philox::block(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-#pragma unroll
-    for (int k = 0; k < 4; ++k)
-      bits |= (static_cast<float>(c[k] >> 8) * (1.0f / 16777216.0f) >= p ? 1u : 0u) << (4 * h + k);
-  }
-  return bits;
-}
 
 // v = p[i0 .. i0 + 8): one 16-byte access per 16 bytes when vec, else element-wise (0 past n).
 template <typename T>

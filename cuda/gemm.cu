@@ -1,6 +1,4 @@
-// cuBLASLt GEMMs (row-major interface over column-major cuBLAS) and the column-sum kernel.
-#include <cuda_bf16.h>
-
+// cuBLASLt GEMMs (row-major interface over column-major cuBLAS); declared in cuda/gemm.cuh.
 #include <atomic>
 #include <cstring>
 #include <map>
@@ -9,11 +7,9 @@
 #include <tuple>
 
 #include "core/storage.h"
-#include "cuda/allocator.cuh"
 #include "cuda/check.cuh"
 #include "cuda/context.cuh"
 #include "cuda/gemm.cuh"
-#include "cuda/launch.cuh"
 
 namespace lvit::cuda {
 namespace {
@@ -136,167 +132,6 @@ Plan make_plan(const PlanKey& k, Context& ctx) {
   return p;
 }
 
-// Element i of the matrix being summed: x[i], or with a multiplier d (column_sums_of_product)
-// the product x[i] d[i] rounded to T, which is also stored in prod[i] (the same value the
-// elementwise multiply would have written, so the sums match multiply-then-sum bit for bit).
-template <typename T>
-__device__ __forceinline__ T summand(const T* __restrict__ x, const T* __restrict__ d,
-                                     T* __restrict__ prod, int64_t i) {
-  if (d == nullptr) return x[i];
-  const T v = st<T>(ld(x[i]) * ld(d[i]));
-  prod[i] = v;
-  return v;
-}
-
-// Partial column sums: block (bx, by) sums rows [by*rows_per, ...) of columns [32 bx, 32 bx + 32)
-// with 32 x 8 threads (reads of 32 consecutive elements are coalesced), into part[by, col].
-template <typename T, typename Acc>
-__global__ void column_partial_kernel(const T* __restrict__ x, const T* __restrict__ d,
-                                      T* __restrict__ prod, int64_t M, int64_t N, int64_t rows_per,
-                                      Acc* __restrict__ part) {
-  __shared__ Acc tile[8][33];
-  const int64_t col = blockIdx.x * int64_t{32} + threadIdx.x;
-  const int64_t r0 = blockIdx.y * rows_per;
-  const int64_t r1 = min(M, r0 + rows_per);
-  Acc acc = 0;
-  if (col < N)
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += 8)
-      acc += static_cast<Acc>(summand(x, d, prod, r * N + col));
-  tile[threadIdx.y][threadIdx.x] = acc;
-  __syncthreads();
-  if (threadIdx.y == 0 && col < N) {
-    Acc s = 0;
-    for (int i = 0; i < 8; ++i) s += tile[i][threadIdx.x];
-    part[blockIdx.y * N + col] = s;
-  }
-}
-
-// The vectorised form for contiguous rows (N % 4 == 0, 8- or 16-byte aligned rows): each thread
-// sums 4 adjacent columns, a warp covers 128 columns, 8 warps split the chunk's rows.
-template <typename T, typename Acc>
-__global__ void column_partial_vec_kernel(const T* __restrict__ x, const T* __restrict__ d,
-                                          T* __restrict__ prod, int64_t M, int64_t N,
-                                          int64_t rows_per, Acc* __restrict__ part) {
-  __shared__ Acc tile[8][128];
-  const int64_t col = blockIdx.x * int64_t{128} + 4 * threadIdx.x;
-  const int64_t r0 = blockIdx.y * rows_per;
-  const int64_t r1 = min(M, r0 + rows_per);
-  Acc a0 = 0, a1 = 0, a2 = 0, a3 = 0;
-  // Four rows' loads in flight per thread (rows r, r + 8, r + 16, r + 24), then their adds in
-  // row order: the memory system sees 4x the outstanding requests of a row-at-a-time loop.
-  auto load4 = [&](int64_t r, Acc(&v)[4]) {
-    const int64_t i = r * N + col;
-    if constexpr (sizeof(T) == 2) {
-      uint2 u = *reinterpret_cast<const uint2*>(x + i);
-      T* e = reinterpret_cast<T*>(&u);
-      if (d != nullptr) {  // the product, rounded to T, stored as the elementwise multiply would
-        const uint2 du = *reinterpret_cast<const uint2*>(d + i);
-        const T* de = reinterpret_cast<const T*>(&du);
-        for (int k = 0; k < 4; ++k) e[k] = st<T>(ld(e[k]) * ld(de[k]));
-        *reinterpret_cast<uint2*>(prod + i) = u;
-      }
-      for (int k = 0; k < 4; ++k) v[k] = static_cast<Acc>(e[k]);
-    } else {
-      for (int k = 0; k < 4; ++k) v[k] = static_cast<Acc>(summand(x, d, prod, i + k));
-    }
-  };
-  if (col < N)
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += 32) {
-      Acc v[4][4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        if (r + 8 * j < r1) {
-          load4(r + 8 * j, v[j]);
-        } else {
-          for (int k = 0; k < 4; ++k) v[j][k] = Acc(0);
-        }
-      }
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        a0 += v[j][0];
-        a1 += v[j][1];
-        a2 += v[j][2];
-        a3 += v[j][3];
-      }
-    }
-  tile[threadIdx.y][4 * threadIdx.x] = a0;
-  tile[threadIdx.y][4 * threadIdx.x + 1] = a1;
-  tile[threadIdx.y][4 * threadIdx.x + 2] = a2;
-  tile[threadIdx.y][4 * threadIdx.x + 3] = a3;
-  __syncthreads();
-  // 256 threads fold the 8 partial rows of the block's 128 columns.
-  const int t = threadIdx.y * 32 + threadIdx.x;
-  if (t < 128 && blockIdx.x * int64_t{128} + t < N) {
-    Acc s = 0;
-    for (int i = 0; i < 8; ++i) s += tile[i][t];
-    part[blockIdx.y * N + blockIdx.x * int64_t{128} + t] = s;
-  }
-}
-
-// The 16-byte form for 2-byte elements (bf16; N % 8 == 0, 16-byte aligned rows): each thread
-// sums 8 adjacent columns, a warp covers 256 columns, 8 warps split the chunk's rows. Each
-// thread has 4 rows' 16-byte loads of x (and d) in flight, all issued before the first is
-// used (64 registers: 4 blocks per SM). Against the 4-column form on an H200, the column sums
-// of a vit-cifar step at batch 512 took 7.8 instead of 9.1 ms per 5 steps.
-template <typename T, typename Acc>
-__global__ void __launch_bounds__(256, 4)
-    column_partial_vec8_kernel(const T* __restrict__ x, const T* __restrict__ d,
-                               T* __restrict__ prod, int64_t M, int64_t N, int64_t rows_per,
-                               Acc* __restrict__ part) {
-  static_assert(sizeof(T) == 2);
-  constexpr int kRows = 4;
-  __shared__ Acc tile[8][256];
-  const int64_t col = blockIdx.x * int64_t{256} + 8 * threadIdx.x;
-  const int64_t r0 = blockIdx.y * rows_per;
-  const int64_t r1 = min(M, r0 + rows_per);
-  Acc acc[8] = {};
-  if (col < N)
-    for (int64_t r = r0 + threadIdx.y; r < r1; r += 8 * kRows) {
-      uint4 xr[kRows], dr[kRows];
-#pragma unroll
-      for (int j = 0; j < kRows; ++j)
-        if (r + 8 * j < r1) {
-          const int64_t i = (r + 8 * j) * N + col;
-          xr[j] = *reinterpret_cast<const uint4*>(x + i);
-          if (d != nullptr) dr[j] = *reinterpret_cast<const uint4*>(d + i);
-        }
-#pragma unroll
-      for (int j = 0; j < kRows; ++j)
-        if (r + 8 * j < r1) {
-          T* e = reinterpret_cast<T*>(&xr[j]);
-          if (d != nullptr) {  // the product, rounded to T, as the elementwise multiply stores it
-            const T* de = reinterpret_cast<const T*>(&dr[j]);
-#pragma unroll
-            for (int k = 0; k < 8; ++k) e[k] = st<T>(ld(e[k]) * ld(de[k]));
-            *reinterpret_cast<uint4*>(prod + (r + 8 * j) * N + col) = xr[j];
-          }
-#pragma unroll
-          for (int k = 0; k < 8; ++k) acc[k] += static_cast<Acc>(e[k]);
-        }
-    }
-#pragma unroll
-  for (int k = 0; k < 8; ++k) tile[threadIdx.y][8 * threadIdx.x + k] = acc[k];
-  __syncthreads();
-  // 256 threads fold the 8 partial rows of the block's 256 columns.
-  const int t = threadIdx.y * 32 + threadIdx.x;
-  if (blockIdx.x * int64_t{256} + t < N) {
-    Acc s = 0;
-    for (int i = 0; i < 8; ++i) s += tile[i][t];
-    part[blockIdx.y * N + blockIdx.x * int64_t{256} + t] = s;
-  }
-}
-
-// out[col] = the sum of part[0 .. chunks, col] (column_total). Block bx: columns [32 bx,
-// 32 bx + 32), 32 x 8 threads.
-template <typename T, typename Acc>
-__global__ void column_final_kernel(const Acc* __restrict__ part, int64_t chunks, int64_t N,
-                                    T* __restrict__ out) {
-  __shared__ Acc tile[8][33];
-  const Acc s = column_total(part, chunks, N, tile);
-  const int64_t col = blockIdx.x * int64_t{32} + threadIdx.x;
-  if (threadIdx.y == 0 && col < N) out[col] = st<T>(s);
-}
-
 }  // namespace
 
 void set_math_mode(MathMode mode) { g_math_mode.store(mode); }
@@ -383,85 +218,6 @@ bool gemm_bias_grad(DType dtype, DType c_dtype, bool ta, bool tb, int64_t M, int
                     void* bias_grad) {
   return gemm_impl(dtype, c_dtype, ta, tb, M, N, K, A, lda, 0, B, ldb, 0, C, ldc, 0, 1, kBiasGrad,
                    bias_grad, 0.0f);
-}
-
-namespace {
-
-// column_sums, or with d (and prod) column_sums_of_product.
-void column_sums_impl(DType dtype, DType out_dtype, const void* x, const void* d, void* prod,
-                      int64_t M, int64_t N, void* out, cudaStream_t stream) {
-  if (N == 0) return;
-  const int device = current_device();
-  auto run = [&](auto t_zero, auto acc_zero, auto out_zero) {
-    using T = decltype(t_zero);
-    using Acc = decltype(acc_zero);
-    using TO = decltype(out_zero);
-    // Whether x, d and prod (the latter two when given) all start on a multiple of `bytes`.
-    auto all_aligned = [&](uintptr_t bytes) {
-      for (const void* p : {x, d, static_cast<const void*>(prod)})
-        if (p != nullptr && reinterpret_cast<uintptr_t>(p) % bytes != 0) return false;
-      return true;
-    };
-    const bool vec = N % 4 == 0 && all_aligned(4 * sizeof(T));
-    const bool vec8 = sizeof(T) == 2 && N % 8 == 0 && all_aligned(16);
-    const T* pd = static_cast<const T*>(d);
-    T* pp = static_cast<T*>(prod);
-    // About 1024 blocks (8 per SM of an H100/H200) split between column blocks and row chunks;
-    // each chunk at least 64 rows.
-    const int64_t col_blocks = vec8 ? (N + 255) / 256 : vec ? (N + 127) / 128 : (N + 31) / 32;
-    int64_t chunks = std::max<int64_t>(1, std::min<int64_t>((M + 63) / 64, 1024 / col_blocks + 1));
-    const int64_t rows_per = (M + chunks - 1) / std::max<int64_t>(chunks, 1);
-    chunks = M == 0 ? 1 : (M + rows_per - 1) / rows_per;
-    Allocator* alloc = caching_allocator(device);
-    const size_t bytes = static_cast<size_t>(chunks * N) * sizeof(Acc);
-    Acc* part = static_cast<Acc*>(alloc->allocate(bytes));
-    if (M == 0) {
-      LVIT_CUDA_CHECK(cudaMemsetAsync(part, 0, bytes, stream));
-    } else if (vec8) {
-      if constexpr (sizeof(T) == 2)
-        column_partial_vec8_kernel<T, Acc>
-            <<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(chunks)), dim3(32, 8),
-               0, stream>>>(static_cast<const T*>(x), pd, pp, M, N, rows_per, part);
-      after_launch("column_partial", stream);
-    } else if (vec) {
-      column_partial_vec_kernel<T, Acc>
-          <<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(chunks)), dim3(32, 8), 0,
-             stream>>>(static_cast<const T*>(x), pd, pp, M, N, rows_per, part);
-      after_launch("column_partial", stream);
-    } else {
-      column_partial_kernel<T, Acc>
-          <<<dim3(static_cast<unsigned>(col_blocks), static_cast<unsigned>(chunks)), dim3(32, 8), 0,
-             stream>>>(static_cast<const T*>(x), pd, pp, M, N, rows_per, part);
-      after_launch("column_partial", stream);
-    }
-    column_final_kernel<TO, Acc><<<static_cast<unsigned>((N + 31) / 32), dim3(32, 8), 0, stream>>>(
-        part, chunks, N, static_cast<TO*>(out));
-    after_launch("column_final", stream);
-    alloc->deallocate(part, bytes);  // stream-ordered reuse: see cuda/allocator.cuh
-  };
-  if (dtype == DType::f32 && out_dtype == DType::f32)
-    run(float{}, float{}, float{});
-  else if (dtype == DType::f64 && out_dtype == DType::f64)
-    run(double{}, double{}, double{});
-  else if (dtype == DType::bf16 && out_dtype == DType::f32)
-    run(__nv_bfloat16{}, float{}, float{});
-  else if (dtype == DType::bf16 && out_dtype == DType::bf16)
-    run(__nv_bfloat16{}, float{}, __nv_bfloat16{});
-  else
-    fail("column_sums: " + std::string(dtype_name(dtype)) + " to " +
-         std::string(dtype_name(out_dtype)));
-}
-
-}  // namespace
-
-void column_sums(DType dtype, DType out_dtype, const void* x, int64_t M, int64_t N, void* out,
-                 cudaStream_t stream) {
-  column_sums_impl(dtype, out_dtype, x, nullptr, nullptr, M, N, out, stream);
-}
-
-void column_sums_of_product(DType dtype, DType out_dtype, const void* x, const void* d, int64_t M,
-                            int64_t N, void* prod, void* out, cudaStream_t stream) {
-  column_sums_impl(dtype, out_dtype, x, d, prod, M, N, out, stream);
 }
 
 }  // namespace lvit::cuda

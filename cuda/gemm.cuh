@@ -1,5 +1,5 @@
-// GEMMs through cuBLASLt, row-major like the CPU backend (ops/cpu/linear.h), and the column
-// sums that give bias gradients. Host-only header.
+// GEMMs through cuBLASLt, row-major like the CPU backend (ops/cpu/linear.h). Host-only header;
+// the bias gradients' column sums are in cuda/column_sums.cuh.
 #pragma once
 #include <cuda_runtime_api.h>
 
@@ -35,18 +35,5 @@ void gemm(DType ab_dtype, DType c_dtype, bool trans_a, bool trans_b, int64_t M, 
 bool gemm_bias_grad(DType ab_dtype, DType c_dtype, bool trans_a, bool trans_b, int64_t M, int64_t N,
                     int64_t K, const void* A, int64_t lda, const void* B, int64_t ldb, void* C,
                     int64_t ldc, void* bias_grad);
-
-// out[j] = sum_i x[i, j] for a contiguous row-major x [M, N] (the bias gradient of a linear
-// layer), accumulated in fp32 (f64 for f64) in a fixed order: deterministic. out is of x's
-// dtype, or f32 for bf16 x.
-void column_sums(DType dtype, DType out_dtype, const void* x, int64_t M, int64_t N, void* out,
-                 cudaStream_t stream);
-
-// prod [M, N] = x * d elementwise (rounded to dtype, as ops::mul writes it) and out = the column
-// sums of prod, as column_sums computes them (the same values bit for bit), in one pass: a
-// linear layer's output gradient that is a product (GELU + dropout's backward) and its bias
-// gradient without reading the product back.
-void column_sums_of_product(DType dtype, DType out_dtype, const void* x, const void* d, int64_t M,
-                            int64_t N, void* prod, void* out, cudaStream_t stream);
 
 }  // namespace lvit::cuda

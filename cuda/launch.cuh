@@ -4,8 +4,12 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <type_traits>
 
 #include "cuda/check.cuh"
@@ -20,6 +24,25 @@ inline unsigned grid_for(int64_t n, int threads = kThreads) {
   int64_t b = (n + threads - 1) / threads;
   if (b < 1) b = 1;
   return static_cast<unsigned>(b < kMaxBlocks ? b : kMaxBlocks);
+}
+
+// Blocks of `kernel` (no dynamic shared memory) that the current device holds at once, asked
+// of the runtime once per device, kernel and block size (every eager step calls this).
+template <typename Kernel>
+int64_t resident_blocks(Kernel* kernel, dim3 threads) {
+  const int block = static_cast<int>(threads.x * threads.y * threads.z);
+  int device = 0;
+  LVIT_CUDA_CHECK(cudaGetDevice(&device));
+  using Key = std::tuple<int, const void*, int>;
+  static std::mutex mutex;
+  static std::map<Key, int64_t> known;
+  const Key key{device, reinterpret_cast<const void*>(kernel), block};
+  std::lock_guard<std::mutex> lock(mutex);
+  if (const auto it = known.find(key); it != known.end()) return it->second;
+  int sms = 0, per_sm = 0;
+  LVIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  LVIT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, block, 0));
+  return known[key] = std::max<int64_t>(1, int64_t{sms} * per_sm);
 }
 
 // Calls fn(float{}) or fn(double{}) by dtype; anything else throws "no CUDA kernel for dtype".

@@ -2,10 +2,7 @@
 // row-wise parts; the weight/bias gradients are column sums over rows, done in row chunks
 // (partial sums in a scratch buffer, then a fixed-order final sum: deterministic).
 #include <algorithm>
-#include <map>
-#include <mutex>
 #include <string>
-#include <tuple>
 #include <type_traits>
 
 #include "core/storage.h"
@@ -309,25 +306,6 @@ void with_y_type(DType y_dtype, Fn&& fn) {
     fn(T{});
   else
     fail("layer_norm: no CUDA kernel for output dtype " + std::string(dtype_name(y_dtype)));
-}
-
-// Blocks of `kernel` (no dynamic shared memory) that the current device holds at once, asked
-// of the runtime once per device, kernel and block size (every eager step calls this).
-template <typename Kernel>
-int64_t resident_blocks(Kernel* kernel, dim3 threads) {
-  const int block = static_cast<int>(threads.x * threads.y * threads.z);
-  int device = 0;
-  LVIT_CUDA_CHECK(cudaGetDevice(&device));
-  using Key = std::tuple<int, const void*, int>;
-  static std::mutex mutex;
-  static std::map<Key, int64_t> known;
-  const Key key{device, reinterpret_cast<const void*>(kernel), block};
-  std::lock_guard<std::mutex> lock(mutex);
-  if (const auto it = known.find(key); it != known.end()) return it->second;
-  int sms = 0, per_sm = 0;
-  LVIT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  LVIT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, block, 0));
-  return known[key] = std::max<int64_t>(1, int64_t{sms} * per_sm);
 }
 
 unsigned row_blocks(int64_t M) {

@@ -9,6 +9,7 @@
 #include "ops/shape.h"
 
 #ifdef LVIT_WITH_CUDA
+#include "cuda/column_sums.cuh"
 #include "cuda/gemm.cuh"
 #endif
 

@@ -8,8 +8,8 @@
 #include "ops/elementwise.h"
 
 #ifdef LVIT_WITH_CUDA
+#include "cuda/column_sums.cuh"
 #include "cuda/elementwise.cuh"
-#include "cuda/gemm.cuh"
 #endif
 
 namespace lvit::ops {
