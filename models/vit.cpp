@@ -151,10 +151,11 @@ Tensor Block::forward(const Tensor& x) const {
     Tensor h = ops::add(x, drop_path->forward(attn->forward(norm1->forward(x))));
     return ops::add(h, drop_path->forward(mlp->forward(norm2->forward(h))));
   }
-  // No stochastic depth: each branch's last dropout is fused with its residual add (the same
-  // values and masks as add(x, dropout(branch)); one pass on the GPU).
-  Tensor h = attn->proj_drop->forward_residual(x, attn->forward_undropped(norm1->forward(x)));
-  return mlp->drop->forward_residual(h, mlp->forward_undropped(norm2->forward(h)));
+  // No stochastic depth: each branch's last linear layer and dropout are fused with its residual
+  // add (the same values and masks as add(x, dropout(branch)); on the GPU one node whose
+  // backward makes the bias gradient in the dropout's pass).
+  Tensor h = attn->forward_residual(x, norm1->forward(x));
+  return mlp->forward_residual(h, norm2->forward(h));
 }
 
 ViT::ViT(const ViTConfig& cfg, uint64_t seed)

@@ -20,4 +20,12 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
 Tensor linear_gelu_dropout(const Tensor& x, const Tensor& w, const Tensor& b, double p,
                            bool training, Generator& gen);
 
+// add_dropout(residual, linear(x, w, b), p, training, gen) (the same values and mask): a
+// residual branch that ends in a linear layer and dropout. On the GPU in training it is one
+// autograd node whose backward makes the branch gradient (the dropout's) and the bias gradient
+// (its column sums) in one pass, instead of the mask pass and then column sums that read the
+// gradient back. Elsewhere it is the two ops.
+Tensor linear_add_dropout(const Tensor& residual, const Tensor& x, const Tensor& w, const Tensor& b,
+                          double p, bool training, Generator& gen);
+
 }  // namespace lvit::ops

@@ -342,6 +342,56 @@ TEST_CASE("CUDA linear_gelu_dropout: against the CPU, and bit for bit the two op
 #endif
 }
 
+TEST_CASE("CUDA linear_add_dropout: against the CPU, and bit for bit the two ops on the GPU") {
+  LVIT_SKIP_WITHOUT_GPU();
+#ifdef LVIT_WITH_CUDA
+  Fp32Gemms fp32;
+  // N = 96, 192 and 384 take the one-pass branch and bias gradient under mixed precision (32, 8
+  // and 16 column lanes a block; 600 rows: several row chunks); 50 takes the mask pass and then
+  // the column sums.
+  for (const auto& [rows, N] :
+       {std::pair<int64_t, int64_t>{40, 96}, {40, 192}, {200, 384}, {40, 50}}) {
+    const Shape xs{3, rows, 24}, ys{3, rows, N};
+    Generator gc(4321), gg(4321);
+    compare_op(
+        fmt::format("linear_add_dropout rows={} N={}", rows, N),
+        [&](auto& v) {
+          Generator& gen = v[0].device().is_cuda() ? gg : gc;
+          return ops::linear_add_dropout(v[0], v[1], v[2], v[3], 0.2, true, gen);
+        },
+        {randn(ys, 57), randn(xs, 50), randn({N, 24}, 51, 0.3), randn({N}, 52)}, Arith::f32, 24,
+        3 * rows);
+    CHECK(gc.offset() == gg.offset());
+    // The one-node GPU path against add_dropout(residual, linear(...)) on the GPU: the same
+    // output and gradients bit for bit, all-f32 and with bf16 activations (an f32 residual).
+    for (DType dt : {DType::f32, DType::bf16}) {
+      const Tensor r0 = to_gpu(randn(ys, 58)), x0 = to_gpu(randn(xs, 53)).to(dt),
+                   w0 = to_gpu(randn({N, 24}, 54, 0.3)), b0 = to_gpu(randn({N}, 55)),
+                   gout = to_gpu(randn(ys, 56));
+      auto run = [&](bool fused) {
+        Tensor r = r0.detach(), x = x0.detach(), w = w0.detach(), b = b0.detach();
+        for (Tensor* t : {&r, &x, &w, &b}) t->set_requires_grad(true);
+        Generator gen(77);
+        Tensor y = fused ? ops::linear_add_dropout(r, x, w, b, 0.25, true, gen)
+                         : ops::add_dropout(r, ops::linear(x, w, b), 0.25, true, gen);
+        y.backward(gout);
+        std::vector<std::vector<float>> out;
+        for (const Tensor& t : {y, r.grad(), x.grad(), w.grad(), b.grad()})
+          out.push_back(t.to(DType::f32).to_vector<float>());
+        return out;
+      };
+      const auto fused = run(true), two = run(false);
+      const char* names[] = {"output", "residual gradient", "x gradient", "weight gradient",
+                             "bias gradient"};
+      for (size_t k = 0; k < fused.size(); ++k) {
+        INFO(names[k], " rows=", rows, " N=", N, " ", dtype_name(dt));
+        CHECK(fused[k] == two[k]);
+      }
+    }
+  }
+#endif
+}
+
 TEST_CASE("CUDA fused add_dropout equals add(x, dropout(y)) on the CPU") {
   LVIT_SKIP_WITHOUT_GPU();
   // [5, 17, 33]: n % 8 != 0 (the element-wise path); [64, 384]: the 16-byte path.

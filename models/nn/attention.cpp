@@ -15,11 +15,11 @@ Attention::Attention(int64_t dim_, int64_t heads_, double dropout, Generator& in
 }
 
 Tensor Attention::forward(const Tensor& x) const {
-  return proj_drop->forward(forward_undropped(x));
+  return proj_drop->forward(proj->forward(mix(qkv->forward(x))));
 }
 
-Tensor Attention::forward_undropped(const Tensor& x) const {
-  return proj->forward(mix(qkv->forward(x)));
+Tensor Attention::forward_residual(const Tensor& residual, const Tensor& x) const {
+  return proj_drop->forward_linear_residual(*proj, residual, mix(qkv->forward(x)));
 }
 
 Tensor SoftmaxAttention::mix(const Tensor& qkv_out) const {

@@ -20,9 +20,8 @@ class Attention : public Module {
             std::shared_ptr<Generator> gen);
   // x [B, N, D] -> [B, N, D]
   Tensor forward(const Tensor& x) const;
-  // forward(x) without the final dropout (the caller applies proj_drop, e.g. fused with a
-  // residual).
-  Tensor forward_undropped(const Tensor& x) const;
+  // residual + forward(x), the final dropout fused with the residual add and proj.
+  Tensor forward_residual(const Tensor& residual, const Tensor& x) const;
   int64_t dim, heads;
   std::shared_ptr<Linear> qkv, proj;
   std::shared_ptr<Dropout> proj_drop;

@@ -33,8 +33,10 @@ Tensor Dropout::forward_linear_gelu(const Linear& fc, const Tensor& x) const {
   return ops::linear_gelu_dropout(ops::autocast(x), fc.weight, fc.bias, p, is_training(), *gen_);
 }
 
-Tensor Dropout::forward_residual(const Tensor& residual, const Tensor& x) const {
-  return ops::add_dropout(residual, x, p, is_training(), *gen_);
+Tensor Dropout::forward_linear_residual(const Linear& fc, const Tensor& residual,
+                                        const Tensor& x) const {
+  return ops::linear_add_dropout(residual, ops::autocast(x), fc.weight, fc.bias, p, is_training(),
+                                 *gen_);
 }
 
 Tensor DropPath::forward(const Tensor& x) const {
@@ -49,10 +51,12 @@ MLP::MLP(int64_t dim, int64_t hidden, double dropout, Generator& init,
   register_module("drop", drop);
 }
 
-Tensor MLP::forward(const Tensor& x) const { return drop->forward(forward_undropped(x)); }
+Tensor MLP::forward(const Tensor& x) const {
+  return drop->forward(fc2->forward(drop->forward_linear_gelu(*fc1, x)));
+}
 
-Tensor MLP::forward_undropped(const Tensor& x) const {
-  return fc2->forward(drop->forward_linear_gelu(*fc1, x));
+Tensor MLP::forward_residual(const Tensor& residual, const Tensor& x) const {
+  return drop->forward_linear_residual(*fc2, residual, drop->forward_linear_gelu(*fc1, x));
 }
 
 PatchEmbed::Proj::Proj(Tensor w, Tensor b) {

@@ -29,8 +29,9 @@ class Dropout : public Module {
   Tensor forward(const Tensor& x) const;
   // dropout(gelu(fc(x))) (ops::linear_gelu_dropout: on the GPU one node for the three).
   Tensor forward_linear_gelu(const Linear& fc, const Tensor& x) const;
-  // residual + dropout(x) in one pass (the same mask and offsets as the two ops).
-  Tensor forward_residual(const Tensor& residual, const Tensor& x) const;
+  // residual + dropout(fc(x)) (ops::linear_add_dropout: on the GPU one node, whose backward
+  // makes the bias gradient in the dropout's pass).
+  Tensor forward_linear_residual(const Linear& fc, const Tensor& residual, const Tensor& x) const;
   double p;
 
  private:
@@ -52,8 +53,8 @@ class MLP : public Module {
  public:
   MLP(int64_t dim, int64_t hidden, double dropout, Generator& init, std::shared_ptr<Generator> gen);
   Tensor forward(const Tensor& x) const;
-  // forward(x) without the final dropout (the caller applies `drop`, e.g. fused with a residual).
-  Tensor forward_undropped(const Tensor& x) const;
+  // residual + forward(x), the final dropout fused with the residual add and fc2.
+  Tensor forward_residual(const Tensor& residual, const Tensor& x) const;
   std::shared_ptr<Linear> fc1, fc2;
   std::shared_ptr<Dropout> drop;
 };
