@@ -43,9 +43,10 @@ CropFlip draw_crop_flip(uint64_t seed, int64_t epoch, int64_t sample_index, int 
                         bool hflip) {
   LVIT_CHECK(padding >= 0, "crop padding {} < 0", padding);
   LVIT_CHECK(epoch >= 0 && sample_index >= 0, "epoch {} / sample {} < 0", epoch, sample_index);
-  // One Philox block = the four words Philox::word(seed, epoch, sample_index * 4 + k).
+  // One Philox block = the four words Philox::word(seed, kCropFlipStream | epoch,
+  // sample_index * 4 + k): a stream of its own (data/randaugment.h).
   const auto idx = static_cast<uint64_t>(sample_index);
-  const auto off = static_cast<uint64_t>(epoch);
+  const auto off = kCropFlipStream | static_cast<uint64_t>(epoch);
   uint32_t w[4] = {static_cast<uint32_t>(idx), static_cast<uint32_t>(idx >> 32),
                    static_cast<uint32_t>(off), static_cast<uint32_t>(off >> 32)};
   Philox::block(w, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));

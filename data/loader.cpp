@@ -10,8 +10,8 @@
 
 namespace lvit::data {
 
-// Shuffle numbers use offset (kShuffleStream | epoch): the augmentation uses offset = epoch, and
-// epochs stay far below 2^32, so the two streams never meet.
+// Shuffle numbers use offset (kShuffleStream | epoch); the augmentations use their own tags
+// (data/randaugment.h), and epochs stay far below 2^32, so the streams never meet.
 static constexpr uint64_t kShuffleStream = 0x5348554600000000ull;  // "SHUF"
 
 std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) {

@@ -31,7 +31,8 @@ namespace lvit::data {
 // Sequential random words for one sample: word k is word (k mod 4) of Philox block
 // (sample_index << 20) + k / 4 of the stream (seed, tag | epoch). Each user of per-sample or
 // per-batch randomness has its own tag (the top 32 bits of the offset), so the streams never
-// share numbers with each other, with the crop/flip words (tag 0) or with the shuffle.
+// share numbers with each other, with the crop/flip words or with the shuffle, nor with a
+// Generator of the same seed (the model's initialisation draws offsets 0, 1, 2, ...).
 class SampleRng {
  public:
   SampleRng(uint64_t seed, uint64_t tag, int64_t epoch, int64_t index);
@@ -49,10 +50,14 @@ class SampleRng {
   int used_ = 4;
 };
 
-// Stream tags ("RAUG", "RERA", "MIX\0").
+// Stream tags ("RAUG", "RERA", "MIX\0", "CROP").
 inline constexpr uint64_t kRandAugmentStream = 0x5241554700000000ull;
 inline constexpr uint64_t kErasingStream = 0x5245524100000000ull;
 inline constexpr uint64_t kMixStream = 0x4d49580000000000ull;
+// draw_crop_flip's words (data/augment.h). Until 2026-11-28 they used tag 0, i.e. the offsets
+// the model's initialisation (Generator(seed)) draws: the crops of epoch e were made of the same
+// numbers as the e-th initialised tensor.
+inline constexpr uint64_t kCropFlipStream = 0x43524f5000000000ull;
 
 enum class AugOp {
   identity,
