@@ -4,8 +4,9 @@
 // the normalised f32 image.
 //
 // Reproducibility: every random choice is a pure function of (seed, epoch, sample index), drawn
-// from one Philox block (counter = sample index, offset = epoch, key = seed; i.e. the words
-// Philox::word(seed, epoch, sample_index * 4 + k) for k = 0..3). So the output does not depend on
+// from one Philox block (counter = sample index, offset = kCropFlipStream | epoch, key = seed;
+// i.e. the words Philox::word(seed, kCropFlipStream | epoch, sample_index * 4 + k) for k = 0..3:
+// a stream of its own, data/randaugment.h). So the output does not depend on
 // the number of worker threads, on batch order, or on where a resumed run picks up.
 //
 // Semantics match torchvision's RandomCrop(H, padding=p) + RandomHorizontalFlip() + ToTensor() +
