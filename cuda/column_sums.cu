@@ -2,9 +2,11 @@
 // its column sums together; declared in cuda/column_sums.cuh.
 //
 // Every form splits the rows into chunks: one block per (column block, chunk) writes the
-// chunk's partial sums, and column_final_kernel adds the chunks in order. The plan depends only
-// on M, N and the form, so the sums are deterministic, and the fused passes (a product, a
-// dropout mask) give the sums of the plain form over the same matrix bit for bit.
+// chunk's partial sums, and column_final_kernel adds them in a fixed order. The plan depends on
+// M, N, the form and, for the 16-byte form, the device (its SM count and the kernel's
+// occupancy), so the sums are deterministic on one device and build, and the fused passes (a
+// product, a dropout mask) give the sums of the plain form over the same matrix bit for bit;
+// another GPU model may round them differently.
 #include <cuda_bf16.h>
 
 #include <algorithm>
@@ -295,7 +297,7 @@ __global__ void __launch_bounds__(1024)
 }
 
 // The row chunks of an [M, N] sum over `col_blocks` column blocks: up to `max_blocks` blocks in
-// all, each chunk at least 64 rows (one chunk of no rows for M = 0).
+// all and at most one chunk per 64 rows (one chunk of no rows for M = 0).
 struct ColumnPlan {
   int64_t col_blocks, chunks, rows_per;
 };
@@ -327,8 +329,8 @@ void sum_in_chunks(const ColumnPlan& pl, int64_t M, int64_t N, void* out, cudaSt
 }
 
 // The 16-byte form over `src` (bf16 [M, N], N % 8 == 0), totals as f32 or bf16. One wave of
-// blocks (as many as the device holds at once: no tail of a partial second wave), each chunk at
-// least 64 rows. The plan depends on M, N and the device only, so every source sums in the
+// blocks (as many as the device holds at once: no tail of a partial second wave), at most one
+// chunk per 64 rows. The plan depends on M, N and the device only, so every source sums in the
 // same order (the wave is that of the plain sums' kernel: 4 blocks per SM, as for the others).
 template <typename Src>
 void sum_vec8(const Src& src, int64_t M, int64_t N, DType out_dtype, void* out,

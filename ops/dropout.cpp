@@ -140,6 +140,8 @@ Tensor gelu_dropout(const Tensor& x_in, double p, bool training, Generator& gen)
 Tensor add_dropout(const Tensor& x_in, const Tensor& y_in, double p, bool training,
                    Generator& gen) {
   LVIT_CHECK(p >= 0 && p < 1, "add_dropout: probability {} not in [0, 1)", p);
+  LVIT_CHECK(x_in.device() == y_in.device(), "add_dropout: residual on {}, branch on {}",
+             x_in.device().str(), y_in.device().str());
   if (!training || p == 0) return add(x_in, y_in);
   if (!on_cuda("add_dropout", {x_in, y_in}) || x_in.shape() != y_in.shape())
     return add(x_in, dropout(y_in, p, training, gen));

@@ -210,6 +210,8 @@ Tensor linear_gelu_dropout(const Tensor& x, const Tensor& w, const Tensor& b, do
 Tensor linear_add_dropout(const Tensor& residual, const Tensor& x, const Tensor& w, const Tensor& b,
                           double p, bool training, Generator& gen) {
   LVIT_CHECK(p >= 0 && p < 1, "linear_add_dropout: probability {} not in [0, 1)", p);
+  LVIT_CHECK(residual.device() == x.device(), "linear_add_dropout: residual on {}, input on {}",
+             residual.device().str(), x.device().str());
   if (!training || p == 0 || !b.defined() || !on_cuda("linear_add_dropout", {residual, x, w, b}))
     return add_dropout(residual, linear(x, w, b), p, training, gen);
 #ifdef LVIT_WITH_CUDA

@@ -4,6 +4,7 @@
 // op runs, so an element a kernel leaves unwritten fails. Skips cleanly without a GPU.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -11,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "autograd/node.h"
 #include "core/rng.h"
 #include "models/optim/optimizer.h"
 #include "ops/ops.h"
@@ -346,9 +348,10 @@ TEST_CASE("CUDA linear_add_dropout: against the CPU, and bit for bit the two ops
   LVIT_SKIP_WITHOUT_GPU();
 #ifdef LVIT_WITH_CUDA
   Fp32Gemms fp32;
-  // N = 96, 192 and 384 take the one-pass branch and bias gradient under mixed precision (32, 8
-  // and 16 column lanes a block; 600 rows: several row chunks); 50 takes the mask pass and then
-  // the column sums.
+  // Against the CPU all-f32 (on the GPU the node's backward then takes the mask pass and the
+  // column sums); the one-pass kernel runs under mixed precision below, for N = 96, 192 and 384
+  // (32, 8 and 16 column lanes a block; 600 rows: several row chunks); N = 50 falls back to the
+  // mask pass and the column sums there too.
   for (const auto& [rows, N] :
        {std::pair<int64_t, int64_t>{40, 96}, {40, 192}, {200, 384}, {40, 50}}) {
     const Shape xs{3, rows, 24}, ys{3, rows, N};
@@ -360,34 +363,51 @@ TEST_CASE("CUDA linear_add_dropout: against the CPU, and bit for bit the two ops
           return ops::linear_add_dropout(v[0], v[1], v[2], v[3], 0.2, true, gen);
         },
         {randn(ys, 57), randn(xs, 50), randn({N, 24}, 51, 0.3), randn({N}, 52)}, Arith::f32, 24,
-        3 * rows);
+        std::max<int64_t>(3 * rows, N));
     CHECK(gc.offset() == gg.offset());
     // The one-node GPU path against add_dropout(residual, linear(...)) on the GPU: the same
-    // output and gradients bit for bit, all-f32 and with bf16 activations (an f32 residual).
-    for (DType dt : {DType::f32, DType::bf16}) {
-      const Tensor r0 = to_gpu(randn(ys, 58)), x0 = to_gpu(randn(xs, 53)).to(dt),
-                   w0 = to_gpu(randn({N, 24}, 54, 0.3)), b0 = to_gpu(randn({N}, 55)),
-                   gout = to_gpu(randn(ys, 56));
-      auto run = [&](bool fused) {
-        Tensor r = r0.detach(), x = x0.detach(), w = w0.detach(), b = b0.detach();
-        for (Tensor* t : {&r, &x, &w, &b}) t->set_requires_grad(true);
-        Generator gen(77);
-        Tensor y = fused ? ops::linear_add_dropout(r, x, w, b, 0.25, true, gen)
-                         : ops::add_dropout(r, ops::linear(x, w, b), 0.25, true, gen);
-        y.backward(gout);
-        std::vector<std::vector<float>> out;
-        for (const Tensor& t : {y, r.grad(), x.grad(), w.grad(), b.grad()})
-          out.push_back(t.to(DType::f32).to_vector<float>());
-        return out;
-      };
-      const auto fused = run(true), two = run(false);
-      const char* names[] = {"output", "residual gradient", "x gradient", "weight gradient",
-                             "bias gradient"};
-      for (size_t k = 0; k < fused.size(); ++k) {
-        INFO(names[k], " rows=", rows, " N=", N, " ", dtype_name(dt));
-        CHECK(fused[k] == two[k]);
+    // output and gradients bit for bit, all-f32 and with bf16 activations (an f32 residual),
+    // with and without a bias gradient (without: the mask pass, then the GEMMs).
+    for (DType dt : {DType::f32, DType::bf16})
+      for (bool bias_grad : {true, false}) {
+        const Tensor r0 = to_gpu(randn(ys, 58)), x0 = to_gpu(randn(xs, 53)).to(dt),
+                     w0 = to_gpu(randn({N, 24}, 54, 0.3)), b0 = to_gpu(randn({N}, 55)),
+                     gout = to_gpu(randn(ys, 56));
+        auto run = [&](bool fused) {
+          Tensor r = r0.detach(), x = x0.detach(), w = w0.detach(), b = b0.detach();
+          for (Tensor* t : {&r, &x, &w}) t->set_requires_grad(true);
+          b.set_requires_grad(bias_grad);
+          Generator gen(77);
+          Tensor y = fused ? ops::linear_add_dropout(r, x, w, b, 0.25, true, gen)
+                           : ops::add_dropout(r, ops::linear(x, w, b), 0.25, true, gen);
+          REQUIRE(y.grad_fn());
+          CHECK(std::string(y.grad_fn()->name()) ==
+                (fused ? "LinearAddDropoutBackward" : "AddDropoutBackward"));
+          y.backward(gout);
+          std::vector<std::vector<float>> out;
+          for (const Tensor& t : {y, r.grad(), x.grad(), w.grad()})
+            out.push_back(t.to(DType::f32).to_vector<float>());
+          CHECK(b.grad().defined() == bias_grad);
+          if (bias_grad) out.push_back(b.grad().to(DType::f32).to_vector<float>());
+          return out;
+        };
+        const auto fused = run(true), two = run(false);
+        REQUIRE(fused.size() == two.size());
+        const char* names[] = {"output", "residual gradient", "x gradient", "weight gradient",
+                               "bias gradient"};
+        for (size_t k = 0; k < fused.size(); ++k) {
+          INFO(names[k], " rows=", rows, " N=", N, " ", dtype_name(dt), " bias grad ", bias_grad);
+          CHECK(fused[k] == two[k]);
+        }
       }
-    }
+  }
+  // A residual on another device is an error, not a launch on host memory.
+  {
+    Generator gen(1);
+    const Tensor x = to_gpu(randn({4, 8}, 60)), w = to_gpu(randn({8, 8}, 61)),
+                 b = to_gpu(randn({8}, 62));
+    CHECK_THROWS_WITH_AS(ops::linear_add_dropout(randn({4, 8}, 63), x, w, b, 0.1, true, gen),
+                         doctest::Contains("residual on cpu"), Error);
   }
 #endif
 }
