@@ -145,26 +145,44 @@ Tensor add_dropout(const Tensor& x_in, const Tensor& y_in, double p, bool traini
   if (!training || p == 0) return add(x_in, y_in);
   if (!on_cuda("add_dropout", {x_in, y_in}) || x_in.shape() != y_in.shape())
     return add(x_in, dropout(y_in, p, training, gen));
-#ifdef LVIT_WITH_CUDA
-  const uint64_t seed = gen.seed(), offset = gen.next_offset();
-  const Tensor x = x_in.contiguous(), y = y_in.contiguous();
-  Tensor out = Tensor::empty(x.shape(), x.dtype(), x.device());
-  cuda::add_dropout_fwd(x.dtype(), x.raw_data(), y.dtype(), y.raw_data(), out.raw_data(), x.numel(),
-                        p, seed, offset, cuda_stream(x));
-  autograd::record(out, {x_in, y_in}, "AddDropoutBackward",
-                   [p, seed, offset, ydt = y.dtype()](const Tensor& g_in, const autograd::Node& n) {
-                     Tensor gy;
-                     if (n.needs_input_grad(1)) {
-                       const Tensor g = g_in.contiguous();
-                       gy = Tensor::empty(g.shape(), ydt, g.device());
-                       cuda::add_dropout_bwd(g.dtype(), g.raw_data(), ydt, gy.raw_data(), g.numel(),
-                                             p, seed, offset, cuda_stream(g));
-                     }
-                     return std::vector<Tensor>{n.needs_input_grad(0) ? g_in : Tensor(), gy};
+  AddDropoutPass f = add_dropout_cuda_pass(x_in, y_in, p, gen);
+  autograd::record(f.out, {x_in, y_in}, "AddDropoutBackward",
+                   [p, seed = f.seed, offset = f.offset, ydt = y_in.dtype()](
+                       const Tensor& g, const autograd::Node& n) {
+                     return std::vector<Tensor>{n.needs_input_grad(0) ? g : Tensor(),
+                                                n.needs_input_grad(1)
+                                                    ? add_dropout_cuda_grad(g, ydt, p, seed, offset)
+                                                    : Tensor()};
                    });
-  return out;
+  return f.out;
+}
+
+AddDropoutPass add_dropout_cuda_pass(const Tensor& x_in, const Tensor& y_in, double p,
+                                     Generator& gen) {
+#ifdef LVIT_WITH_CUDA
+  AddDropoutPass r{Tensor(), gen.seed(), gen.next_offset()};
+  const Tensor x = x_in.contiguous(), y = y_in.contiguous();
+  r.out = Tensor::empty(x.shape(), x.dtype(), x.device());
+  cuda::add_dropout_fwd(x.dtype(), x.raw_data(), y.dtype(), y.raw_data(), r.out.raw_data(),
+                        x.numel(), p, r.seed, r.offset, cuda_stream(x));
+  return r;
 #else
-  return Tensor();
+  (void)x_in, (void)y_in, (void)p, (void)gen;
+  throw Error("add_dropout_cuda_pass: lvit was built without CUDA");
+#endif
+}
+
+Tensor add_dropout_cuda_grad(const Tensor& g_in, DType ydtype, double p, uint64_t seed,
+                             uint64_t offset) {
+#ifdef LVIT_WITH_CUDA
+  const Tensor g = g_in.contiguous();
+  Tensor gy = Tensor::empty(g.shape(), ydtype, g.device());
+  cuda::add_dropout_bwd(g.dtype(), g.raw_data(), ydtype, gy.raw_data(), g.numel(), p, seed, offset,
+                        cuda_stream(g));
+  return gy;
+#else
+  (void)g_in, (void)ydtype, (void)p, (void)seed, (void)offset;
+  throw Error("add_dropout_cuda_grad: lvit was built without CUDA");
 #endif
 }
 

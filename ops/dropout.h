@@ -25,6 +25,17 @@ GeluDropoutPass gelu_dropout_cuda_pass(const Tensor& x, double p, Generator& gen
 // generator offset as the two ops (add's mixed f32 + bf16 included); on the GPU one pass each
 // way (no dropped copy of y in memory, and y's gradient comes out in y's dtype directly).
 Tensor add_dropout(const Tensor& x, const Tensor& y, double p, bool training, Generator& gen);
+// add_dropout's GPU passes without an autograd node, for ops that fuse more around it
+// (linear_add_dropout). Forward: out = x + dropout(y, p) for x and y of one shape on a CUDA
+// device, drawing one offset of `gen` as add_dropout does; the mask is that of (seed, offset).
+// Backward: y's gradient keep ? g / (1 - p) : 0 in `ydtype` for the mask of (seed, offset).
+struct AddDropoutPass {
+  Tensor out;
+  uint64_t seed, offset;
+};
+AddDropoutPass add_dropout_cuda_pass(const Tensor& x, const Tensor& y, double p, Generator& gen);
+Tensor add_dropout_cuda_grad(const Tensor& g, DType ydtype, double p, uint64_t seed,
+                             uint64_t offset);
 // Zeroes whole samples (dimension 0) with probability p, scaling kept ones by 1/(1-p).
 Tensor drop_path(const Tensor& x, double p, bool training, Generator& gen);
 

@@ -10,7 +10,6 @@
 
 #ifdef LVIT_WITH_CUDA
 #include "cuda/column_sums.cuh"
-#include "cuda/dropout.cuh"
 #include "cuda/gemm.cuh"
 #endif
 
@@ -220,40 +219,38 @@ Tensor linear_add_dropout(const Tensor& residual, const Tensor& x, const Tensor&
   if (residual.shape() != ys)  // a broadcast residual: add_dropout does it through two ops
     return add_dropout(residual, linear(x, w, b), p, training, gen);
   LinearForward f = linear_forward(x, w, b);
-  const Tensor y = f.y.view(f.out_shape);
   // add_dropout's pass: the same offset drawn, so the same mask.
-  const uint64_t seed = gen.seed(), offset = gen.next_offset();
-  const Tensor r = residual.contiguous();
-  Tensor out = Tensor::empty(r.shape(), r.dtype(), r.device());
-  cuda::add_dropout_fwd(r.dtype(), r.raw_data(), y.dtype(), y.raw_data(), out.raw_data(), r.numel(),
-                        p, seed, offset, cuda_stream(r));
-  autograd::record(
-      out, {residual, x, w, b}, "LinearAddDropoutBackward",
-      [x2 = f.x2.detach(), w = f.w.detach(), xs = x.shape(), ydt = y.dtype(),
-       param_dtype = f.param_dtype, p, seed, offset](const Tensor& g_in, const autograd::Node& n) {
-        Tensor gx, gw, gb;
-        if (n.needs_input_grad(1) || n.needs_input_grad(2) || n.needs_input_grad(3)) {
-          const Tensor g = g_in.contiguous();
-          const int64_t M = x2.shape()[0], N = w.shape()[0];
-          // The branch gradient gy [M, N] and the bias gradient, its column sums, in one pass.
-          Tensor gy = Tensor::empty({M, N}, ydt, g.device());
-          if (n.needs_input_grad(3)) {
-            gb = Tensor::empty({N}, param_dtype, g.device());
-            cuda::dropout_grad_column_sums(g.dtype(), g.raw_data(), ydt, gy.raw_data(), M, N, p,
-                                           seed, offset, gb.dtype(), gb.raw_data(), cuda_stream(g));
-          } else {
-            cuda::add_dropout_bwd(g.dtype(), g.raw_data(), ydt, gy.raw_data(), g.numel(), p, seed,
-                                  offset, cuda_stream(g));
-          }
-          if (n.needs_input_grad(1)) gx = Tensor::empty(x2.shape(), ydt, g.device());
-          if (n.needs_input_grad(2)) gw = Tensor::empty(w.shape(), param_dtype, g.device());
-          Tensor no_bias;
-          linear_bwd_cuda(gy, x2, w, gx, gw, no_bias);
-        }
-        return std::vector<Tensor>{n.needs_input_grad(0) ? g_in : Tensor(),
-                                   gx.defined() ? gx.view(xs) : gx, gw, gb};
-      });
-  return out;
+  AddDropoutPass ad = add_dropout_cuda_pass(residual, f.y.view(f.out_shape), p, gen);
+  autograd::record(ad.out, {residual, x, w, b}, "LinearAddDropoutBackward",
+                   [x2 = f.x2.detach(), w = f.w.detach(), xs = x.shape(), ydt = f.y.dtype(),
+                    param_dtype = f.param_dtype, p, seed = ad.seed,
+                    offset = ad.offset](const Tensor& g_in, const autograd::Node& n) {
+                     Tensor gx, gw, gb;
+                     if (n.needs_input_grad(1) || n.needs_input_grad(2) || n.needs_input_grad(3)) {
+                       const int64_t M = x2.shape()[0], N = w.shape()[0];
+                       // The branch gradient gy [M, N] and the bias gradient, its column sums, in
+                       // one pass.
+                       Tensor gy;
+                       if (n.needs_input_grad(3)) {
+                         const Tensor g = g_in.contiguous();
+                         gy = Tensor::empty({M, N}, ydt, g.device());
+                         gb = Tensor::empty({N}, param_dtype, g.device());
+                         cuda::dropout_grad_column_sums(g.dtype(), g.raw_data(), ydt, gy.raw_data(),
+                                                        M, N, p, seed, offset, gb.dtype(),
+                                                        gb.raw_data(), cuda_stream(g));
+                       } else {
+                         gy = add_dropout_cuda_grad(g_in, ydt, p, seed, offset).view({M, N});
+                       }
+                       if (n.needs_input_grad(1)) gx = Tensor::empty(x2.shape(), ydt, gy.device());
+                       if (n.needs_input_grad(2))
+                         gw = Tensor::empty(w.shape(), param_dtype, gy.device());
+                       Tensor no_bias;
+                       linear_bwd_cuda(gy, x2, w, gx, gw, no_bias);
+                     }
+                     return std::vector<Tensor>{n.needs_input_grad(0) ? g_in : Tensor(),
+                                                gx.defined() ? gx.view(xs) : gx, gw, gb};
+                   });
+  return ad.out;
 #else
   return Tensor();
 #endif
