@@ -126,9 +126,9 @@ __global__ void column_partial_vec_kernel(const T* __restrict__ x, const T* __re
 // ---- the 16-byte form: 8 bf16 columns per thread ----
 // What column_partial_vec8_kernel sums, 8 adjacent elements i .. i+7 of a row-major bf16 matrix
 // (16-byte aligned): fetch(i) issues the loads (for kRows rows before any is used: as many as
-// 64 registers hold without a spill), finish(i, raw, v)
-// turns them into the 8 values as the matrix holds them (bf16, stored by the sources that write
-// the matrix), in fp32. prepare() runs once per thread before the first fetch.
+// 64 registers hold without a spill), finish(i, raw, v) turns them into the 8 values as the
+// matrix holds them (bf16, stored by the sources that write the matrix), in fp32. prepare() runs
+// once per thread before the first fetch.
 
 // The 8 bf16 of a 16-byte word, as floats.
 __device__ __forceinline__ void unpack8(uint4 u, float (&f)[kVec]) {
