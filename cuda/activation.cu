@@ -16,7 +16,7 @@ __global__ void gelu_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, int6
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     const A v = ld(x[i]);
-    y[i] = st<T>(gelu_exact(v));
+    y[i] = st<T>(gelu_value<T>(v));
   }
 }
 
@@ -27,7 +27,7 @@ __global__ void gelu_bwd_kernel(const T* __restrict__ g, const T* __restrict__ x
   for (int64_t i = blockIdx.x * int64_t{blockDim.x} + threadIdx.x; i < n;
        i += int64_t{gridDim.x} * blockDim.x) {
     const A v = ld(x[i]);
-    gx[i] = st<T>(ld(g[i]) * gelu_exact_grad(v));
+    gx[i] = st<T>(ld(g[i]) * gelu_slope<T>(v));
   }
 }
 
@@ -47,9 +47,9 @@ __global__ void gelu_vec_kernel(const T* __restrict__ g, const T* __restrict__ x
     for (int k = 0; k < kVec; ++k) {
       const A v = ld(xv[k]);
       if constexpr (kBackward) {
-        xv[k] = st<T>(ld(gv[k]) * gelu_exact_grad(v));
+        xv[k] = st<T>(ld(gv[k]) * gelu_slope<T>(v));
       } else {
-        xv[k] = st<T>(gelu_exact(v));
+        xv[k] = st<T>(gelu_value<T>(v));
       }
     }
     store8(out + kVec * t, xv);

@@ -79,13 +79,11 @@ __global__ void gelu_dropout_kernel(const T* __restrict__ x, T* __restrict__ y,
       if ((keep >> e) & 1u) {
         const A v = ld(xv[e]);
         if constexpr (kDeriv) {
-          // A bf16 result takes the derivative's exp from the hardware exp2: the kernel is
-          // bound by instruction issue (83% of issue slots busy in Nsight Compute on an H200).
-          gelu_exact_and_grad<A, std::is_same_v<T, __nv_bfloat16>>(v, r, dr);
+          gelu_value_and_slope<T>(v, r, dr);
           r *= scale;
           dr *= scale;
         } else {
-          r = gelu_exact(v) * scale;
+          r = gelu_value<T>(v) * scale;
         }
       }
       xv[e] = st<T>(r);
