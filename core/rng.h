@@ -3,6 +3,7 @@
 // seed, in any order and on any number of threads.
 #pragma once
 #include <array>
+#include <cmath>
 #include <cstdint>
 #if defined(__AVX512F__) && !defined(__CUDACC__)
 #include <immintrin.h>
@@ -126,7 +127,18 @@ struct Philox {
 
   // Uniform in [0, 1) with 24 random bits (exact in f32).
   static LVIT_HD float uniform(uint64_t seed, uint64_t offset, uint64_t i) {
-    return static_cast<float>(word(seed, offset, i) >> 8) * (1.0f / 16777216.0f);
+    return uniform_of(word(seed, offset, i));
+  }
+  static LVIT_HD float uniform_of(uint32_t word) {
+    return static_cast<float>(word >> 8) * (1.0f / 16777216.0f);
+  }
+
+  // The word test of uniform >= p for 0 <= p < 1: uniform_of(w) >= p iff w >= keep_threshold(p).
+  // (w >> 8) 2^-24 >= p, with the 24-bit integer converted and scaled exactly, holds iff
+  // w >> 8 >= ceil(p 2^24) (p 2^24 is exact in fp32), i.e. iff w >= 256 ceil(p 2^24), which
+  // fits in 32 bits for p < 1. The GPU mask kernels use it: one integer compare per element.
+  static LVIT_HD uint32_t keep_threshold(float p) {
+    return p <= 0.0f ? 0u : static_cast<uint32_t>(ceilf(p * 16777216.0f)) << 8;
   }
 };
 

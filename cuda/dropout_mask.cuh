@@ -15,8 +15,9 @@ inline const uint64_t* current_philox_shift() { return context(current_device())
 
 // The keep bits of elements 8t .. 8t+7: bit e set iff uniform(word of element 8t + e) >= p.
 // Element i takes word i % 4 of Philox block i / 4 (the order of Philox::word and of the CPU
-// kernel), so a seed gives the same mask on either device.
+// kernel), so a seed gives the same mask on either device; the test is Philox::keep_threshold's.
 __device__ __forceinline__ unsigned keep_bits8(int64_t t, float p, uint64_t seed, uint64_t offset) {
+  const uint32_t threshold = Philox::keep_threshold(p);  // hoisted out of the callers' loops
   unsigned bits = 0;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -25,8 +26,7 @@ __device__ __forceinline__ unsigned keep_bits8(int64_t t, float p, uint64_t seed
                      static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32)};
     Philox::block(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
 #pragma unroll
-    for (int k = 0; k < 4; ++k)
-      bits |= (static_cast<float>(c[k] >> 8) * (1.0f / 16777216.0f) >= p ? 1u : 0u) << (4 * h + k);
+    for (int k = 0; k < 4; ++k) bits |= (c[k] >= threshold ? 1u : 0u) << (4 * h + k);
   }
   return bits;
 }

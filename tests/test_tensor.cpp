@@ -352,6 +352,25 @@ TEST_CASE("Philox4x32-10 known answers (Random123 kat_vectors)") {
   CHECK(Philox::word(42, 7, 5) == c2[1]);
 }
 
+TEST_CASE("Philox keep_threshold: the integer test of uniform >= p, for every 24-bit value") {
+  // The GPU mask kernels compare words against keep_threshold(p) where the CPU compares
+  // uniform(word) >= p: both must keep the same elements for every word and every p in [0, 1).
+  std::vector<float> ps = {
+      0.0f, 1e-9f, 0.1f, 0.2f, 0.25f, 1.0f / 3.0f, 0.5f, 0.9f, std::nextafter(1.0f, 0.0f)};
+  for (uint64_t i = 0; i < 4; ++i) ps.push_back(Philox::uniform(77, 0, i));
+  for (float p : ps) {
+    INFO("p = " << p);
+    const uint32_t threshold = Philox::keep_threshold(p);
+    int64_t mismatches = 0;
+    for (uint32_t u = 0; u < (1u << 24); ++u)
+      for (uint32_t low : {0u, 0x7fu, 0xffu}) {
+        const uint32_t w = (u << 8) | low;
+        mismatches += (Philox::uniform_of(w) >= p) != (w >= threshold);
+      }
+    CHECK(mismatches == 0);
+  }
+}
+
 TEST_CASE("Philox uniform range and determinism") {
   double sum = 0;
   float lo = 1, hi = 0;
