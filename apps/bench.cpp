@@ -212,7 +212,7 @@ int main(int argc, char** argv) {
     std::string presets = "vit-micro,vit-cifar", device = "cpu", json_path, batches = "64",
                 precisions = "fp32";
     int warmup = 2, steps = 5, threads = 0;
-    bool flops = false, loader = false, graphs = true;
+    bool flops = false, loader = false, graphs = true, gemm_tune = false;
     std::string data_dir = data::default_data_dir(), loader_datasets = "cifar100,tiny-imagenet";
     std::string loader_workers =
         "1," + std::to_string(std::max(1u, std::thread::hardware_concurrency()));
@@ -228,6 +228,9 @@ int main(int argc, char** argv) {
     cli.add_option("--threads", threads, "Compute threads (0: all cores)");
     cli.add_option("--device", device, "cpu or cuda[:N]");
     cli.add_flag("!--no-cuda-graphs", graphs, "GPU: eager steps instead of a replayed CUDA graph");
+    cli.add_flag("--gemm-tune", gemm_tune,
+                 "GPU: time cuBLASLt's first 8 algorithms for each GEMM on its first call and keep "
+                 "the fastest");
     cli.add_option("--json", json_path, "Also append one JSON line per result to this file");
     cli.add_flag("--flops", flops,
                  "Print parameter counts and analytical forward FLOPs instead of timing");
@@ -261,7 +264,7 @@ int main(int argc, char** argv) {
     LVIT_USER_CHECK(!batch_list.empty() && !precision_list.empty(),
                     "--batch-size and --precision need at least one value");
     LVIT_USER_CHECK(steps >= 1 && warmup >= 0, "--steps must be positive, --warmup non-negative");
-    const Device dev = app::setup_device(device, precision_list.front());
+    const Device dev = app::setup_device(device, precision_list.front(), gemm_tune);
     std::ofstream json;
     if (!json_path.empty()) {
       json.open(json_path, std::ios::app);
@@ -304,7 +307,7 @@ int main(int argc, char** argv) {
     std::printf("%-14s %6s %6s %12s %10s %12s %14s %10s\n", "preset", "prec", "batch",
                 "train img/s", "step ms", "infer img/s", "train GFLOP/s", "peak MB");
     for (const std::string& precision : precision_list) {
-      app::setup_device(device, precision);
+      app::setup_device(device, precision, gemm_tune);
       for (int64_t batch : batch_list)
         for (const std::string& p : split_list(presets)) {
           ViTConfig c = preset_config(p);
@@ -326,7 +329,8 @@ int main(int argc, char** argv) {
                               {"infer_img_per_s", r.infer_img_s},
                               {"train_gflop_per_s", gflops},
                               {"peak_mem_mb", r.peak_mb},
-                              {"cuda_graphs", graphs && dev.is_cuda()}};
+                              {"cuda_graphs", graphs && dev.is_cuda()},
+                              {"gemm_tune", gemm_tune}};
           std::printf("%s\n", j.dump().c_str());  // one machine-readable line per result
           if (json.is_open()) json << j.dump() << "\n";
         }

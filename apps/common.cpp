@@ -121,16 +121,19 @@ double peak_rss_mb() {
   return static_cast<double>(ru.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
 }
 
-Device setup_device(const std::string& device, const std::string& precision) {
+Device setup_device(const std::string& device, const std::string& precision, bool gemm_tune) {
   const Device d = parse_device(device);
   LVIT_USER_CHECK(precision == "fp32" || precision == "tf32" || precision == "bf16",
                   "--precision: '{}' is not fp32, tf32 or bf16", precision);
+  LVIT_USER_CHECK(!gemm_tune || d.is_cuda(),
+                  "--gemm-tune: tunes cuBLASLt GEMMs, needs --device cuda");
   if (d.is_cpu()) return d;  // the CPU computes tf32 as fp32
 #ifdef LVIT_WITH_CUDA
   LVIT_USER_CHECK(cuda::available(), "--device {}: no CUDA device is visible", device);
   LVIT_USER_CHECK(d.index < cuda::device_count(), "--device {}: only {} CUDA device(s)", device,
                   cuda::device_count());
   cuda::set_math_mode(precision == "fp32" ? cuda::MathMode::fp32 : cuda::MathMode::tf32);
+  if (gemm_tune) cuda::set_gemm_tuning(true);
   LVIT_CUDA_CHECK(cudaSetDevice(d.index));
 #else
   throw UserError(fmt::format("--device {}: lvit was built without CUDA", device));

@@ -46,7 +46,10 @@ double peak_rss_mb();
 // "--device cpu|cuda[:N]" and "--precision fp32|tf32|bf16": checks that the device exists and
 // the precision is implemented (UserError naming the flag otherwise) and sets the GEMM math
 // mode of the CUDA backend. Returns the device.
-Device setup_device(const std::string& device, const std::string& precision);
+// Parses --device and --precision (UserError naming the flag) and prepares the device: the f32
+// GEMM mode, and GEMM tuning when `gemm_tune` (--gemm-tune; a CUDA device only).
+Device setup_device(const std::string& device, const std::string& precision,
+                    bool gemm_tune = false);
 // The autocast dtype of a --precision: bf16 for "bf16" on a GPU, else f32 (no autocast).
 DType autocast_dtype_for(Device d, const std::string& precision);
 

@@ -240,7 +240,7 @@ Trainer::Trainer(std::unique_ptr<ViT> model, const TrainOptions& opt,
   LVIT_USER_CHECK(train.size >= opt_.batch_size, "--batch-size {} exceeds the {} training images",
                   opt_.batch_size, train.size);
   norm_ = data::normalization_for(train.name);
-  device_ = setup_device(opt_.device, opt_.precision);
+  device_ = setup_device(opt_.device, opt_.precision, opt_.gemm_tune);
   model_->to(device_);  // before the optimizer, whose state lives beside the parameters
   optimizer_ = make_optimizer(opt_, *model_);
   data::LoaderConfig lc;
@@ -318,6 +318,7 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir, const Train
   o.device = overrides.device;
   o.precision = overrides.precision;
   o.cuda_graphs = overrides.cuda_graphs;
+  o.gemm_tune = overrides.gemm_tune;
   o.gpu_data = overrides.gpu_data;
   std::unique_ptr<ViT> model = load_model(model_path);
   std::unique_ptr<Trainer> t(new Trainer(std::move(model), o, train, test));

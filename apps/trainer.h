@@ -51,6 +51,7 @@ struct TrainOptions {
   // GPU arithmetic: fp32 | tf32 | bf16 (mixed precision, the default); the CPU computes fp32.
   std::string precision = "bf16";
   bool cuda_graphs = true;  // GPU: capture the step once, replay it (apps/graph_step.h)
+  bool gemm_tune = false;   // GPU: time cuBLASLt's candidate algorithms per GEMM (cuda/gemm.cuh)
   // GPU: uint8 batches uploaded from pinned memory and finished on the device (apps/gpu_data.h);
   // the same numbers as the CPU's f32 batches. Ignored on the CPU.
   bool gpu_data = true;

@@ -1,5 +1,8 @@
 // cuBLASLt GEMMs (row-major interface over column-major cuBLAS); declared in cuda/gemm.cuh.
+#include <algorithm>
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -7,6 +10,7 @@
 #include <tuple>
 
 #include "core/storage.h"
+#include "cuda/allocator.cuh"
 #include "cuda/check.cuh"
 #include "cuda/context.cuh"
 #include "cuda/gemm.cuh"
@@ -34,11 +38,26 @@ struct PlanKey {
 
 constexpr int kNoEpilogue = 0, kBias = 1, kBiasGrad = 2;
 
+// GEMM tuning (set_gemm_tuning, or LVIT_GEMM_TUNE=1 at start-up; =2 also prints each choice to
+// stderr): plans keep the heuristic's first kTuneCandidates algorithms and time them on their
+// first eager call (tune_plan).
+constexpr int kTuneCandidates = 8;
+std::atomic<int> g_tuning{[] {
+  const char* v = std::getenv("LVIT_GEMM_TUNE");
+  return v ? std::atoi(v) : 0;
+}()};
+std::atomic<int64_t> g_tuned_plans{0};
+int gemm_tuning_level() { return g_tuning.load(); }
+
 struct Plan {
   bool supported = true;  // false: cuBLASLt has no algorithm (only asked of kBiasGrad plans)
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
+  // The heuristic's further candidates, timed on the first call when LVIT_GEMM_TUNE is set
+  // (tune_plan); empty once tuned.
+  cublasLtMatmulAlgo_t candidates[kTuneCandidates]{};
+  int n_candidates = 0;
 };
 
 std::mutex g_plans_mutex;
@@ -114,11 +133,13 @@ Plan make_plan(const PlanKey& k, Context& ctx) {
   const uint64_t ws = ctx.workspace_bytes;
   LVIT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
-  cublasLtMatmulHeuristicResult_t result{};
+  cublasLtMatmulHeuristicResult_t results[kTuneCandidates]{};
   int found = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.cublaslt, p.desc, p.a, p.b, p.c, p.c,
-                                                           pref, 1, &result, &found);
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(
+      ctx.cublaslt, p.desc, p.a, p.b, p.c, p.c, pref, gemm_tuning_level() > 0 ? kTuneCandidates : 1,
+      results, &found);
   cublasLtMatmulPreferenceDestroy(pref);
+  const cublasLtMatmulHeuristicResult_t& result = results[0];
   if (k.epilogue == kBiasGrad && (st != CUBLAS_STATUS_SUCCESS || found == 0)) {
     p.supported = false;
     return p;
@@ -129,15 +150,85 @@ Plan make_plan(const PlanKey& k, Context& ctx) {
          std::to_string(k.M) + "x" + std::to_string(k.N) + "x" + std::to_string(k.K) + " (batch " +
          std::to_string(k.batch) + ")");
   p.algo = result.algo;
+  for (int i = 1; i < found; ++i)
+    if (results[i].state == CUBLAS_STATUS_SUCCESS) p.candidates[p.n_candidates++] = results[i].algo;
   return p;
 }
 
 }  // namespace
 
 void set_math_mode(MathMode mode) { g_math_mode.store(mode); }
+void set_gemm_tuning(bool on) { g_tuning.store(on ? std::max(1, g_tuning.load()) : 0); }
+bool gemm_tuning() { return g_tuning.load() > 0; }
+int64_t gemm_tuned_plans() { return g_tuned_plans.load(); }
 MathMode math_mode() { return g_math_mode.load(); }
 
 namespace {
+
+// Times plan.algo and plan.candidates (best of 5 after one untimed call each) on the real operands
+// with beta = 0 into scratch outputs (the caller's C and bias gradient are untouched) and keeps
+// the fastest. Skipped while the stream is being captured (timing cannot run inside a capture);
+// the next eager call tunes.
+void tune_plan(const PlanKey& k, Plan& plan, Context& ctx, const void* alpha, const void* A,
+               const void* B, int epilogue, const void* vec) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  LVIT_CUDA_CHECK(cudaStreamIsCapturing(ctx.stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) return;
+  const size_t c_bytes =
+      static_cast<size_t>((k.batch - 1) * k.sc + (k.M - 1) * k.ldc + k.N) * dtype_size(k.c_dtype);
+  const size_t v_bytes =
+      epilogue == kBiasGrad ? static_cast<size_t>(k.N) * dtype_size(k.c_dtype) : 0;
+  Allocator* alloc = caching_allocator(k.device);
+  void* c = alloc->allocate(c_bytes);
+  void* v = v_bytes ? alloc->allocate(v_bytes) : nullptr;
+  if (epilogue != kNoEpilogue) {
+    const void* p = epilogue == kBiasGrad ? v : vec;
+    LVIT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                     &p, sizeof(p)));
+  }
+  const double zero64 = 0.0;
+  const float zero32 = 0.0f;
+  const void* beta = k.dtype == DType::f64 ? static_cast<const void*>(&zero64) : &zero32;
+  cudaEvent_t start, stop;
+  LVIT_CUDA_CHECK(cudaEventCreate(&start));
+  LVIT_CUDA_CHECK(cudaEventCreate(&stop));
+  cublasLtMatmulAlgo_t all[kTuneCandidates];
+  float best[kTuneCandidates];
+  const int n = plan.n_candidates + 1;
+  all[0] = plan.algo;
+  for (int i = 1; i < n; ++i) all[i] = plan.candidates[i - 1];
+  for (int i = 0; i < n; ++i) {
+    best[i] = 1e30f;
+    for (int r = 0; r < 6; ++r) {
+      LVIT_CUDA_CHECK(cudaEventRecord(start, ctx.stream));
+      const cublasStatus_t st =
+          cublasLtMatmul(ctx.cublaslt, plan.desc, alpha, B, plan.a, A, plan.b, beta, c, plan.c, c,
+                         plan.c, &all[i], ctx.workspace, ctx.workspace_bytes, ctx.stream);
+      LVIT_CUDA_CHECK(cudaEventRecord(stop, ctx.stream));
+      LVIT_CUDA_CHECK(cudaEventSynchronize(stop));
+      if (st != CUBLAS_STATUS_SUCCESS) break;
+      float ms = 0;
+      LVIT_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+      if (r > 0) best[i] = std::min(best[i], ms);
+    }
+  }
+  LVIT_CUDA_CHECK(cudaEventDestroy(start));
+  LVIT_CUDA_CHECK(cudaEventDestroy(stop));
+  alloc->deallocate(c, c_bytes);
+  if (v) alloc->deallocate(v, v_bytes);
+  const int pick = static_cast<int>(std::min_element(best, best + n) - best);
+  if (gemm_tuning_level() >= 2)
+    std::fprintf(stderr,
+                 "gemm tune %s %lldx%lldx%lld %c%c b%lld epi %d: heuristic %.1f us, best #%d of "
+                 "%d %.1f us\n",
+                 std::string(dtype_name(k.dtype)).c_str(), static_cast<long long>(k.M),
+                 static_cast<long long>(k.N), static_cast<long long>(k.K), k.ta ? 'T' : 'N',
+                 k.tb ? 'T' : 'N', static_cast<long long>(k.batch), epilogue, 1e3 * best[0], pick,
+                 n, 1e3 * best[pick]);
+  plan.algo = all[pick];
+  plan.n_candidates = 0;
+  ++g_tuned_plans;
+}
 
 // The GEMM with an optional epilogue vector (bias read, or bias gradient written). Returns false
 // only for a kBiasGrad plan that cuBLASLt cannot run.
@@ -188,6 +279,8 @@ bool gemm_impl(DType dtype, DType c_dtype, bool ta, bool tb, int64_t M, int64_t 
   if (it == g_plans.end()) it = g_plans.emplace(key, make_plan(key, ctx)).first;
   Plan& plan = it->second;
   if (!plan.supported) return false;
+  if (plan.n_candidates > 0 && gemm_tuning_level() > 0)
+    tune_plan(key, plan, ctx, alpha, A, B, epilogue, vec);
   if (epilogue != kNoEpilogue)
     LVIT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                      &vec, sizeof(vec)));

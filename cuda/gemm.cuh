@@ -15,6 +15,17 @@ enum class MathMode { fp32, tf32 };
 void set_math_mode(MathMode mode);
 MathMode math_mode();
 
+// GEMM tuning, off by default. On, a GEMM's first eager call of a new problem (shape, layout,
+// dtypes, epilogue) times cuBLASLt's first 8 heuristic algorithms on its operands (into scratch
+// outputs) and keeps the fastest for the process; calls inside a CUDA graph capture wait for the
+// next eager call. About 1% faster training steps at batch 512 on an H200 (docs/PERF.md), but
+// the choice follows timings, so two runs of one seed may round differently: off unless asked
+// (lvit-train / lvit-bench --gemm-tune, or LVIT_GEMM_TUNE=1 at start-up; =2 also prints each
+// choice to stderr). Plans made while it is off keep the heuristic's first choice.
+void set_gemm_tuning(bool on);
+bool gemm_tuning();
+int64_t gemm_tuned_plans();  // plans tuned so far in this process
+
 // Row-major, batched: for i < batch,
 //   C_i[M, N] = op(A_i) op(B_i) (+ bias[N] on every row when bias is not null) + beta C_i
 // op(A) = A ([M, K], row stride lda) or A^T (A stored [K, M]); likewise B ([K, N] or [N, K]).

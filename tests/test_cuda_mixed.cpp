@@ -12,6 +12,10 @@
 #include "ops/ops.h"
 #include "tests/cuda_test_util.h"
 
+#ifdef LVIT_WITH_CUDA
+#include "cuda/gemm.cuh"
+#endif
+
 using namespace lvit;
 using cudatest::Arith;
 using cudatest::compare_op;
@@ -249,3 +253,33 @@ TEST_CASE("bf16 GELU keeps its relative accuracy on the whole line, tails includ
   check(yv, want_y, 1e-30, kept, "gelu_dropout value");
   check(gd, want_d, 1e-6, kept, "gelu_dropout slope");
 }
+
+#ifdef LVIT_WITH_CUDA
+// --gemm-tune: a new problem's first call times cuBLASLt's candidates and keeps the fastest. The
+// tuned GEMMs (forward with the bias epilogue, both backward products, the bias gradient) must
+// still match the CPU, and a plan is tuned once.
+TEST_CASE("GEMM tuning: tuned GEMMs match the CPU, and each problem is tuned once") {
+  LVIT_SKIP_WITHOUT_GPU();
+  cuda::set_gemm_tuning(true);
+  const int64_t M = 77, K = 136, N = 200;  // shapes no other case of this suite uses
+  Tensor x = randn({M, K}, 31), w = randn({N, K}, 32, 0.1), b = randn({N}, 33);
+  auto run = [&] {
+    compare_op(
+        "tuned linear bf16",
+        [](auto& v) {
+          if (gpu(v))
+            return ops::cast(ops::linear(ops::cast(v[0], DType::bf16), v[1], v[2]), DType::f32);
+          return round_bf16(ops::linear(round_bf16(v[0]), round_bf16(v[1]), round_bf16(v[2])));
+        },
+        {x, w, b}, Arith::bf16, K, std::max(M, N));
+  };
+  const int64_t before = cuda::gemm_tuned_plans();
+  run();
+  const int64_t tuned = cuda::gemm_tuned_plans();
+  CHECK(tuned > before);
+  run();
+  CHECK(cuda::gemm_tuned_plans() == tuned);
+  cuda::set_gemm_tuning(false);
+  CHECK_FALSE(cuda::gemm_tuning());
+}
+#endif
