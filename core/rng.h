@@ -133,7 +133,8 @@ struct Philox {
     return static_cast<float>(word >> 8) * (1.0f / 16777216.0f);
   }
 
-  // The word test of uniform >= p for 0 <= p < 1: uniform_of(w) >= p iff w >= keep_threshold(p).
+  // The word test of uniform >= p for 0 <= p < 1 (p < 1 as a float: ops::check_probability):
+  // uniform_of(w) >= p iff w >= keep_threshold(p).
   // (w >> 8) 2^-24 >= p, with the 24-bit integer converted and scaled exactly, holds iff
   // w >> 8 >= ceil(p 2^24) (p 2^24 is exact in fp32), i.e. iff w >= 256 ceil(p 2^24), which
   // fits in 32 bits for p < 1. The GPU mask kernels use it: one integer compare per element.

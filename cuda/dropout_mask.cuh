@@ -17,7 +17,7 @@ inline const uint64_t* current_philox_shift() { return context(current_device())
 // Element i takes word i % 4 of Philox block i / 4 (the order of Philox::word and of the CPU
 // kernel), so a seed gives the same mask on either device; the test is Philox::keep_threshold's.
 __device__ __forceinline__ unsigned keep_bits8(int64_t t, float p, uint64_t seed, uint64_t offset) {
-  const uint32_t threshold = Philox::keep_threshold(p);  // hoisted out of the callers' loops
+  const uint32_t threshold = Philox::keep_threshold(p);  // loop-invariant in the callers' loops
   unsigned bits = 0;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {

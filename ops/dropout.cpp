@@ -12,6 +12,12 @@
 
 namespace lvit::ops {
 
+void check_probability(const char* op, double p) {
+  LVIT_CHECK(p >= 0 && p < 1, "{}: probability {} not in [0, 1)", op, p);
+  LVIT_CHECK(static_cast<float>(p) < 1.0f,
+             "{}: probability {} rounds to 1 in fp32, where the masks compare against it", op, p);
+}
+
 namespace {
 
 constexpr int64_t kLanes = 64;  // 8 vectors in flight hide the 64-bit multiply latency
@@ -91,7 +97,7 @@ Tensor apply_mask(const Tensor& x_in, double p, uint64_t seed, uint64_t offset, 
 
 Tensor masked(const Tensor& x, double p, bool training, Generator& gen, int64_t group,
               const char* name) {
-  LVIT_CHECK(p >= 0 && p < 1, "{}: probability {} not in [0, 1)", name, p);
+  check_probability(name, p);
   if (!training || p == 0) return x;
   const uint64_t seed = gen.seed(), offset = gen.next_offset();
   Tensor y = apply_mask(x, p, seed, offset, group);
@@ -121,7 +127,7 @@ GeluDropoutPass gelu_dropout_cuda_pass(const Tensor& x_in, double p, Generator& 
 }
 
 Tensor gelu_dropout(const Tensor& x_in, double p, bool training, Generator& gen) {
-  LVIT_CHECK(p >= 0 && p < 1, "gelu_dropout: probability {} not in [0, 1)", p);
+  check_probability("gelu_dropout", p);
   if (!training || p == 0 || !on_cuda("gelu_dropout", {x_in}))
     return dropout(gelu(x_in), p, training, gen);
   // The backward needs only d y / d x (keep ? gelu'(x) / (1 - p) : 0), made in the same pass
@@ -139,7 +145,7 @@ Tensor gelu_dropout(const Tensor& x_in, double p, bool training, Generator& gen)
 
 Tensor add_dropout(const Tensor& x_in, const Tensor& y_in, double p, bool training,
                    Generator& gen) {
-  LVIT_CHECK(p >= 0 && p < 1, "add_dropout: probability {} not in [0, 1)", p);
+  check_probability("add_dropout", p);
   LVIT_CHECK(x_in.device() == y_in.device(), "add_dropout: residual on {}, branch on {}",
              x_in.device().str(), y_in.device().str());
   if (!training || p == 0) return add(x_in, y_in);

@@ -7,6 +7,11 @@
 
 namespace lvit::ops {
 
+// Throws (naming the op) unless 0 <= p < 1, in fp32 too: the masks compare against p as a float
+// (Philox::uniform, Philox::keep_threshold), and a double within 2^-25 of 1 rounds to 1 there.
+// Every dropout-like op checks with it.
+void check_probability(const char* op, double p);
+
 // Zeroes each element with probability p and scales the rest by 1/(1-p). Identity when !training
 // or p == 0. Reserves one offset of `gen`.
 Tensor dropout(const Tensor& x, double p, bool training, Generator& gen);

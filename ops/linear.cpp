@@ -164,7 +164,7 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
 
 Tensor linear_gelu_dropout(const Tensor& x, const Tensor& w, const Tensor& b, double p,
                            bool training, Generator& gen) {
-  LVIT_CHECK(p >= 0 && p < 1, "linear_gelu_dropout: probability {} not in [0, 1)", p);
+  check_probability("linear_gelu_dropout", p);
   if (!training || p == 0 || !b.defined() || !on_cuda("linear_gelu_dropout", {x, w, b}))
     return gelu_dropout(linear(x, w, b), p, training, gen);
 #ifdef LVIT_WITH_CUDA
@@ -208,7 +208,7 @@ Tensor linear_gelu_dropout(const Tensor& x, const Tensor& w, const Tensor& b, do
 
 Tensor linear_add_dropout(const Tensor& residual, const Tensor& x, const Tensor& w, const Tensor& b,
                           double p, bool training, Generator& gen) {
-  LVIT_CHECK(p >= 0 && p < 1, "linear_add_dropout: probability {} not in [0, 1)", p);
+  check_probability("linear_add_dropout", p);
   LVIT_CHECK(residual.device() == x.device(), "linear_add_dropout: residual on {}, input on {}",
              residual.device().str(), x.device().str());
   if (!training || p == 0 || !b.defined() || !on_cuda("linear_add_dropout", {residual, x, w, b}))

@@ -534,6 +534,11 @@ TEST_CASE("dropout: kept fraction, scaling, mask reuse in backward, eval identit
   CHECK(ge.offset() == 0);
   CHECK_THROWS_AS(ops::dropout(xe, 1.0, true, ge), Error);
   CHECK_THROWS_AS(ops::dropout(xe, -0.1, true, ge), Error);
+  // Below 1 as a double but 1 as the float the masks compare against (keep_threshold would wrap).
+  CHECK_THROWS_AS(ops::dropout(xe, 1.0 - 1e-9, true, ge), Error);
+  CHECK_THROWS_AS(ops::drop_path(xe, 1.0 - 1e-9, true, ge), Error);
+  CHECK_THROWS_AS(ops::add_dropout(xe, xe, 1.0 - 1e-9, true, ge), Error);
+  CHECK_NOTHROW(ops::dropout(xe, 1.0 - 1e-7, true, ge));
 }
 
 TEST_CASE("drop_path: whole samples dropped, kept fraction and scaling") {
