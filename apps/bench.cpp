@@ -228,9 +228,10 @@ int main(int argc, char** argv) {
     cli.add_option("--threads", threads, "Compute threads (0: all cores)");
     cli.add_option("--device", device, "cpu or cuda[:N]");
     cli.add_flag("!--no-cuda-graphs", graphs, "GPU: eager steps instead of a replayed CUDA graph");
-    cli.add_flag("--gemm-tune", gemm_tune,
-                 "GPU: time cuBLASLt's first 8 algorithms for each GEMM on its first call and keep "
-                 "the fastest");
+    cli.add_flag(
+        "--gemm-tune", gemm_tune,
+        "GPU: time up to 8 of cuBLASLt's algorithms for each GEMM on its first call and keep "
+        "the fastest");
     cli.add_option("--json", json_path, "Also append one JSON line per result to this file");
     cli.add_flag("--flops", flops,
                  "Print parameter counts and analytical forward FLOPs instead of timing");
@@ -330,7 +331,7 @@ int main(int argc, char** argv) {
                               {"train_gflop_per_s", gflops},
                               {"peak_mem_mb", r.peak_mb},
                               {"cuda_graphs", graphs && dev.is_cuda()},
-                              {"gemm_tune", gemm_tune}};
+                              {"gemm_tune", dev.is_cuda() && app::gemm_tuning_on()}};
           std::printf("%s\n", j.dump().c_str());  // one machine-readable line per result
           if (json.is_open()) json << j.dump() << "\n";
         }

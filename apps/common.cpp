@@ -141,6 +141,14 @@ Device setup_device(const std::string& device, const std::string& precision, boo
   return d;
 }
 
+bool gemm_tuning_on() {
+#ifdef LVIT_WITH_CUDA
+  return cuda::gemm_tuning();
+#else
+  return false;
+#endif
+}
+
 DType autocast_dtype_for(Device d, const std::string& precision) {
   return d.is_cuda() && precision == "bf16" ? DType::bf16 : DType::f32;
 }

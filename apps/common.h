@@ -50,6 +50,8 @@ double peak_rss_mb();
 // GEMM mode, and GEMM tuning when `gemm_tune` (--gemm-tune; a CUDA device only).
 Device setup_device(const std::string& device, const std::string& precision,
                     bool gemm_tune = false);
+// Whether GEMM tuning is on, by --gemm-tune or LVIT_GEMM_TUNE (false in a build without CUDA).
+bool gemm_tuning_on();
 // The autocast dtype of a --precision: bf16 for "bf16" on a GPU, else f32 (no autocast).
 DType autocast_dtype_for(Device d, const std::string& precision);
 

@@ -68,7 +68,7 @@ int main(int argc, char** argv) {
     cli.add_flag("!--no-cuda-graphs", o.cuda_graphs,
                  "GPU: run every step eagerly instead of replaying a captured CUDA graph");
     cli.add_flag("--gemm-tune", o.gemm_tune,
-                 "GPU: time cuBLASLt's first 8 algorithms for each GEMM on its first call and "
+                 "GPU: time up to 8 of cuBLASLt's algorithms for each GEMM on its first call and "
                  "keep the fastest (about 1% faster steps; two runs may then round differently)");
     cli.add_flag("!--no-gpu-data", o.gpu_data,
                  "GPU: build f32 batches on the CPU instead of uploading uint8 images and "

@@ -39,7 +39,7 @@ struct PlanKey {
 constexpr int kNoEpilogue = 0, kBias = 1, kBiasGrad = 2;
 
 // GEMM tuning (set_gemm_tuning, or LVIT_GEMM_TUNE=1 at start-up; =2 also prints each choice to
-// stderr): plans keep the heuristic's first kTuneCandidates algorithms and time them on their
+// stderr): plans keep up to kTuneCandidates of the heuristic's algorithms and time them on their
 // first eager call (tune_plan).
 constexpr int kTuneCandidates = 8;
 std::atomic<int> g_tuning{[] {
@@ -54,8 +54,8 @@ struct Plan {
   cublasLtMatmulDesc_t desc = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo{};
-  // The heuristic's further candidates, timed on the first call when LVIT_GEMM_TUNE is set
-  // (tune_plan); empty once tuned.
+  // With tuning on when the plan was made: the heuristic's further candidates, timed on the
+  // plan's first eager call (tune_plan); none once tuned.
   cublasLtMatmulAlgo_t candidates[kTuneCandidates]{};
   int n_candidates = 0;
 };
@@ -169,53 +169,65 @@ namespace {
 // with beta = 0 into scratch outputs (the caller's C and bias gradient are untouched) and keeps
 // the fastest. Skipped while the stream is being captured (timing cannot run inside a capture);
 // the next eager call tunes.
+// The scratch outputs and events of one tuning, released however tune_plan leaves.
+struct TuneScratch {
+  Allocator* alloc = nullptr;
+  void* c = nullptr;
+  void* v = nullptr;
+  size_t c_bytes = 0, v_bytes = 0;
+  cudaEvent_t start = nullptr, stop = nullptr;
+  ~TuneScratch() {
+    if (start) cudaEventDestroy(start);
+    if (stop) cudaEventDestroy(stop);
+    if (c) alloc->deallocate(c, c_bytes);
+    if (v) alloc->deallocate(v, v_bytes);
+  }
+};
+
 void tune_plan(const PlanKey& k, Plan& plan, Context& ctx, const void* alpha, const void* A,
                const void* B, int epilogue, const void* vec) {
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   LVIT_CUDA_CHECK(cudaStreamIsCapturing(ctx.stream, &capture));
   if (capture != cudaStreamCaptureStatusNone) return;
-  const size_t c_bytes =
+  TuneScratch scratch;
+  scratch.alloc = caching_allocator(k.device);
+  // C spans (batch - 1) strides plus M rows of ldc (our row-major view). The bias gradient has
+  // one entry per column of cuBLASLt's column-major D (N x M), i.e. per row of ours: M of them.
+  scratch.c_bytes =
       static_cast<size_t>((k.batch - 1) * k.sc + (k.M - 1) * k.ldc + k.N) * dtype_size(k.c_dtype);
-  const size_t v_bytes =
-      epilogue == kBiasGrad ? static_cast<size_t>(k.N) * dtype_size(k.c_dtype) : 0;
-  Allocator* alloc = caching_allocator(k.device);
-  void* c = alloc->allocate(c_bytes);
-  void* v = v_bytes ? alloc->allocate(v_bytes) : nullptr;
+  scratch.v_bytes = epilogue == kBiasGrad ? static_cast<size_t>(k.M) * dtype_size(k.c_dtype) : 0;
+  scratch.c = scratch.alloc->allocate(scratch.c_bytes);
+  if (scratch.v_bytes) scratch.v = scratch.alloc->allocate(scratch.v_bytes);
   if (epilogue != kNoEpilogue) {
-    const void* p = epilogue == kBiasGrad ? v : vec;
+    const void* p = epilogue == kBiasGrad ? scratch.v : vec;
     LVIT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(plan.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
                                                      &p, sizeof(p)));
   }
   const double zero64 = 0.0;
   const float zero32 = 0.0f;
   const void* beta = k.dtype == DType::f64 ? static_cast<const void*>(&zero64) : &zero32;
-  cudaEvent_t start, stop;
-  LVIT_CUDA_CHECK(cudaEventCreate(&start));
-  LVIT_CUDA_CHECK(cudaEventCreate(&stop));
+  LVIT_CUDA_CHECK(cudaEventCreate(&scratch.start));
+  LVIT_CUDA_CHECK(cudaEventCreate(&scratch.stop));
   cublasLtMatmulAlgo_t all[kTuneCandidates];
   float best[kTuneCandidates];
   const int n = plan.n_candidates + 1;
   all[0] = plan.algo;
   for (int i = 1; i < n; ++i) all[i] = plan.candidates[i - 1];
   for (int i = 0; i < n; ++i) {
-    best[i] = 1e30f;
+    best[i] = 1e30f;  // a candidate that fails stays here, behind any that ran
     for (int r = 0; r < 6; ++r) {
-      LVIT_CUDA_CHECK(cudaEventRecord(start, ctx.stream));
-      const cublasStatus_t st =
-          cublasLtMatmul(ctx.cublaslt, plan.desc, alpha, B, plan.a, A, plan.b, beta, c, plan.c, c,
-                         plan.c, &all[i], ctx.workspace, ctx.workspace_bytes, ctx.stream);
-      LVIT_CUDA_CHECK(cudaEventRecord(stop, ctx.stream));
-      LVIT_CUDA_CHECK(cudaEventSynchronize(stop));
+      LVIT_CUDA_CHECK(cudaEventRecord(scratch.start, ctx.stream));
+      const cublasStatus_t st = cublasLtMatmul(ctx.cublaslt, plan.desc, alpha, B, plan.a, A, plan.b,
+                                               beta, scratch.c, plan.c, scratch.c, plan.c, &all[i],
+                                               ctx.workspace, ctx.workspace_bytes, ctx.stream);
+      LVIT_CUDA_CHECK(cudaEventRecord(scratch.stop, ctx.stream));
+      LVIT_CUDA_CHECK(cudaEventSynchronize(scratch.stop));
       if (st != CUBLAS_STATUS_SUCCESS) break;
       float ms = 0;
-      LVIT_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+      LVIT_CUDA_CHECK(cudaEventElapsedTime(&ms, scratch.start, scratch.stop));
       if (r > 0) best[i] = std::min(best[i], ms);
     }
   }
-  LVIT_CUDA_CHECK(cudaEventDestroy(start));
-  LVIT_CUDA_CHECK(cudaEventDestroy(stop));
-  alloc->deallocate(c, c_bytes);
-  if (v) alloc->deallocate(v, v_bytes);
   const int pick = static_cast<int>(std::min_element(best, best + n) - best);
   if (gemm_tuning_level() >= 2)
     std::fprintf(stderr,

@@ -16,7 +16,7 @@ void set_math_mode(MathMode mode);
 MathMode math_mode();
 
 // GEMM tuning, off by default. On, a GEMM's first eager call of a new problem (shape, layout,
-// dtypes, epilogue) times cuBLASLt's first 8 heuristic algorithms on its operands (into scratch
+// dtypes, epilogue) times up to 8 of cuBLASLt's heuristic algorithms on its operands (into scratch
 // outputs) and keeps the fastest for the process; calls inside a CUDA graph capture wait for the
 // next eager call. About 1% faster training steps at batch 512 on an H200 (docs/PERF.md), but
 // the choice follows timings, so two runs of one seed may round differently: off unless asked
