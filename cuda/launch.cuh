@@ -121,7 +121,7 @@ __device__ __forceinline__ float exp2_approx(float x) {
 // with Q = log2(e) P - log2(2 / sqrt(2 pi)). In fp32 with the approximate reciprocal and exp2,
 // gelu is within 1e-5 relative of the exact function for |v| <= 13 (the rounding of v^2
 // dominates where it is large; below v = -13.2 phi flushes to 0, above it Phi rounds to 1) and
-// gelu' within 5e-7 absolute. libm's erf, by contrast, rounds Phi(v) to 0 below v = -5.4, where
+// gelu' within 1e-6 absolute. libm's erf, by contrast, rounds Phi(v) to 0 below v = -5.4, where
 // 1 + erf cancels.
 __device__ __forceinline__ void gelu_bf16_cdf_pdf(float v, float& cdf, float& pdf) {
   const float t = rcp_approx(fmaf(fabsf(v), 0.353553391f, 1.0f));  // 1 / (1 + |v| / sqrt 8)
