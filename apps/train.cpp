@@ -124,6 +124,10 @@ int main(int argc, char** argv) {
           app::device_description(parse_device(o.device)).c_str());
     if (o.log_format == "text" && !trainer->data_path().empty())
       std::fprintf(stderr, "lvit-train: data path: %s\n", trainer->data_path().c_str());
+    if (o.log_format == "text" && app::gemm_tuning_on())
+      std::fprintf(stderr,
+                   "lvit-train: GEMM tuning on: cuBLASLt algorithms chosen by timing, so two runs "
+                   "of one seed may round differently\n");
     if (o.log_format == "text" && df.skip_bad_images)
       std::fprintf(stderr, "lvit-train: %lld bad images skipped\n",
                    static_cast<long long>(skipped));
