@@ -31,20 +31,21 @@ Tensor round_bf16(const Tensor& t) { return ops::cast(ops::cast(t, DType::bf16),
 
 bool gpu(const std::vector<Tensor>& v) { return v[0].device().is_cuda(); }
 
+// linear(x, w, b) with bf16 activations and f32 parameters on the GPU; on the CPU in f32 on the
+// values rounded to bf16 where the GPU rounds them.
+Tensor bf16_linear(const std::vector<Tensor>& v) {
+  if (gpu(v)) return ops::cast(ops::linear(ops::cast(v[0], DType::bf16), v[1], v[2]), DType::f32);
+  return round_bf16(ops::linear(round_bf16(v[0]), round_bf16(v[1]), round_bf16(v[2])));
+}
+
 }  // namespace
 
 TEST_CASE("bf16 linear with f32 parameters") {
   LVIT_SKIP_WITHOUT_GPU();
   for (auto [M, K, N] : {std::tuple{37, 50, 23}, std::tuple{130, 384, 96}}) {
     Tensor x = randn({M, K}, 1), w = randn({N, K}, 2, 0.1), b = randn({N}, 3);
-    compare_op(
-        fmt::format("linear bf16 {}x{}x{}", M, K, N),
-        [](auto& v) {
-          if (gpu(v))
-            return ops::cast(ops::linear(ops::cast(v[0], DType::bf16), v[1], v[2]), DType::f32);
-          return round_bf16(ops::linear(round_bf16(v[0]), round_bf16(v[1]), round_bf16(v[2])));
-        },
-        {x, w, b}, Arith::bf16, K, std::max(M, N));
+    compare_op(fmt::format("linear bf16 {}x{}x{}", M, K, N), bf16_linear, {x, w, b}, Arith::bf16, K,
+               std::max(M, N));
   }
 }
 
@@ -268,14 +269,7 @@ TEST_CASE("GEMM tuning: tuned GEMMs match the CPU, and each problem is tuned onc
   const int64_t M = 77, K = 136, N = 200;  // shapes no other case of this suite uses
   Tensor x = randn({M, K}, 31), w = randn({N, K}, 32, 0.1), b = randn({N}, 33);
   auto run = [&] {
-    compare_op(
-        "tuned linear bf16",
-        [](auto& v) {
-          if (gpu(v))
-            return ops::cast(ops::linear(ops::cast(v[0], DType::bf16), v[1], v[2]), DType::f32);
-          return round_bf16(ops::linear(round_bf16(v[0]), round_bf16(v[1]), round_bf16(v[2])));
-        },
-        {x, w, b}, Arith::bf16, K, std::max(M, N));
+    compare_op("tuned linear bf16", bf16_linear, {x, w, b}, Arith::bf16, K, std::max(M, N));
   };
   const int64_t before = cuda::gemm_tuned_plans();
   run();
