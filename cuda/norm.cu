@@ -2,6 +2,8 @@
 // row-wise parts; the weight/bias gradients are column sums over rows, done in row chunks
 // (partial sums in a scratch buffer, then a fixed-order final sum: deterministic).
 #include <algorithm>
+#include <cstring>
+#include <initializer_list>
 #include <string>
 #include <type_traits>
 
@@ -9,6 +11,7 @@
 #include "cuda/allocator.cuh"
 #include "cuda/check.cuh"
 #include "cuda/context.cuh"
+#include "cuda/dropout_mask.cuh"
 #include "cuda/launch.cuh"
 #include "cuda/norm.cuh"
 
@@ -133,21 +136,16 @@ __device__ __forceinline__ float4 load4(const __nv_bfloat16* p) {
   return make_float4(lo.x, lo.y, hi.x, hi.y);
 }
 
+// The rest of a vectorised forward once a warp holds its row v (element 4 (lane + 32 c) + k) and
+// each lane the sum s of its elements, in the order (x + y) + (z + w) per float4:
+// y = (v - mean) rstd w + b, and mean and rstd saved. Shared by the norm and the fused residual
+// pass, so that both give the same bits.
 template <int C, typename TY>
-__global__ void layernorm_fwd_vec_kernel(const float* __restrict__ x, const float* __restrict__ w,
-                                         const float* __restrict__ b, float eps, int64_t M, int D,
-                                         TY* __restrict__ y, float* __restrict__ mean,
-                                         float* __restrict__ rstd) {
-  const int64_t row = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.y;
-  if (row >= M) return;
-  const int lane = threadIdx.x;
-  float4 v[C];
-  float s = 0;
-#pragma unroll
-  for (int c = 0; c < C; ++c) {
-    v[c] = load4(x + row * D + 4 * (lane + 32 * c));
-    s += (v[c].x + v[c].y) + (v[c].z + v[c].w);
-  }
+__device__ __forceinline__ void normalize_row(const float4 (&v)[C], float s,
+                                              const float* __restrict__ w,
+                                              const float* __restrict__ b, float eps, int D,
+                                              int64_t row, int lane, TY* __restrict__ y,
+                                              float* __restrict__ mean, float* __restrict__ rstd) {
   const float mu = warp_sum(s) / static_cast<float>(D);
   float q = 0;
 #pragma unroll
@@ -167,6 +165,24 @@ __global__ void layernorm_fwd_vec_kernel(const float* __restrict__ x, const floa
     mean[row] = mu;
     rstd[row] = rs;
   }
+}
+
+template <int C, typename TY>
+__global__ void layernorm_fwd_vec_kernel(const float* __restrict__ x, const float* __restrict__ w,
+                                         const float* __restrict__ b, float eps, int64_t M, int D,
+                                         TY* __restrict__ y, float* __restrict__ mean,
+                                         float* __restrict__ rstd) {
+  const int64_t row = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.y;
+  if (row >= M) return;
+  const int lane = threadIdx.x;
+  float4 v[C];
+  float s = 0;
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    v[c] = load4(x + row * D + 4 * (lane + 32 * c));
+    s += (v[c].x + v[c].y) + (v[c].z + v[c].w);
+  }
+  normalize_row<C>(v, s, w, b, eps, D, row, lane, y, mean, rstd);
 }
 
 // gx rows as layernorm_bwd_gx_kernel, rows strided over the grid (warp per row). With kWB, the
@@ -248,6 +264,46 @@ __global__ void layernorm_bwd_vec_kernel(const TY* __restrict__ g, const float* 
       reinterpret_cast<float4*>(part_b + int64_t{blockIdx.x} * D)[k] = sb[k];
     }
   }
+}
+
+// ---- the residual pass fused with the next LayerNorm's forward (add_dropout_layernorm_fwd) ----
+// h = a + bf16(keep ? b scale : 0) with add_dropout_fwd's values and mask (element i's word is
+// word i % 4 of Philox block i / 4), then y = (h - mean) rstd w + bias in bf16 with mean and
+// rstd saved: the residual stream is written once and not read back by the norm. A warp per
+// row in the layout of layernorm_fwd_vec_kernel (lane l holds elements 4 (l + 32 c) + k) and
+// through its normalize_row, so the statistics and y are those of the two kernels bit for bit;
+// each lane's 4 elements take one Philox block.
+template <int C>
+__global__ void add_dropout_layernorm_kernel(
+    const float* __restrict__ a, const __nv_bfloat16* __restrict__ b, float p, float scale,
+    uint64_t seed, uint64_t offset, const uint64_t* __restrict__ shift, const float* __restrict__ w,
+    const float* __restrict__ bias, float eps, int64_t M, int D, float* __restrict__ h,
+    __nv_bfloat16* __restrict__ y, float* __restrict__ mean, float* __restrict__ rstd) {
+  const int64_t row = blockIdx.x * int64_t{kRowsPerBlock} + threadIdx.y;
+  if (row >= M) return;
+  offset += *shift;
+  const uint32_t threshold = Philox::keep_threshold(p);
+  const int lane = threadIdx.x;
+  // The dropped branch value as add_dropout_kernel rounds it: bf16(b scale) or 0.
+  auto dropped = [&](float x, uint32_t word) {
+    return word >= threshold ? __bfloat162float(__float2bfloat16_rn(x * scale)) : 0.f;
+  };
+  float4 v[C];
+  float s = 0;
+#pragma unroll
+  for (int c = 0; c < C; ++c) {
+    const int64_t q = row * (D / 4) + lane + 32 * c;  // elements 4q .. 4q+3
+    uint32_t word[4];
+    philox_words4(q, seed, offset, word);
+    const float4 av = load4(a + 4 * q), bv = load4(b + 4 * q);
+    v[c] = make_float4(av.x + dropped(bv.x, word[0]), av.y + dropped(bv.y, word[1]),
+                       av.z + dropped(bv.z, word[2]), av.w + dropped(bv.w, word[3]));
+    s += (v[c].x + v[c].y) + (v[c].z + v[c].w);
+  }
+#pragma unroll
+  for (int c = 0; c < C; ++c)
+    store4(h + row * D + 4 * (lane + 32 * c), v[c].x, v[c].y, v[c].z, v[c].w);
+  normalize_row<C>(v, s, w, bias, eps, D, row, lane, y, mean, rstd);
 }
 
 // Calls fn(std::integral_constant<int, C>) for C = D / 128 in 1..8; false when D does not fit.
@@ -426,6 +482,32 @@ void layernorm_bwd(DType dtype, DType g_dtype, const void* g, const void* x, con
       final_sums();
     });
   });
+}
+
+bool add_dropout_layernorm_supported(int64_t D, std::initializer_list<const void*> ptrs) {
+  for (const void* p : ptrs)
+    if (!aligned16(p)) return false;
+  return D % 128 == 0 && D >= 128 && D <= 1024;
+}
+
+void add_dropout_layernorm_fwd(const float* a, const void* b, double p, uint64_t seed,
+                               uint64_t offset, const float* w, const float* bias, double eps,
+                               int64_t M, int64_t D, float* h, void* y, float* mean, float* rstd,
+                               cudaStream_t stream) {
+  if (M == 0) return;
+  if (!add_dropout_layernorm_supported(D, {a, b, w, bias, h, y}))
+    fail("add_dropout_layernorm_fwd: rows of " + std::to_string(D) +
+         " (a multiple of 128 up to 1024, 16-byte aligned)");
+  const uint64_t* shift = current_philox_shift();
+  const float scale = static_cast<float>(1.0 / (1.0 - p));
+  with_chunks(D, [&](auto chunks) {
+    add_dropout_layernorm_kernel<decltype(chunks)::value>
+        <<<row_blocks(M), dim3(32, kRowsPerBlock), 0, stream>>>(
+            a, static_cast<const __nv_bfloat16*>(b), static_cast<float>(p), scale, seed, offset,
+            shift, w, bias, static_cast<float>(eps), M, static_cast<int>(D), h,
+            static_cast<__nv_bfloat16*>(y), mean, rstd);
+  });
+  after_launch("add_dropout_layernorm_fwd", stream);
 }
 
 }  // namespace lvit::cuda

@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "core/dtype.h"
 
@@ -22,5 +23,17 @@ void layernorm_fwd(DType dtype, DType y_dtype, const void* x, const void* w, con
 void layernorm_bwd(DType dtype, DType g_dtype, const void* g, const void* x, const void* w,
                    const void* mean, const void* rstd, int64_t M, int64_t D, void* gx, void* gw,
                    void* gb, bool accumulate, cudaStream_t stream);
+
+// The residual pass of a pre-norm block fused with the next LayerNorm's forward, for the
+// mixed-precision stream (ops::linear_add_dropout_norm): a, h [M, D] f32, b and y [M, D] bf16,
+// w, bias [D] f32, mean, rstd [M] f32. h = a + dropout(b, p) with the values and the mask of
+// add_dropout_fwd for (seed, offset), and y, mean, rstd = layernorm_fwd(h) into bf16 (bit for
+// bit those of the two kernels), in one pass. For D a multiple of 128 up to 1024 and 16-byte aligned pointers
+// (add_dropout_layernorm_supported); anything else is an error.
+bool add_dropout_layernorm_supported(int64_t D, std::initializer_list<const void*> ptrs);
+void add_dropout_layernorm_fwd(const float* a, const void* b, double p, uint64_t seed,
+                               uint64_t offset, const float* w, const float* bias, double eps,
+                               int64_t M, int64_t D, float* h, void* y, float* mean, float* rstd,
+                               cudaStream_t stream);
 
 }  // namespace lvit::cuda

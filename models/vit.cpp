@@ -1,6 +1,7 @@
 #include "models/vit.h"
 
 #include <map>
+#include <utility>
 
 #include "ops/ops.h"
 
@@ -146,16 +147,18 @@ Block::Block(const ViTConfig& cfg, int64_t index, double dp, Generator& init,
   drop_path = register_module("drop_path", std::make_shared<nn::DropPath>(dp, gen));
 }
 
-Tensor Block::forward(const Tensor& x) const {
+ops::ResidualNorm Block::forward(const Tensor& x, const Tensor& xn,
+                                 const nn::LayerNorm& next_norm) const {
   if (drop_path->p > 0 && drop_path->is_training()) {
-    Tensor h = ops::add(x, drop_path->forward(attn->forward(norm1->forward(x))));
-    return ops::add(h, drop_path->forward(mlp->forward(norm2->forward(h))));
+    Tensor h = ops::add(x, drop_path->forward(attn->forward(xn)));
+    Tensor out = ops::add(h, drop_path->forward(mlp->forward(norm2->forward(h))));
+    return {out, next_norm.forward(out)};
   }
   // No stochastic depth: each branch's last linear layer and dropout are fused with its residual
   // add (the same values and masks as add(x, dropout(branch)); on the GPU one node whose
-  // backward makes the bias gradient in the dropout's pass).
-  Tensor h = attn->forward_residual(x, norm1->forward(x));
-  return mlp->forward_residual(h, norm2->forward(h));
+  // backward makes the bias gradient in the dropout's pass), and with the norm after it.
+  const auto [h, hn] = attn->forward_residual_norm(x, xn, *norm2);
+  return mlp->forward_residual_norm(h, hn, next_norm);
 }
 
 ViT::ViT(const ViTConfig& cfg, uint64_t seed)
@@ -194,8 +197,15 @@ Tensor ViT::forward(const Tensor& images) const {
   Tensor cls = ops::broadcast_to(cls_token, {B, 1, cfg_.dim});
   x = ops::add(ops::concat({cls, x}, 1), pos_embed);  // [B, 1 + N, D]
   x = pos_drop_->forward(x);
-  for (const auto& blk : blocks) x = blk->forward(x);
-  x = norm->forward(x);
+  // Each block's last residual pass makes the next block's norm1, or the final norm.
+  Tensor xn = blocks.empty() ? norm->forward(x) : blocks[0]->norm1->forward(x);
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const nn::LayerNorm& next = i + 1 < blocks.size() ? *blocks[i + 1]->norm1 : *norm;
+    ops::ResidualNorm r = blocks[i]->forward(x, xn, next);
+    x = std::move(r.h);
+    xn = std::move(r.y);
+  }
+  x = xn;
   Tensor cls_out = ops::reshape(ops::slice(x, 1, 0, 1), {B, cfg_.dim});
   return head->forward(cls_out);
 }

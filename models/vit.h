@@ -52,7 +52,11 @@ class Block : public nn::Module {
  public:
   Block(const ViTConfig& cfg, int64_t index, double drop_path, Generator& init,
         std::shared_ptr<Generator> gen);
-  Tensor forward(const Tensor& x) const;
+  // x [B, N, D] and xn = norm1(x) -> the block's output and next_norm(output): each residual
+  // pass makes the LayerNorm after it (ops::linear_add_dropout_norm), so the caller hands in
+  // norm1's output and the norm that follows the block.
+  ops::ResidualNorm forward(const Tensor& x, const Tensor& xn,
+                            const nn::LayerNorm& next_norm) const;
   std::shared_ptr<nn::LayerNorm> norm1, norm2;
   std::shared_ptr<nn::Attention> attn;
   std::shared_ptr<nn::MLP> mlp;

@@ -6,11 +6,13 @@
 #include "ops/dispatch.h"
 #include "ops/dropout.h"
 #include "ops/elementwise.h"
+#include "ops/norm.h"
 #include "ops/shape.h"
 
 #ifdef LVIT_WITH_CUDA
 #include "cuda/column_sums.cuh"
 #include "cuda/gemm.cuh"
+#include "cuda/norm.cuh"
 #endif
 
 namespace lvit::ops {
@@ -206,6 +208,61 @@ Tensor linear_gelu_dropout(const Tensor& x, const Tensor& w, const Tensor& b, do
 #endif
 }
 
+#ifdef LVIT_WITH_CUDA
+namespace {
+// Records out = add_dropout(residual, linear(x, w, b), p) (f: the linear layer's forward; the
+// mask that of (seed, offset)) as one node whose backward makes the branch gradient (the
+// dropout's) and the bias gradient (its column sums) in one pass.
+Tensor record_linear_add_dropout(Tensor& out, const Tensor& residual, const Tensor& x,
+                                 const Tensor& w, const Tensor& b, const LinearForward& f, double p,
+                                 uint64_t seed, uint64_t offset) {
+  autograd::record(
+      out, {residual, x, w, b}, "LinearAddDropoutBackward",
+      [x2 = f.x2.detach(), w = f.w.detach(), xs = x.shape(), ydt = f.y.dtype(),
+       param_dtype = f.param_dtype, p, seed, offset](const Tensor& g_in, const autograd::Node& n) {
+        Tensor gx, gw, gb;
+        if (n.needs_input_grad(1) || n.needs_input_grad(2) || n.needs_input_grad(3)) {
+          const int64_t M = x2.shape()[0], N = w.shape()[0];
+          // The branch gradient gy [M, N] and the bias gradient, its column sums, in
+          // one pass.
+          Tensor gy;
+          if (n.needs_input_grad(3)) {
+            const Tensor g = g_in.contiguous();
+            gy = Tensor::empty({M, N}, ydt, g.device());
+            gb = Tensor::empty({N}, param_dtype, g.device());
+            cuda::dropout_grad_column_sums(g.dtype(), g.raw_data(), ydt, gy.raw_data(), M, N, p,
+                                           seed, offset, gb.dtype(), gb.raw_data(), cuda_stream(g));
+          } else {
+            gy = add_dropout_cuda_grad(g_in, ydt, p, seed, offset).view({M, N});
+          }
+          if (n.needs_input_grad(1)) gx = Tensor::empty(x2.shape(), ydt, gy.device());
+          if (n.needs_input_grad(2)) gw = Tensor::empty(w.shape(), param_dtype, gy.device());
+          Tensor no_bias;
+          linear_bwd_cuda(gy, x2, w, gx, gw, no_bias);
+        }
+        return std::vector<Tensor>{n.needs_input_grad(0) ? g_in : Tensor(),
+                                   gx.defined() ? gx.view(xs) : gx, gw, gb};
+      });
+  return out;
+}
+
+// The residual pass of linear_add_dropout on the GPU, recorded: add_dropout's kernel, so the
+// same offset drawn and the same mask.
+Tensor linear_add_dropout_pass(const Tensor& residual, const Tensor& x, const Tensor& w,
+                               const Tensor& b, const LinearForward& f, double p, Generator& gen) {
+  AddDropoutPass ad = add_dropout_cuda_pass(residual, f.y.view(f.out_shape), p, gen);
+  return record_linear_add_dropout(ad.out, residual, x, w, b, f, p, ad.seed, ad.offset);
+}
+
+// The linear layer's output shape, for the residual's check.
+Shape linear_out_shape(const Tensor& x, const Tensor& w) {
+  Shape ys = x.shape();
+  if (!ys.empty() && w.dim() == 2) ys.back() = w.shape()[0];
+  return ys;
+}
+}  // namespace
+#endif
+
 Tensor linear_add_dropout(const Tensor& residual, const Tensor& x, const Tensor& w, const Tensor& b,
                           double p, bool training, Generator& gen) {
   check_probability("linear_add_dropout", p);
@@ -214,45 +271,57 @@ Tensor linear_add_dropout(const Tensor& residual, const Tensor& x, const Tensor&
   if (!training || p == 0 || !b.defined() || !on_cuda("linear_add_dropout", {residual, x, w, b}))
     return add_dropout(residual, linear(x, w, b), p, training, gen);
 #ifdef LVIT_WITH_CUDA
-  Shape ys = x.shape();
-  if (!ys.empty() && w.dim() == 2) ys.back() = w.shape()[0];
-  if (residual.shape() != ys)  // a broadcast residual: add_dropout does it through two ops
+  if (residual.shape() != linear_out_shape(x, w))  // a broadcast residual: two ops
     return add_dropout(residual, linear(x, w, b), p, training, gen);
-  LinearForward f = linear_forward(x, w, b);
-  // add_dropout's pass: the same offset drawn, so the same mask.
-  AddDropoutPass ad = add_dropout_cuda_pass(residual, f.y.view(f.out_shape), p, gen);
-  autograd::record(ad.out, {residual, x, w, b}, "LinearAddDropoutBackward",
-                   [x2 = f.x2.detach(), w = f.w.detach(), xs = x.shape(), ydt = f.y.dtype(),
-                    param_dtype = f.param_dtype, p, seed = ad.seed,
-                    offset = ad.offset](const Tensor& g_in, const autograd::Node& n) {
-                     Tensor gx, gw, gb;
-                     if (n.needs_input_grad(1) || n.needs_input_grad(2) || n.needs_input_grad(3)) {
-                       const int64_t M = x2.shape()[0], N = w.shape()[0];
-                       // The branch gradient gy [M, N] and the bias gradient, its column sums, in
-                       // one pass.
-                       Tensor gy;
-                       if (n.needs_input_grad(3)) {
-                         const Tensor g = g_in.contiguous();
-                         gy = Tensor::empty({M, N}, ydt, g.device());
-                         gb = Tensor::empty({N}, param_dtype, g.device());
-                         cuda::dropout_grad_column_sums(g.dtype(), g.raw_data(), ydt, gy.raw_data(),
-                                                        M, N, p, seed, offset, gb.dtype(),
-                                                        gb.raw_data(), cuda_stream(g));
-                       } else {
-                         gy = add_dropout_cuda_grad(g_in, ydt, p, seed, offset).view({M, N});
-                       }
-                       if (n.needs_input_grad(1)) gx = Tensor::empty(x2.shape(), ydt, gy.device());
-                       if (n.needs_input_grad(2))
-                         gw = Tensor::empty(w.shape(), param_dtype, gy.device());
-                       Tensor no_bias;
-                       linear_bwd_cuda(gy, x2, w, gx, gw, no_bias);
-                     }
-                     return std::vector<Tensor>{n.needs_input_grad(0) ? g_in : Tensor(),
-                                                gx.defined() ? gx.view(xs) : gx, gw, gb};
-                   });
-  return ad.out;
+  return linear_add_dropout_pass(residual, x, w, b, linear_forward(x, w, b), p, gen);
 #else
   return Tensor();
+#endif
+}
+
+ResidualNorm linear_add_dropout_norm(const Tensor& residual, const Tensor& x, const Tensor& w,
+                                     const Tensor& b, double p, bool training, Generator& gen,
+                                     const Tensor& norm_weight, const Tensor& norm_bias, double eps,
+                                     std::optional<DType> out_dtype) {
+  check_probability("linear_add_dropout_norm", p);
+  auto norm = [&](const Tensor& h) {
+    return ResidualNorm{h, layer_norm(h, norm_weight, norm_bias, eps, out_dtype)};
+  };
+  const bool fusable =
+      training && p > 0 && b.defined() && residual.dtype() == DType::f32 &&
+      x.dtype() == DType::bf16 && out_dtype == DType::bf16 && norm_weight.dtype() == DType::f32 &&
+      norm_bias.dtype() == DType::f32 && residual.device() == x.device() &&
+      on_cuda("linear_add_dropout_norm", {residual, x, w, b, norm_weight, norm_bias});
+  if (!fusable) return norm(linear_add_dropout(residual, x, w, b, p, training, gen));
+#ifdef LVIT_WITH_CUDA
+  const Shape hs = linear_out_shape(x, w);
+  if (residual.shape() != hs) return norm(linear_add_dropout(residual, x, w, b, p, training, gen));
+  const int64_t D = hs.back();
+  LVIT_CHECK(norm_weight.shape() == Shape{D} && norm_bias.shape() == Shape{D},
+             "layer_norm: input {} with weight {} and bias {}", shape_str(hs),
+             shape_str(norm_weight.shape()), shape_str(norm_bias.shape()));
+  const LinearForward f = linear_forward(x, w, b);
+  const Tensor res = residual.contiguous(), nw = norm_weight.contiguous(),
+               nb = norm_bias.contiguous();
+  if (!cuda::add_dropout_layernorm_supported(
+          D, {res.raw_data(), f.y.raw_data(), nw.raw_data(), nb.raw_data()}))
+    return norm(linear_add_dropout_pass(residual, x, w, b, f, p, gen));
+  // One pass for the residual (add_dropout's values, and its mask: the same offset drawn) and
+  // the norm's forward (layer_norm's saved tensors); the nodes are those of the two ops.
+  const int64_t M = f.y.shape()[0];
+  const uint64_t seed = gen.seed(), offset = gen.next_offset();
+  Tensor h = Tensor::empty(hs, DType::f32, x.device());
+  Tensor y = Tensor::empty(hs, DType::bf16, x.device());
+  Tensor mean = Tensor::empty({M}, DType::f32, x.device());
+  Tensor rstd = Tensor::empty({M}, DType::f32, x.device());
+  cuda::add_dropout_layernorm_fwd(
+      res.data<float>(), f.y.raw_data(), p, seed, offset, nw.data<float>(), nb.data<float>(), eps,
+      M, D, h.data<float>(), y.raw_data(), mean.data<float>(), rstd.data<float>(), cuda_stream(x));
+  record_linear_add_dropout(h, residual, x, w, b, f, p, seed, offset);
+  detail::record_layer_norm(y, h, h.view({M, D}), nw, mean, rstd, norm_weight, norm_bias);
+  return {h, y};
+#else
+  return {};
 #endif
 }
 

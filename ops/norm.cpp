@@ -10,31 +10,11 @@
 
 namespace lvit::ops {
 
-Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
-                  std::optional<DType> out_dtype) {
-  const DType ydt = out_dtype.value_or(x.dtype());
-  check_same("layer_norm", {x, weight, bias});
-  const int64_t D = x.shape().back();
-  LVIT_CHECK(weight.shape() == Shape{D} && bias.shape() == Shape{D},
-             "layer_norm: input {} with weight {} and bias {}", shape_str(x.shape()),
-             shape_str(weight.shape()), shape_str(bias.shape()));
-  Tensor x2 = x.contiguous().view({-1, D});
-  const int64_t M = x2.shape()[0];
-  Tensor y = Tensor::empty(x.shape(), ydt, x.device());
-  Tensor mean = Tensor::empty({M}, x.dtype(), x.device());
-  Tensor rstd = Tensor::empty({M}, x.dtype(), x.device());
-  Tensor y2 = y.view({M, D});
-  Tensor w = weight.contiguous(), b = bias.contiguous();
-  if (on_cuda("layer_norm", {x, weight, bias})) {
-#ifdef LVIT_WITH_CUDA
-    cuda::layernorm_fwd(x.dtype(), ydt, x2.raw_data(), w.raw_data(), b.raw_data(), eps, M, D,
-                        y2.raw_data(), mean.raw_data(), rstd.raw_data(), cuda_stream(x));
-#endif
-  } else {
-    LVIT_CHECK(ydt == x.dtype(), "layer_norm: output dtype {} for {} input on the CPU",
-               dtype_name(ydt), dtype_name(x.dtype()));
-    cpu::layernorm_fwd(x2, w, b, eps, y2, mean, rstd);
-  }
+namespace detail {
+
+void record_layer_norm(Tensor& y, const Tensor& x, const Tensor& x2, const Tensor& w,
+                       const Tensor& mean, const Tensor& rstd, const Tensor& weight,
+                       const Tensor& bias) {
   autograd::record(
       y, {x, weight, bias}, "LayerNormBackward",
       [x2 = x2.detach(), w = w.detach(), mean, rstd, xs = x.shape()](const Tensor& g,
@@ -70,6 +50,36 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
         }
         return std::vector<Tensor>{gx, gw, gb};
       });
+}
+
+}  // namespace detail
+
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                  std::optional<DType> out_dtype) {
+  const DType ydt = out_dtype.value_or(x.dtype());
+  check_same("layer_norm", {x, weight, bias});
+  const int64_t D = x.shape().back();
+  LVIT_CHECK(weight.shape() == Shape{D} && bias.shape() == Shape{D},
+             "layer_norm: input {} with weight {} and bias {}", shape_str(x.shape()),
+             shape_str(weight.shape()), shape_str(bias.shape()));
+  Tensor x2 = x.contiguous().view({-1, D});
+  const int64_t M = x2.shape()[0];
+  Tensor y = Tensor::empty(x.shape(), ydt, x.device());
+  Tensor mean = Tensor::empty({M}, x.dtype(), x.device());
+  Tensor rstd = Tensor::empty({M}, x.dtype(), x.device());
+  Tensor y2 = y.view({M, D});
+  Tensor w = weight.contiguous(), b = bias.contiguous();
+  if (on_cuda("layer_norm", {x, weight, bias})) {
+#ifdef LVIT_WITH_CUDA
+    cuda::layernorm_fwd(x.dtype(), ydt, x2.raw_data(), w.raw_data(), b.raw_data(), eps, M, D,
+                        y2.raw_data(), mean.raw_data(), rstd.raw_data(), cuda_stream(x));
+#endif
+  } else {
+    LVIT_CHECK(ydt == x.dtype(), "layer_norm: output dtype {} for {} input on the CPU",
+               dtype_name(ydt), dtype_name(x.dtype()));
+    cpu::layernorm_fwd(x2, w, b, eps, y2, mean, rstd);
+  }
+  detail::record_layer_norm(y, x, x2, w, mean, rstd, weight, bias);
   return y;
 }
 

@@ -11,4 +11,13 @@ namespace lvit::ops {
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-6,
                   std::optional<DType> out_dtype = std::nullopt);
 
+namespace detail {
+// For ops that produce a LayerNorm's output in a fused pass (ops::linear_add_dropout_norm):
+// records y = layer_norm(x, weight, bias) with the node layer_norm records, from its saved
+// tensors: x2 = x as [M, D] contiguous, w = weight contiguous, mean and rstd [M].
+void record_layer_norm(Tensor& y, const Tensor& x, const Tensor& x2, const Tensor& w,
+                       const Tensor& mean, const Tensor& rstd, const Tensor& weight,
+                       const Tensor& bias);
+}  // namespace detail
+
 }  // namespace lvit::ops

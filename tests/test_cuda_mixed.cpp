@@ -8,6 +8,7 @@
 #include <optional>
 #include <vector>
 
+#include "autograd/node.h"
 #include "core/rng.h"
 #include "models/vit.h"
 #include "ops/ops.h"
@@ -141,50 +142,54 @@ TEST_CASE("bf16 layer_norm output, gelu, dropout, residual add, loss") {
 
 TEST_CASE("a ViT step under bf16 autocast tracks the f32 CPU step") {
   LVIT_SKIP_WITHOUT_GPU();
-  for (const char* preset : {"vit-micro", "ripple-micro", "hydra-micro"}) {
-    ViTConfig c = preset_config(preset);
-    c.depth = 2;
-    c.dropout = 0;
-    ViT cpu_model(c, 11), gpu_model(c, 11);
-    gpu_model.to(Device::cuda(0));
-    Tensor images = randn({8, c.in_chans, c.image_size, c.image_size}, 12);
-    std::vector<int64_t> y(8);
-    for (int i = 0; i < 8; ++i) y[i] = (i * 13) % c.num_classes;
-    Tensor labels = Tensor::from_vector(y, {8});
-    Tensor loss_cpu = ops::cross_entropy(cpu_model.forward(images), labels, 0.1);
-    Tensor loss_gpu;
-    {
-      ops::AutocastGuard autocast(DType::bf16);
-      loss_gpu = ops::cross_entropy(gpu_model.forward(to_gpu(images)), to_gpu(labels), 0.1);
-    }
-    CHECK(loss_gpu.dtype() == DType::f32);
-    INFO(preset);
-    // A few bf16 roundings per layer, each 2^-8 relative: the loss agrees to ~1%.
-    CHECK(std::abs(loss_gpu.item() - loss_cpu.item()) < 0.01 * std::abs(loss_cpu.item()));
-    loss_cpu.backward();
-    loss_gpu.backward();
-    // Every parameter gradient points the same way: cosine similarity near 1 (bf16 noise of
-    // relative size 2^-8 per element costs ~1e-4 of cosine).
-    auto gp = gpu_model.named_parameters();
-    auto cp = cpu_model.named_parameters();
-    for (size_t i = 0; i < cp.size(); ++i) {
-      // The last block's stage logits: an exactly zero gradient, computed as rounding noise
-      // (see test_cuda_train.cpp).
-      if (cp[i].first == fmt::format("blocks.{}.attn.ripple_logits", c.depth - 1)) continue;
-      std::vector<double> a = cp[i].second.grad().to_vector<double>();
-      std::vector<double> b = gp[i].second.grad().to_vector<double>();
-      double ab = 0, aa = 0, bb = 0;
-      for (size_t k = 0; k < a.size(); ++k) {
-        ab += a[k] * b[k];
-        aa += a[k] * a[k];
-        bb += b[k] * b[k];
+  // With dropout (both devices draw the same masks) the GPU's residual passes make the next
+  // norm in the same kernel (ops::linear_add_dropout_norm; D = 128).
+  for (const char* preset : {"vit-micro", "ripple-micro", "hydra-micro"})
+    for (double dropout : {0.0, 0.1}) {
+      CAPTURE(dropout);
+      ViTConfig c = preset_config(preset);
+      c.depth = 2;
+      c.dropout = dropout;
+      ViT cpu_model(c, 11), gpu_model(c, 11);
+      gpu_model.to(Device::cuda(0));
+      Tensor images = randn({8, c.in_chans, c.image_size, c.image_size}, 12);
+      std::vector<int64_t> y(8);
+      for (int i = 0; i < 8; ++i) y[i] = (i * 13) % c.num_classes;
+      Tensor labels = Tensor::from_vector(y, {8});
+      Tensor loss_cpu = ops::cross_entropy(cpu_model.forward(images), labels, 0.1);
+      Tensor loss_gpu;
+      {
+        ops::AutocastGuard autocast(DType::bf16);
+        loss_gpu = ops::cross_entropy(gpu_model.forward(to_gpu(images)), to_gpu(labels), 0.1);
       }
-      if (aa < 1e-20) continue;  // e.g. the softmax key bias: exactly zero in theory
-      INFO(cp[i].first);
-      CHECK(gp[i].second.grad().dtype() == DType::f32);
-      CHECK(ab / std::sqrt(aa * bb) > 0.99);
+      CHECK(loss_gpu.dtype() == DType::f32);
+      INFO(preset);
+      // A few bf16 roundings per layer, each 2^-8 relative: the loss agrees to ~1%.
+      CHECK(std::abs(loss_gpu.item() - loss_cpu.item()) < 0.01 * std::abs(loss_cpu.item()));
+      loss_cpu.backward();
+      loss_gpu.backward();
+      // Every parameter gradient points the same way: cosine similarity near 1 (bf16 noise of
+      // relative size 2^-8 per element costs ~1e-4 of cosine).
+      auto gp = gpu_model.named_parameters();
+      auto cp = cpu_model.named_parameters();
+      for (size_t i = 0; i < cp.size(); ++i) {
+        // The last block's stage logits: an exactly zero gradient, computed as rounding noise
+        // (see test_cuda_train.cpp).
+        if (cp[i].first == fmt::format("blocks.{}.attn.ripple_logits", c.depth - 1)) continue;
+        std::vector<double> a = cp[i].second.grad().to_vector<double>();
+        std::vector<double> b = gp[i].second.grad().to_vector<double>();
+        double ab = 0, aa = 0, bb = 0;
+        for (size_t k = 0; k < a.size(); ++k) {
+          ab += a[k] * b[k];
+          aa += a[k] * a[k];
+          bb += b[k] * b[k];
+        }
+        if (aa < 1e-20) continue;  // e.g. the softmax key bias: exactly zero in theory
+        INFO(cp[i].first);
+        CHECK(gp[i].second.grad().dtype() == DType::f32);
+        CHECK(ab / std::sqrt(aa * bb) > 0.99);
+      }
     }
-  }
 }
 
 // bf16 GELU takes its own Phi on the GPU (cuda/launch.cuh: gelu_bf16_cdf_pdf), not libm's erf:
@@ -281,3 +286,61 @@ TEST_CASE("GEMM tuning: tuned GEMMs match the CPU, and each problem is tuned onc
   CHECK_FALSE(cuda::gemm_tuning());
 }
 #endif
+
+// ops::linear_add_dropout_norm against linear_add_dropout then layer_norm on the GPU under mixed
+// precision (f32 residual, bf16 branch and norm output): the one-pass kernel for D = 384 and 128
+// (several row blocks, a partial last one), the two-op fallback for D = 96. The one-pass kernel
+// adds and sums in the order of the two kernels, so h, y and every gradient through both
+// outputs are theirs bit for bit, and the generator moves on by the same offsets.
+TEST_CASE("linear_add_dropout_norm: the one-pass residual and norm equal the two ops") {
+  LVIT_SKIP_WITHOUT_GPU();
+  constexpr int64_t K = 48;
+  for (auto [B, N, D] :
+       {std::tuple<int64_t, int64_t, int64_t>{3, 65, 384}, {1, 37, 128}, {2, 9, 96}}) {
+    CAPTURE(D);
+    const Shape hs{B, N, D};
+    const Tensor r0 = to_gpu(randn(hs, 70)), x0 = to_gpu(randn({B, N, K}, 71)).to(DType::bf16),
+                 w0 = to_gpu(randn({D, K}, 72, 0.2)), b0 = to_gpu(randn({D}, 73)),
+                 nw0 = to_gpu(randn({D}, 74, 0.5)), nb0 = to_gpu(randn({D}, 75)),
+                 gh = to_gpu(randn(hs, 76)), gy = to_gpu(randn(hs, 77));
+    struct Run {
+      Tensor h, y;
+      std::vector<Tensor> grads;
+      uint64_t offset;
+    };
+    auto run = [&](bool fused) {
+      std::vector<Tensor> in = {r0.detach(), x0.detach(),  w0.detach(),
+                                b0.detach(), nw0.detach(), nb0.detach()};
+      for (Tensor& t : in) t.set_requires_grad(true);
+      Generator gen(99);
+      Run r;
+      if (fused) {
+        ops::ResidualNorm hn = ops::linear_add_dropout_norm(in[0], in[1], in[2], in[3], 0.2, true,
+                                                            gen, in[4], in[5], 1e-6, DType::bf16);
+        r.h = hn.h;
+        r.y = hn.y;
+      } else {
+        r.h = ops::linear_add_dropout(in[0], in[1], in[2], in[3], 0.2, true, gen);
+        r.y = ops::layer_norm(r.h, in[4], in[5], 1e-6, DType::bf16);
+      }
+      REQUIRE(r.y.dtype() == DType::bf16);
+      REQUIRE(r.y.grad_fn());
+      CHECK(std::string(r.y.grad_fn()->name()) == "LayerNormBackward");
+      CHECK(std::string(r.h.grad_fn()->name()) == "LinearAddDropoutBackward");
+      ops::add(ops::sum(ops::mul(r.h, gh)), ops::sum(ops::mul(ops::cast(r.y, DType::f32), gy)))
+          .backward();
+      for (const Tensor& t : in) r.grads.push_back(t.grad().to(DType::f32));
+      r.offset = gen.offset();
+      return r;
+    };
+    const Run one = run(true), two = run(false);
+    CHECK(one.offset == two.offset);
+    CHECK(one.h.to_vector<float>() == two.h.to_vector<float>());
+    CHECK(one.y.to(DType::f32).to_vector<float>() == two.y.to(DType::f32).to_vector<float>());
+    const char* names[] = {"residual", "x", "weight", "bias", "norm weight", "norm bias"};
+    for (size_t k = 0; k < one.grads.size(); ++k) {
+      INFO(names[k], " gradient");
+      CHECK(one.grads[k].to_vector<float>() == two.grads[k].to_vector<float>());
+    }
+  }
+}

@@ -18,8 +18,9 @@ Tensor Attention::forward(const Tensor& x) const {
   return proj_drop->forward(proj->forward(mix(qkv->forward(x))));
 }
 
-Tensor Attention::forward_residual(const Tensor& residual, const Tensor& x) const {
-  return proj_drop->forward_linear_residual(*proj, residual, mix(qkv->forward(x)));
+ops::ResidualNorm Attention::forward_residual_norm(const Tensor& residual, const Tensor& x,
+                                                   const LayerNorm& norm) const {
+  return proj_drop->forward_linear_residual_norm(*proj, residual, mix(qkv->forward(x)), norm);
 }
 
 Tensor SoftmaxAttention::mix(const Tensor& qkv_out) const {

@@ -20,8 +20,10 @@ class Attention : public Module {
             std::shared_ptr<Generator> gen);
   // x [B, N, D] -> [B, N, D]
   Tensor forward(const Tensor& x) const;
-  // residual + forward(x), the final dropout fused with the residual add and proj.
-  Tensor forward_residual(const Tensor& residual, const Tensor& x) const;
+  // h = residual + forward(x) and norm(h), the final dropout fused with the residual add, proj
+  // and the norm (Dropout::forward_linear_residual_norm).
+  ops::ResidualNorm forward_residual_norm(const Tensor& residual, const Tensor& x,
+                                          const LayerNorm& norm) const;
   int64_t dim, heads;
   std::shared_ptr<Linear> qkv, proj;
   std::shared_ptr<Dropout> proj_drop;

@@ -22,9 +22,12 @@ LayerNorm::LayerNorm(int64_t dim, double eps_) : eps(eps_) {
 }
 
 Tensor LayerNorm::forward(const Tensor& x) const {
+  return ops::layer_norm(x, weight, bias, eps, output_dtype(x));
+}
+
+std::optional<DType> LayerNorm::output_dtype(const Tensor& x) const {
   // Under mixed precision the f32 input is normalised straight into a bf16 output.
-  return ops::layer_norm(x, weight, bias, eps,
-                         ops::autocast_applies(x) ? std::optional(DType::bf16) : std::nullopt);
+  return ops::autocast_applies(x) ? std::optional(DType::bf16) : std::nullopt;
 }
 
 Tensor Dropout::forward(const Tensor& x) const { return ops::dropout(x, p, is_training(), *gen_); }
@@ -33,10 +36,12 @@ Tensor Dropout::forward_linear_gelu(const Linear& fc, const Tensor& x) const {
   return ops::linear_gelu_dropout(ops::autocast(x), fc.weight, fc.bias, p, is_training(), *gen_);
 }
 
-Tensor Dropout::forward_linear_residual(const Linear& fc, const Tensor& residual,
-                                        const Tensor& x) const {
-  return ops::linear_add_dropout(residual, ops::autocast(x), fc.weight, fc.bias, p, is_training(),
-                                 *gen_);
+ops::ResidualNorm Dropout::forward_linear_residual_norm(const Linear& fc, const Tensor& residual,
+                                                        const Tensor& x,
+                                                        const LayerNorm& norm) const {
+  return ops::linear_add_dropout_norm(residual, ops::autocast(x), fc.weight, fc.bias, p,
+                                      is_training(), *gen_, norm.weight, norm.bias, norm.eps,
+                                      norm.output_dtype(residual));
 }
 
 Tensor DropPath::forward(const Tensor& x) const {
@@ -55,8 +60,10 @@ Tensor MLP::forward(const Tensor& x) const {
   return drop->forward(fc2->forward(drop->forward_linear_gelu(*fc1, x)));
 }
 
-Tensor MLP::forward_residual(const Tensor& residual, const Tensor& x) const {
-  return drop->forward_linear_residual(*fc2, residual, drop->forward_linear_gelu(*fc1, x));
+ops::ResidualNorm MLP::forward_residual_norm(const Tensor& residual, const Tensor& x,
+                                             const LayerNorm& norm) const {
+  return drop->forward_linear_residual_norm(*fc2, residual, drop->forward_linear_gelu(*fc1, x),
+                                            norm);
 }
 
 PatchEmbed::Proj::Proj(Tensor w, Tensor b) {

@@ -1,8 +1,10 @@
 // Basic layers. Parameter names follow timm's VisionTransformer.
 #pragma once
 #include <memory>
+#include <optional>
 
 #include "models/nn/module.h"
+#include "ops/linear.h"
 
 namespace lvit::nn {
 
@@ -18,6 +20,9 @@ class LayerNorm : public Module {
  public:
   LayerNorm(int64_t dim, double eps);
   Tensor forward(const Tensor& x) const;
+  // The dtype forward(x) writes: bf16 for an f32 x under bf16 autocast on a GPU (the
+  // mixed-precision norm that feeds a bf16 GEMM), else x's own.
+  std::optional<DType> output_dtype(const Tensor& x) const;
   Tensor weight, bias;
   double eps;
 };
@@ -29,9 +34,11 @@ class Dropout : public Module {
   Tensor forward(const Tensor& x) const;
   // dropout(gelu(fc(x))) (ops::linear_gelu_dropout: on the GPU one node for the three).
   Tensor forward_linear_gelu(const Linear& fc, const Tensor& x) const;
-  // residual + dropout(fc(x)) (ops::linear_add_dropout: on the GPU one node, whose backward
-  // makes the bias gradient in the dropout's pass).
-  Tensor forward_linear_residual(const Linear& fc, const Tensor& residual, const Tensor& x) const;
+  // h = residual + dropout(fc(x)) and norm(h) (ops::linear_add_dropout_norm: on the GPU one
+  // node for the linear layer, dropout and add, whose backward makes the bias gradient in the
+  // dropout's pass, and one kernel for the residual pass and the norm's forward).
+  ops::ResidualNorm forward_linear_residual_norm(const Linear& fc, const Tensor& residual,
+                                                 const Tensor& x, const LayerNorm& norm) const;
   double p;
 
  private:
@@ -53,8 +60,10 @@ class MLP : public Module {
  public:
   MLP(int64_t dim, int64_t hidden, double dropout, Generator& init, std::shared_ptr<Generator> gen);
   Tensor forward(const Tensor& x) const;
-  // residual + forward(x), the final dropout fused with the residual add and fc2.
-  Tensor forward_residual(const Tensor& residual, const Tensor& x) const;
+  // h = residual + forward(x) and norm(h), the final dropout fused with the residual add, fc2
+  // and the norm (Dropout::forward_linear_residual_norm).
+  ops::ResidualNorm forward_residual_norm(const Tensor& residual, const Tensor& x,
+                                          const LayerNorm& norm) const;
   std::shared_ptr<Linear> fc1, fc2;
   std::shared_ptr<Dropout> drop;
 };
