@@ -57,7 +57,7 @@ BenchResult bench_one(const ViTConfig& cfg, int64_t batch, int warmup, int steps
     }
     model.zero_grad();
     loss.backward();
-    optim::clip_grad_norm_tensor(model.parameters(), 1.0);
+    optim::clip_grad_norm_tensor(model.parameters(), 1.0, &opt);  // as lvit-train: folded
     opt.apply();
     return std::vector<Tensor>{loss};
   };

@@ -431,7 +431,9 @@ Tensor Trainer::step_async() {
     }
     model_->zero_grad();
     loss.backward();
-    if (opt_.clip_grad > 0) optim::clip_grad_norm_tensor(model_->parameters(), opt_.clip_grad);
+    // On a GPU, AdamW applies the clip's coefficient as it reads the gradients.
+    if (opt_.clip_grad > 0)
+      optim::clip_grad_norm_tensor(model_->parameters(), opt_.clip_grad, optimizer_.get());
     optimizer_->apply();
     if (ema_) update_ema();
     return std::vector<Tensor>{loss, logits};

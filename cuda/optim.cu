@@ -70,8 +70,10 @@ struct AdamWTable {
 };
 
 __global__ void adamw_kernel(Launch<AdamWTable> l, float b1, float b2, float eps,
-                             const AdamWScalars* __restrict__ scalars) {
+                             const AdamWScalars* __restrict__ scalars,
+                             const float* __restrict__ grad_scale) {
   const float step_size = scalars->step_size, inv_sqrt_bc2 = scalars->inv_sqrt_bc2;
+  const float c = grad_scale != nullptr ? *grad_scale : 1.0f;  // scale_kernel's multiply
   const int t = l.map.tensor[blockIdx.x];
   const int64_t begin = l.map.chunk[blockIdx.x] * kChunk;
   const int64_t end = min(l.table.n[t], begin + kChunk);
@@ -81,7 +83,7 @@ __global__ void adamw_kernel(Launch<AdamWTable> l, float b1, float b2, float eps
   float* __restrict__ v = l.table.v[t];
   const float decay = l.table.decay[t] ? scalars->decay : 1.0f;
   for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
-    const float gj = g[j];
+    const float gj = g[j] * c;
     const float mj = b1 * m[j] + (1.0f - b1) * gj;
     const float vj = b2 * v[j] + (1.0f - b2) * gj * gj;
     m[j] = mj;
@@ -162,7 +164,7 @@ __global__ void scale_kernel(Launch<GradTable> l, const float* __restrict__ coef
 }  // namespace
 
 void adamw_step(const std::vector<AdamWParam>& params, float beta1, float beta2, float eps,
-                const AdamWScalars* scalars, cudaStream_t stream) {
+                const AdamWScalars* scalars, const float* grad_scale, cudaStream_t stream) {
   for_each_launch<AdamWTable>(
       static_cast<int>(params.size()), [&](int i) { return params[i].numel; },
       [&](AdamWTable& t, int slot, int i) {
@@ -175,7 +177,7 @@ void adamw_step(const std::vector<AdamWParam>& params, float beta1, float beta2,
         t.decay[slot] = q.decay;
       },
       [&](const Launch<AdamWTable>& l, int blocks, int64_t) {
-        adamw_kernel<<<blocks, kThreads, 0, stream>>>(l, beta1, beta2, eps, scalars);
+        adamw_kernel<<<blocks, kThreads, 0, stream>>>(l, beta1, beta2, eps, scalars, grad_scale);
         after_launch("adamw", stream);
       });
 }
@@ -199,14 +201,16 @@ void sgd_step(const std::vector<SGDParam>& params, const float* lr, float moment
 }
 
 void clip_grad_norm(const std::vector<float*>& grads, const std::vector<int64_t>& numels,
-                    double max_norm, double* norm_out, cudaStream_t stream) {
+                    double max_norm, double* norm_out, float* coef_out, cudaStream_t stream) {
   int64_t total_blocks = 0;
   for (int64_t n : numels) total_blocks += (n + kChunk - 1) / kChunk;
   Allocator* alloc = caching_allocator(current_device());
   const size_t bytes = static_cast<size_t>(total_blocks + 1) * sizeof(double) + sizeof(float);
   char* scratch = static_cast<char*>(alloc->allocate(bytes));
   double* partial = reinterpret_cast<double*>(scratch);
-  float* coef = reinterpret_cast<float*>(scratch + (total_blocks + 1) * sizeof(double));
+  float* coef = coef_out != nullptr
+                    ? coef_out
+                    : reinterpret_cast<float*>(scratch + (total_blocks + 1) * sizeof(double));
   const int count = static_cast<int>(grads.size());
   auto fill = [&](GradTable& t, int slot, int i) {
     t.g[slot] = grads[i];
@@ -220,11 +224,12 @@ void clip_grad_norm(const std::vector<float*>& grads, const std::vector<int64_t>
                              });
   norm_kernel<<<1, 1024, 0, stream>>>(partial, total_blocks, max_norm, norm_out, coef);
   after_launch("grad_norm", stream);
-  for_each_launch<GradTable>(count, numel, fill,
-                             [&](const Launch<GradTable>& l, int blocks, int64_t) {
-                               scale_kernel<<<blocks, kThreads, 0, stream>>>(l, coef);
-                               after_launch("grad_scale", stream);
-                             });
+  if (coef_out == nullptr)
+    for_each_launch<GradTable>(count, numel, fill,
+                               [&](const Launch<GradTable>& l, int blocks, int64_t) {
+                                 scale_kernel<<<blocks, kThreads, 0, stream>>>(l, coef);
+                                 after_launch("grad_scale", stream);
+                               });
   alloc->deallocate(scratch, bytes);  // stream-ordered reuse: see cuda/allocator.cuh
 }
 

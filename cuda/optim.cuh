@@ -32,9 +32,11 @@ struct AdamWScalars {
 };
 
 // torch.optim.AdamW per element: p *= decay (decayed tensors); m = b1 m + (1-b1) g;
-// v = b2 v + (1-b2) g^2; p -= step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps).
+// v = b2 v + (1-b2) g^2; p -= step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps). With grad_scale
+// (a device f32, or null) g is each gradient times *grad_scale: a gradient clip folded in
+// (clip_grad_norm's coef_out), the same value as scaling the gradient in place first.
 void adamw_step(const std::vector<AdamWParam>& params, float beta1, float beta2, float eps,
-                const AdamWScalars* scalars, cudaStream_t stream);
+                const AdamWScalars* scalars, const float* grad_scale, cudaStream_t stream);
 
 struct SGDParam {
   float* param;
@@ -50,10 +52,12 @@ void sgd_step(const std::vector<SGDParam>& params, const float* lr, float moment
               bool first_step, cudaStream_t stream);
 
 // Global L2 norm of the gradients, and the clip: every gradient is scaled by
-// min(1, max_norm / (norm + 1e-6)). The norm is written to the device scalar `norm_out` (f64);
-// the partial sums are in double and added in a fixed order (deterministic). No host sync.
+// coef = min(1, max_norm / (norm + 1e-6)). The norm is written to the device scalar `norm_out`
+// (f64); the partial sums are in double and added in a fixed order (deterministic). No host
+// sync. With `coef_out` (a device f32) coef is written there instead, and the gradients are
+// left for the update to scale (adamw_step's grad_scale).
 void clip_grad_norm(const std::vector<float*>& grads, const std::vector<int64_t>& numels,
-                    double max_norm, double* norm_out, cudaStream_t stream);
+                    double max_norm, double* norm_out, float* coef_out, cudaStream_t stream);
 
 // dst = src rounded to bf16 (nearest even) for every pair: the parameters' bf16 GEMM operands
 // of a mixed-precision step in a few launches instead of one per tensor.

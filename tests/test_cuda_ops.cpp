@@ -550,3 +550,62 @@ TEST_CASE("CUDA AdamW, SGD and grad-norm clipping match the CPU") {
     }
   }
 }
+
+// clip_grad_norm_tensor with the optimizer: AdamW multiplies the gradients by the clip's
+// coefficient as it reads them and the gradients stay unscaled; the parameters and moments
+// are those of clip-then-step bit for bit, clipping (max norm 10) or not (1e9). SGD does not
+// fold: its gradients are scaled in place, as without it.
+TEST_CASE("CUDA AdamW with the gradient clip folded in equals clip then AdamW bit for bit") {
+  LVIT_SKIP_WITHOUT_GPU();
+  const std::vector<Shape> shapes = {{3, 70001}, {97}, {64, 65}, {5}};
+  auto make = [&] {
+    std::vector<optim::ParamRef> refs;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      Tensor p = to_gpu(randn(shapes[i], 700 + i));
+      p.set_requires_grad(true);
+      refs.push_back({fmt::format("p{}", i), p, i % 2 == 0});
+    }
+    return refs;
+  };
+  auto params_of = [](const std::vector<optim::ParamRef>& refs) {
+    std::vector<Tensor> v;
+    for (const auto& r : refs) v.push_back(r.param);
+    return v;
+  };
+  auto plain = make(), folded = make();
+  optim::AdamW oa(plain, optim::AdamWOptions{}), ob(folded, optim::AdamWOptions{});
+  REQUIRE(ob.folds_grad_scale());
+  for (int step = 0; step < 4; ++step) {
+    const double max_norm = step == 2 ? 1e9 : 10.0;
+    std::vector<Tensor> grads;
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      grads.push_back(to_gpu(randn(shapes[i], 800 + 17 * step + i, 2.0)));
+      plain[i].param.set_grad(grads[i].clone());
+      folded[i].param.set_grad(grads[i].clone());
+    }
+    const double na = optim::clip_grad_norm_tensor(params_of(plain), max_norm).item();
+    const double nb = optim::clip_grad_norm_tensor(params_of(folded), max_norm, &ob).item();
+    CHECK(na == nb);
+    oa.step(1e-2);
+    ob.step(1e-2);
+    for (size_t i = 0; i < shapes.size(); ++i) {
+      INFO("step ", step, " parameter ", i);
+      CHECK(folded[i].param.grad().to_vector<float>() == grads[i].to_vector<float>());
+      CHECK(folded[i].param.to_vector<float>() == plain[i].param.to_vector<float>());
+    }
+    const auto sa = oa.state(), sb = ob.state();
+    for (size_t k = 0; k < sa.size(); ++k) {
+      INFO("step ", step, " ", sa[k].first);
+      CHECK(sb[k].second.to_vector<float>() == sa[k].second.to_vector<float>());
+    }
+  }
+  // SGD scales in place whether or not it is passed.
+  auto sp = make();
+  optim::SGD sgd(sp, optim::SGDOptions{});
+  CHECK_FALSE(sgd.folds_grad_scale());
+  const Tensor g0 = to_gpu(randn(shapes[0], 900, 50.0));
+  sp[0].param.set_grad(g0.clone());
+  optim::clip_grad_norm_tensor({sp[0].param}, 1.0, &sgd);
+  const std::vector<float> g1 = sp[0].param.grad().to_vector<float>();
+  CHECK(g1 != g0.to_vector<float>());
+}

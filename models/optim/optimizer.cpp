@@ -101,7 +101,9 @@ void AdamW::apply() {
     }
     cuda::adamw_step(list, b1, b2, eps,
                      reinterpret_cast<const cuda::AdamWScalars*>(scalars_.data<float>()),
+                     grad_scale_.defined() ? grad_scale_.data<float>() : nullptr,
                      ops::cuda_stream(params_[0].param));
+    grad_scale_ = Tensor();
 #endif
     return;
   }
@@ -224,7 +226,7 @@ double warmup_cosine_lr(int64_t step, int64_t warmup_steps, int64_t total_steps,
   return min_lr + 0.5 * (lr - min_lr) * (1.0 + std::cos(M_PI * t));
 }
 
-Tensor clip_grad_norm_tensor(const std::vector<Tensor>& params, double max_norm) {
+Tensor clip_grad_norm_tensor(const std::vector<Tensor>& params, double max_norm, Optimizer* fold) {
   Tensor first;
   for (const Tensor& p : params)
     if (p.grad().defined()) {
@@ -244,7 +246,12 @@ Tensor clip_grad_norm_tensor(const std::vector<Tensor>& params, double max_norm)
       grads.push_back(g.data<float>());
       numels.push_back(g.numel());
     }
-    cuda::clip_grad_norm(grads, numels, max_norm, norm.data<double>(), ops::cuda_stream(first));
+    Tensor coef;  // the folded coefficient
+    if (fold != nullptr && fold->folds_grad_scale())
+      coef = Tensor::empty({}, DType::f32, first.device());
+    cuda::clip_grad_norm(grads, numels, max_norm, norm.data<double>(),
+                         coef.defined() ? coef.data<float>() : nullptr, ops::cuda_stream(first));
+    if (coef.defined()) fold->set_grad_scale(coef);
 #endif
     return norm;
   }

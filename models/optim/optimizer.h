@@ -43,10 +43,17 @@ class Optimizer {
   virtual void load_state(const std::map<std::string, Tensor>& state, int64_t step,
                           const std::string& source) = 0;
   const std::vector<ParamRef>& params() const { return params_; }
+  // Gradient clipping folded into the update (clip_grad_norm_tensor with this optimizer):
+  // whether apply() can multiply the gradients by a device scalar as it reads them, instead of
+  // the clip scaling them in place (one pass over every gradient less); and that scalar, f32 on
+  // the parameters' device, for the next apply() only. AdamW on a GPU can.
+  virtual bool folds_grad_scale() const { return false; }
+  void set_grad_scale(Tensor coef) { grad_scale_ = std::move(coef); }
 
  protected:
   std::vector<ParamRef> params_;
   int64_t step_ = 0;
+  Tensor grad_scale_;  // set_grad_scale's scalar until apply() uses it, else undefined
 };
 
 struct AdamWOptions {
@@ -60,6 +67,7 @@ class AdamW final : public Optimizer {
   AdamW(std::vector<ParamRef> params, AdamWOptions opt);
   void prepare(double lr) override;
   void apply() override;
+  bool folds_grad_scale() const override { return scalars_.defined(); }
   std::vector<std::pair<std::string, Tensor>> state() const override;
   void load_state(const std::map<std::string, Tensor>& state, int64_t step,
                   const std::string& source) override;
@@ -103,7 +111,11 @@ double warmup_cosine_lr(int64_t step, int64_t warmup_steps, int64_t total_steps,
 // clip_grad_norm_: coef = max_norm / (norm + 1e-6) when below 1). Returns the norm before.
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
 // The same clip, returning the norm as a one-element f64 tensor on the gradients' device, so
-// that on a GPU nothing waits for the result (read it with item() when needed).
-Tensor clip_grad_norm_tensor(const std::vector<Tensor>& params, double max_norm);
+// that on a GPU nothing waits for the result (read it with item() when needed). With `fold`,
+// the optimizer about to update these parameters, and where it folds_grad_scale(): the
+// gradients stay as they are and its next apply() multiplies them by the clip's coefficient
+// (the same update bit for bit, without a pass that scales every gradient in place).
+Tensor clip_grad_norm_tensor(const std::vector<Tensor>& params, double max_norm,
+                             Optimizer* fold = nullptr);
 
 }  // namespace lvit::optim
