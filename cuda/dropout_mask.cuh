@@ -13,9 +13,6 @@ namespace lvit::cuda {
 // add it to their offset).
 inline const uint64_t* current_philox_shift() { return context(current_device()).philox_shift; }
 
-// The keep bits of elements 8t .. 8t+7: bit e set iff uniform(word of element 8t + e) >= p.
-// Element i takes word i % 4 of Philox block i / 4 (the order of Philox::word and of the CPU
-// kernel), so a seed gives the same mask on either device; the test is Philox::keep_threshold's.
 // The Philox words of elements 4q .. 4q+3: block q of (seed, offset), word k for element 4q + k.
 __device__ __forceinline__ void philox_words4(int64_t q, uint64_t seed, uint64_t offset,
                                               uint32_t (&c)[4]) {
@@ -27,6 +24,9 @@ __device__ __forceinline__ void philox_words4(int64_t q, uint64_t seed, uint64_t
   Philox::block(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
 }
 
+// The keep bits of elements 8t .. 8t+7: bit e set iff uniform(word of element 8t + e) >= p.
+// Element i takes word i % 4 of Philox block i / 4 (the order of Philox::word and of the CPU
+// kernel), so a seed gives the same mask on either device; the test is Philox::keep_threshold's.
 __device__ __forceinline__ unsigned keep_bits8(int64_t t, float p, uint64_t seed, uint64_t offset) {
   const uint32_t threshold = Philox::keep_threshold(p);  // loop-invariant in the callers' loops
   unsigned bits = 0;

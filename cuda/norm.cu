@@ -2,7 +2,6 @@
 // row-wise parts; the weight/bias gradients are column sums over rows, done in row chunks
 // (partial sums in a scratch buffer, then a fixed-order final sum: deterministic).
 #include <algorithm>
-#include <cstring>
 #include <initializer_list>
 #include <string>
 #include <type_traits>

@@ -28,8 +28,8 @@ void layernorm_bwd(DType dtype, DType g_dtype, const void* g, const void* x, con
 // mixed-precision stream (ops::linear_add_dropout_norm): a, h [M, D] f32, b and y [M, D] bf16,
 // w, bias [D] f32, mean, rstd [M] f32. h = a + dropout(b, p) with the values and the mask of
 // add_dropout_fwd for (seed, offset), and y, mean, rstd = layernorm_fwd(h) into bf16 (bit for
-// bit those of the two kernels), in one pass. For D a multiple of 128 up to 1024 and 16-byte aligned pointers
-// (add_dropout_layernorm_supported); anything else is an error.
+// bit those of the two kernels), in one pass. For D a multiple of 128 up to 1024 and 16-byte
+// aligned pointers (add_dropout_layernorm_supported); anything else is an error.
 bool add_dropout_layernorm_supported(int64_t D, std::initializer_list<const void*> ptrs);
 void add_dropout_layernorm_fwd(const float* a, const void* b, double p, uint64_t seed,
                                uint64_t offset, const float* w, const float* bias, double eps,

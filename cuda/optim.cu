@@ -82,13 +82,18 @@ __global__ void adamw_kernel(Launch<AdamWTable> l, float b1, float b2, float eps
   float* __restrict__ m = l.table.m[t];
   float* __restrict__ v = l.table.v[t];
   const float decay = l.table.decay[t] ? scalars->decay : 1.0f;
+  // The roundings are spelled out (__fmul_rn is never contracted into an fma): left to the
+  // compiler, writing g as g * c moved its choice of which product to fuse in m and v, and with
+  // it every step's rounding. These are the ones it chose before the clip was folded in:
+  // m = fma(1 - b1, g, b1 m), v = fma(g, (1 - b2) g, b2 v).
   for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
-    const float gj = g[j] * c;
-    const float mj = b1 * m[j] + (1.0f - b1) * gj;
-    const float vj = b2 * v[j] + (1.0f - b2) * gj * gj;
+    const float gj = __fmul_rn(g[j], c);
+    const float mj = fmaf(1.0f - b1, gj, __fmul_rn(b1, m[j]));
+    const float vj = fmaf(gj, __fmul_rn(1.0f - b2, gj), __fmul_rn(b2, v[j]));
     m[j] = mj;
     v[j] = vj;
-    p[j] = p[j] * decay - step_size * mj / (sqrtf(vj) * inv_sqrt_bc2 + eps);
+    p[j] = __fsub_rn(__fmul_rn(p[j], decay),
+                     __fdiv_rn(__fmul_rn(step_size, mj), fmaf(inv_sqrt_bc2, sqrtf(vj), eps)));
   }
 }
 

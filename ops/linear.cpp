@@ -223,8 +223,7 @@ Tensor record_linear_add_dropout(Tensor& out, const Tensor& residual, const Tens
         Tensor gx, gw, gb;
         if (n.needs_input_grad(1) || n.needs_input_grad(2) || n.needs_input_grad(3)) {
           const int64_t M = x2.shape()[0], N = w.shape()[0];
-          // The branch gradient gy [M, N] and the bias gradient, its column sums, in
-          // one pass.
+          // The branch gradient gy [M, N] and the bias gradient, its column sums, in one pass.
           Tensor gy;
           if (n.needs_input_grad(3)) {
             const Tensor g = g_in.contiguous();
@@ -291,6 +290,7 @@ ResidualNorm linear_add_dropout_norm(const Tensor& residual, const Tensor& x, co
       training && p > 0 && b.defined() && residual.dtype() == DType::f32 &&
       x.dtype() == DType::bf16 && out_dtype == DType::bf16 && norm_weight.dtype() == DType::f32 &&
       norm_bias.dtype() == DType::f32 && residual.device() == x.device() &&
+      norm_weight.device() == x.device() && norm_bias.device() == x.device() &&
       on_cuda("linear_add_dropout_norm", {residual, x, w, b, norm_weight, norm_bias});
   if (!fusable) return norm(linear_add_dropout(residual, x, w, b, p, training, gen));
 #ifdef LVIT_WITH_CUDA

@@ -30,15 +30,17 @@ Tensor linear_gelu_dropout(const Tensor& x, const Tensor& w, const Tensor& b, do
 Tensor linear_add_dropout(const Tensor& residual, const Tensor& x, const Tensor& w, const Tensor& b,
                           double p, bool training, Generator& gen);
 
+// The residual stream after a block's branch (h) and its LayerNorm (y).
+struct ResidualNorm {
+  Tensor h, y;
+};
+
 // A pre-norm block's residual branch and the next LayerNorm: h = linear_add_dropout(residual,
 // x, w, b, p, training, gen) and y = layer_norm(h, norm_weight, norm_bias, eps, out_dtype), the
 // same values, masks and autograd nodes as those two ops. On the GPU in training, for the
 // mixed-precision stream (f32 residual, bf16 x and y, rows of a multiple of 128 up to 1024),
 // the residual pass and the norm's forward are one kernel: h is written once and not read
 // back.
-struct ResidualNorm {
-  Tensor h, y;
-};
 ResidualNorm linear_add_dropout_norm(const Tensor& residual, const Tensor& x, const Tensor& w,
                                      const Tensor& b, double p, bool training, Generator& gen,
                                      const Tensor& norm_weight, const Tensor& norm_bias, double eps,

@@ -46,7 +46,8 @@ class Optimizer {
   // Gradient clipping folded into the update (clip_grad_norm_tensor with this optimizer):
   // whether apply() can multiply the gradients by a device scalar as it reads them, instead of
   // the clip scaling them in place (one pass over every gradient less); and that scalar, f32 on
-  // the parameters' device, for the next apply() only. AdamW on a GPU can.
+  // the parameters' device, for the next apply() only: call apply() right after the clip (a
+  // later folded clip replaces the scalar). AdamW on a GPU can.
   virtual bool folds_grad_scale() const { return false; }
   void set_grad_scale(Tensor coef) { grad_scale_ = std::move(coef); }
 
