@@ -8,6 +8,7 @@ epoch: top-1, top-5, training loss, wall seconds, img/s) and the mean and standa
 top-1 per label.
 """
 import json
+import os
 import statistics
 import sys
 
@@ -31,8 +32,8 @@ def main(args):
     if not args:
         sys.exit(__doc__)
     by_label = {}
-    print(f"{'run':40s} {'epoch':>5s} {'top-1':>6s} {'top-5':>6s} {'train loss':>10s} "
-          f"{'wall s':>7s} {'img/s':>8s}")
+    print(f"{'label':12s} {'run':32s} {'epoch':>5s} {'top-1':>6s} {'top-5':>6s} "
+          f"{'train loss':>10s} {'wall s':>7s} {'img/s':>8s}")
     for arg in args:
         label, sep, path = arg.partition(":")
         if not sep:
@@ -42,7 +43,9 @@ def main(args):
         scale = 100.0 if "wall_s" in last else 1.0  # torch_train.py writes fractions
         top1, top5 = scale * last["test_top1"], scale * last.get("test_top5", float("nan"))
         wall = last.get("wall_time_s", last.get("wall_s", float("nan")))
-        print(f"{arg[-40:]:40s} {max(rows):5d} {top1:6.2f} {top5:6.2f} "
+        # The run: the file's last two path components (lvit's run folder and metrics.jsonl).
+        run = os.path.join(os.path.basename(os.path.dirname(path)), os.path.basename(path))
+        print(f"{label[:12]:12s} {run[-32:]:32s} {max(rows):5d} {top1:6.2f} {top5:6.2f} "
               f"{last.get('train_loss', float('nan')):10.4f} {wall:7.1f} "
               f"{last.get('img_per_s', float('nan')):8.0f}")
         by_label.setdefault(label, []).append(top1)
