@@ -16,9 +16,8 @@ inline void box_muller(uint32_t a, uint32_t b, double* c, double* s) {
 
 // The four normals of Philox block `blk` of stream (seed, offset): words (0,1) and (2,3).
 inline void block_normals(uint64_t seed, uint64_t offset, uint64_t blk, double z[4]) {
-  uint32_t c[4] = {static_cast<uint32_t>(blk), static_cast<uint32_t>(blk >> 32),
-                   static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32)};
-  Philox::block(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  uint32_t c[4];
+  Philox::words(seed, offset, blk, c);
   box_muller(c[0], c[1], &z[0], &z[1]);
   box_muller(c[2], c[3], &z[2], &z[3]);
 }

@@ -116,12 +116,20 @@ struct Philox {
       }
   }
 
+  // The four words of block blk of the stream (seed, offset): counter (blk, offset), key seed.
+  // Word k is the stream's element 4 blk + k.
+  static LVIT_HD void words(uint64_t seed, uint64_t offset, uint64_t blk, uint32_t (&c)[4]) {
+    c[0] = static_cast<uint32_t>(blk);
+    c[1] = static_cast<uint32_t>(blk >> 32);
+    c[2] = static_cast<uint32_t>(offset);
+    c[3] = static_cast<uint32_t>(offset >> 32);
+    block(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  }
+
   // The 32-bit word for element i of the stream (seed, offset).
   static LVIT_HD uint32_t word(uint64_t seed, uint64_t offset, uint64_t i) {
-    uint64_t blk = i >> 2;
-    uint32_t c[4] = {static_cast<uint32_t>(blk), static_cast<uint32_t>(blk >> 32),
-                     static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32)};
-    block(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+    uint32_t c[4];
+    words(seed, offset, i >> 2, c);
     return c[i & 3];
   }
 

@@ -13,17 +13,6 @@ namespace lvit::cuda {
 // add it to their offset).
 inline const uint64_t* current_philox_shift() { return context(current_device()).philox_shift; }
 
-// The Philox words of elements 4q .. 4q+3: block q of (seed, offset), word k for element 4q + k.
-__device__ __forceinline__ void philox_words4(int64_t q, uint64_t seed, uint64_t offset,
-                                              uint32_t (&c)[4]) {
-  const uint64_t blk = static_cast<uint64_t>(q);
-  c[0] = static_cast<uint32_t>(blk);
-  c[1] = static_cast<uint32_t>(blk >> 32);
-  c[2] = static_cast<uint32_t>(offset);
-  c[3] = static_cast<uint32_t>(offset >> 32);
-  Philox::block(c, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
-}
-
 // The keep bits of elements 8t .. 8t+7: bit e set iff uniform(word of element 8t + e) >= p.
 // Element i takes word i % 4 of Philox block i / 4 (the order of Philox::word and of the CPU
 // kernel), so a seed gives the same mask on either device; the test is Philox::keep_threshold's.
@@ -33,7 +22,7 @@ __device__ __forceinline__ unsigned keep_bits8(int64_t t, float p, uint64_t seed
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     uint32_t c[4];
-    philox_words4(2 * t + h, seed, offset, c);
+    Philox::words(seed, offset, static_cast<uint64_t>(2 * t + h), c);
 #pragma unroll
     for (int k = 0; k < 4; ++k) bits |= (c[k] >= threshold ? 1u : 0u) << (4 * h + k);
   }

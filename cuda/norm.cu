@@ -293,7 +293,7 @@ __global__ void add_dropout_layernorm_kernel(
   for (int c = 0; c < C; ++c) {
     const int64_t q = row * (D / 4) + lane + 32 * c;  // elements 4q .. 4q+3
     uint32_t word[4];
-    philox_words4(q, seed, offset, word);
+    Philox::words(seed, offset, static_cast<uint64_t>(q), word);
     const float4 av = load4(a + 4 * q), bv = load4(b + 4 * q);
     v[c] = make_float4(av.x + dropped(bv.x, word[0]), av.y + dropped(bv.y, word[1]),
                        av.z + dropped(bv.z, word[2]), av.w + dropped(bv.w, word[3]));

@@ -47,9 +47,8 @@ CropFlip draw_crop_flip(uint64_t seed, int64_t epoch, int64_t sample_index, int 
   // sample_index * 4 + k): a stream of its own (data/randaugment.h).
   const auto idx = static_cast<uint64_t>(sample_index);
   const auto off = kCropFlipStream | static_cast<uint64_t>(epoch);
-  uint32_t w[4] = {static_cast<uint32_t>(idx), static_cast<uint32_t>(idx >> 32),
-                   static_cast<uint32_t>(off), static_cast<uint32_t>(off >> 32)};
-  Philox::block(w, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  uint32_t w[4];
+  Philox::words(seed, off, idx, w);
   CropFlip cf;
   const auto range = static_cast<uint32_t>(2 * padding + 1);
   cf.dy = bounded(w[0], range) - padding;

@@ -27,11 +27,7 @@ std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch) 
     const auto ui = static_cast<uint64_t>(i);
     if ((ui >> 2) != cached_block) {
       cached_block = ui >> 2;
-      w[0] = static_cast<uint32_t>(cached_block);
-      w[1] = static_cast<uint32_t>(cached_block >> 32);
-      w[2] = static_cast<uint32_t>(offset);
-      w[3] = static_cast<uint32_t>(offset >> 32);
-      Philox::block(w, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+      Philox::words(seed, offset, cached_block, w);
     }
     const auto j = static_cast<int64_t>((static_cast<uint64_t>(w[ui & 3]) * (ui + 1)) >> 32);
     std::swap(perm[static_cast<size_t>(i)], perm[static_cast<size_t>(j)]);

@@ -22,11 +22,7 @@ SampleRng::SampleRng(uint64_t seed, uint64_t tag, int64_t epoch, int64_t index)
 
 uint32_t SampleRng::next() {
   if (used_ == 4) {
-    w_[0] = static_cast<uint32_t>(block_);
-    w_[1] = static_cast<uint32_t>(block_ >> 32);
-    w_[2] = static_cast<uint32_t>(offset_);
-    w_[3] = static_cast<uint32_t>(offset_ >> 32);
-    Philox::block(w_, static_cast<uint32_t>(seed_), static_cast<uint32_t>(seed_ >> 32));
+    Philox::words(seed_, offset_, block_, w_);
     ++block_;
     used_ = 0;
   }
