@@ -296,10 +296,8 @@ ResidualNorm linear_add_dropout_norm(const Tensor& residual, const Tensor& x, co
 #ifdef LVIT_WITH_CUDA
   const Shape hs = linear_out_shape(x, w);
   if (residual.shape() != hs) return norm(linear_add_dropout(residual, x, w, b, p, training, gen));
+  detail::check_layer_norm_params(hs, norm_weight, norm_bias);
   const int64_t D = hs.back();
-  LVIT_CHECK(norm_weight.shape() == Shape{D} && norm_bias.shape() == Shape{D},
-             "layer_norm: input {} with weight {} and bias {}", shape_str(hs),
-             shape_str(norm_weight.shape()), shape_str(norm_bias.shape()));
   const LinearForward f = linear_forward(x, w, b);
   const Tensor res = residual.contiguous(), nw = norm_weight.contiguous(),
                nb = norm_bias.contiguous();

@@ -12,6 +12,13 @@ namespace lvit::ops {
 
 namespace detail {
 
+void check_layer_norm_params(const Shape& xs, const Tensor& weight, const Tensor& bias) {
+  const int64_t D = xs.back();
+  LVIT_CHECK(weight.shape() == Shape{D} && bias.shape() == Shape{D},
+             "layer_norm: input {} with weight {} and bias {}", shape_str(xs),
+             shape_str(weight.shape()), shape_str(bias.shape()));
+}
+
 void record_layer_norm(Tensor& y, const Tensor& x, const Tensor& x2, const Tensor& w,
                        const Tensor& mean, const Tensor& rstd, const Tensor& weight,
                        const Tensor& bias) {
@@ -58,10 +65,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
                   std::optional<DType> out_dtype) {
   const DType ydt = out_dtype.value_or(x.dtype());
   check_same("layer_norm", {x, weight, bias});
+  detail::check_layer_norm_params(x.shape(), weight, bias);
   const int64_t D = x.shape().back();
-  LVIT_CHECK(weight.shape() == Shape{D} && bias.shape() == Shape{D},
-             "layer_norm: input {} with weight {} and bias {}", shape_str(x.shape()),
-             shape_str(weight.shape()), shape_str(bias.shape()));
   Tensor x2 = x.contiguous().view({-1, D});
   const int64_t M = x2.shape()[0];
   Tensor y = Tensor::empty(x.shape(), ydt, x.device());

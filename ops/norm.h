@@ -12,6 +12,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
                   std::optional<DType> out_dtype = std::nullopt);
 
 namespace detail {
+// Throws unless weight and bias are [D] for an input of shape xs (D = its last dimension).
+void check_layer_norm_params(const Shape& xs, const Tensor& weight, const Tensor& bias);
 // For ops that produce a LayerNorm's output in a fused pass (ops::linear_add_dropout_norm):
 // records y = layer_norm(x, weight, bias) with the node layer_norm records, from its saved
 // tensors: x2 = x as [M, D] contiguous, w = weight contiguous, mean and rstd [M].
