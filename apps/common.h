@@ -44,10 +44,9 @@ int run_main(const char* prog, const std::function<int()>& body);
 double peak_rss_mb();
 
 // "--device cpu|cuda[:N]" and "--precision fp32|tf32|bf16": checks that the device exists and
-// the precision is implemented (UserError naming the flag otherwise) and sets the GEMM math
-// mode of the CUDA backend. Returns the device.
-// Parses --device and --precision (UserError naming the flag) and prepares the device: the f32
-// GEMM mode, and GEMM tuning when `gemm_tune` (--gemm-tune; a CUDA device only).
+// the precision is implemented (UserError naming the flag otherwise), sets the GEMM math mode of
+// the CUDA backend, and turns GEMM tuning on when `gemm_tune` (--gemm-tune; a CUDA device only).
+// Returns the device.
 Device setup_device(const std::string& device, const std::string& precision,
                     bool gemm_tune = false);
 // Whether GEMM tuning is on, by --gemm-tune or LVIT_GEMM_TUNE (false in a build without CUDA).

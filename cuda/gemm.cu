@@ -165,10 +165,6 @@ MathMode math_mode() { return g_math_mode.load(); }
 
 namespace {
 
-// Times plan.algo and plan.candidates (best of 5 after one untimed call each) on the real operands
-// with beta = 0 into scratch outputs (the caller's C and bias gradient are untouched) and keeps
-// the fastest. Skipped while the stream is being captured (timing cannot run inside a capture);
-// the next eager call tunes.
 // The scratch outputs and events of one tuning, released however tune_plan leaves.
 struct TuneScratch {
   Allocator* alloc = nullptr;
@@ -184,6 +180,10 @@ struct TuneScratch {
   }
 };
 
+// Times plan.algo and plan.candidates (best of 5 after one untimed call each) on the real operands
+// with beta = 0 into scratch outputs (the caller's C and bias gradient are untouched) and keeps
+// the fastest. Skipped while the stream is being captured (timing cannot run inside a capture);
+// the next eager call tunes.
 void tune_plan(const PlanKey& k, Plan& plan, Context& ctx, const void* alpha, const void* A,
                const void* B, int epilogue, const void* vec) {
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
