@@ -10,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "apps/trainer.h"
@@ -148,6 +149,44 @@ TEST_CASE("the trainer with CUDA graphs reproduces the eager trainer bit for bit
                           eager_params[i].size() * sizeof(float)) == 0);
     }
   }
+}
+
+// The whole run() — epochs with an evaluation after each, which runs eagerly between graph
+// replays — with CUDA graphs against without them: the same step losses, the same weights and
+// the same dropout offsets at the end, bit for bit.
+TEST_CASE("run() with CUDA graphs and evaluations between epochs reproduces the eager run") {
+  LVIT_SKIP_WITHOUT_GPU();
+  data::ImageDataset ds = synthetic_dataset();
+  ViTConfig c = small_config();
+  c.dim = 128;  // the fused residual + dropout + LayerNorm pass
+  c.dropout = 0.1;
+  app::TrainOptions o = gpu_options("bf16");
+  o.epochs = 3;
+  o.warmup_epochs = 1;
+  o.log_every = 1;
+  o.log_format = "jsonl";
+  auto run = [&](bool graphs) {
+    app::TrainOptions og = o;
+    og.cuda_graphs = graphs;
+    test::TempDir dir(graphs ? "lvit-run-graphs" : "lvit-run-eager");
+    app::Trainer t(c, og, ds, &ds);
+    t.run(dir.str());
+    std::vector<std::string> lines;
+    std::ifstream f(dir.str("steps.jsonl"));
+    for (std::string line; std::getline(f, line);) lines.push_back(line);
+    std::vector<std::vector<float>> params;
+    for (auto& [n, p] : t.model().named_parameters()) params.push_back(p.to_vector<float>());
+    return std::make_tuple(lines, params, t.model().dropout_generator().offset());
+  };
+  const auto [eager_steps, eager_params, eager_offset] = run(false);
+  const auto [graph_steps, graph_params, graph_offset] = run(true);
+  REQUIRE(eager_steps.size() == 3 * 4);  // 64 images, batch 16, 3 epochs, a line per step
+  CHECK(graph_steps == eager_steps);
+  CHECK(graph_offset == eager_offset);
+  REQUIRE(graph_params.size() == eager_params.size());
+  for (size_t i = 0; i < eager_params.size(); ++i)
+    CHECK(std::memcmp(eager_params[i].data(), graph_params[i].data(),
+                      eager_params[i].size() * sizeof(float)) == 0);
 }
 
 // run() keeps the epoch's loss and top-1 sums on the device (no per-step sync): its train_loss
