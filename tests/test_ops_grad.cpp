@@ -7,6 +7,7 @@
 #include <functional>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "grad_helpers.h"
@@ -539,6 +540,41 @@ TEST_CASE("dropout: kept fraction, scaling, mask reuse in backward, eval identit
   CHECK_THROWS_AS(ops::drop_path(xe, 1.0 - 1e-9, true, ge), Error);
   CHECK_THROWS_AS(ops::add_dropout(xe, xe, 1.0 - 1e-9, true, ge), Error);
   CHECK_NOTHROW(ops::dropout(xe, 1.0 - 1e-7, true, ge));
+}
+
+// The masks are uncorrelated: between neighbouring elements (inside a Philox block of four
+// words and across blocks), between rows of a [M, 384] activation, and between the masks of
+// consecutive calls (offsets), which the model's dropout sites and steps draw in sequence.
+TEST_CASE("dropout masks: no correlation between elements, rows or consecutive calls") {
+  const int64_t n = int64_t{1} << 20;
+  const double p = 0.1;
+  Tensor x = Tensor::ones({n}, DType::f32);
+  Generator g(5);
+  std::vector<std::vector<float>> masks;
+  for (int k = 0; k < 3; ++k) masks.push_back(ops::dropout(x, p, true, g).to_vector<float>());
+  // Pearson correlation of keep(a, i) and keep(b, i + shift) over i.
+  auto corr = [&](int a, int b, int64_t shift) {
+    double sa = 0, sb = 0, sab = 0;
+    const int64_t m = n - shift;
+    for (int64_t i = 0; i < m; ++i) {
+      const double u = masks[a][i] != 0.f, v = masks[b][i + shift] != 0.f;
+      sa += u;
+      sb += v;
+      sab += u * v;
+    }
+    const double ma = sa / m, mb = sb / m;
+    return (sab / m - ma * mb) / std::sqrt(ma * (1 - ma) * mb * (1 - mb));
+  };
+  const double bound = 5 / std::sqrt(static_cast<double>(n));  // 5 standard errors
+  for (int64_t shift : {1, 2, 3, 4, 5, 8, 384}) {
+    INFO("shift " << shift);
+    CHECK(std::abs(corr(0, 0, shift)) < bound);
+  }
+  for (auto [a, b] : {std::pair{0, 1}, std::pair{1, 2}, std::pair{0, 2}})
+    for (int64_t shift : {0, 1, 4}) {
+      INFO("calls " << a << ", " << b << ", shift " << shift);
+      CHECK(std::abs(corr(a, b, shift)) < bound);
+    }
 }
 
 TEST_CASE("drop_path: whole samples dropped, kept fraction and scaling") {
