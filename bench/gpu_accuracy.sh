@@ -5,7 +5,8 @@
 # mean and standard deviation per framework).
 #   bench/gpu_accuracy.sh DATA_DIR [seeds] [frameworks]   e.g. bench/gpu_accuracy.sh data 0,1,2
 # DATA_DIR holds train.bin and test.bin of cifar-100-binary. frameworks: lvit,torch (default).
-# BUILD (build-gpu), OUT (runs/accuracy), EPOCHS (30) and PRECISION (bf16) override the defaults.
+# BUILD (build-gpu), OUT (runs/accuracy), EPOCHS (30) and PRECISION (bf16) override the defaults;
+# DROPOUT (unset: the preset's 0.1) sets --dropout in both frameworks.
 set -euo pipefail
 data=${1:?usage: bench/gpu_accuracy.sh DATA_DIR [seeds] [frameworks]}
 seeds=${2:-0,1}
@@ -14,6 +15,8 @@ build=${BUILD:-build-gpu}
 out=${OUT:-runs/accuracy}
 epochs=${EPOCHS:-30}
 precision=${PRECISION:-bf16}
+extra=()
+[ -n "${DROPOUT:-}" ] && extra=(--dropout "$DROPOUT")
 workers=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))  # loader threads; two cores left for the step
 for f in train.bin test.bin; do
   [ -f "$data/$f" ] || { echo "error: $data/$f: missing (cifar-100-binary)" >&2; exit 1; }
@@ -27,14 +30,14 @@ for s in ${seeds//,/ }; do
       --batch-size 512 --eval-batch-size 500 --lr 1e-3 --min-lr 1e-5 --weight-decay 0.05 \
       --warmup-epochs 3 --label-smoothing 0.1 --clip-grad 1.0 --precision "$precision" \
       --device cuda --workers "$workers" --seed "$s" --out "$out/lvit-$precision-$s" \
-      --log-format jsonl --no-progress > "$out/lvit-$precision-$s.log"
+      --log-format jsonl --no-progress "${extra[@]}" > "$out/lvit-$precision-$s.log"
     runs+=("lvit-$precision:$out/lvit-$precision-$s/metrics.jsonl")
   fi
   if [[ ,$frameworks, == *,torch,* ]]; then
     python3 bench/torch_train.py --preset vit-cifar --device cuda --precision "$precision" \
       --compile --epochs "$epochs" --batch-size 512 --eval-batch-size 500 --lr 1e-3 \
       --min-lr 1e-5 --warmup-epochs 3 --weight-decay 0.05 --label-smoothing 0.1 --clip-grad 1.0 \
-      --seed "$s" --data-dir "$data" > "$out/torch-$precision-$s.jsonl"
+      --seed "$s" --data-dir "$data" "${extra[@]}" > "$out/torch-$precision-$s.jsonl"
     runs+=("torch-$precision:$out/torch-$precision-$s.jsonl")
   fi
 done
