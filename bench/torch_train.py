@@ -89,6 +89,7 @@ def lr_at(step, total, warmup, base, min_lr):
 
 
 @torch.no_grad()
+@torch.no_grad()
 def evaluate(model, images, labels, aug, autocast, batch, limit=None):
     model.eval()
     n = images.shape[0] if not limit else min(limit, images.shape[0])
