@@ -6,7 +6,8 @@
 #   bench/gpu_accuracy.sh DATA_DIR [seeds] [frameworks]   e.g. bench/gpu_accuracy.sh data 0,1,2
 # DATA_DIR holds train.bin and test.bin of cifar-100-binary. frameworks: lvit,torch (default).
 # BUILD (build-gpu), OUT (runs/accuracy), EPOCHS (30) and PRECISION (bf16) override the defaults;
-# DROPOUT (unset: the preset's 0.1) sets --dropout in both frameworks.
+# DROPOUT (unset: the preset's 0.1) sets --dropout in both frameworks; TORCH_ARGS adds flags to
+# torch_train.py (e.g. TORCH_ARGS=--lvit-dropout: PyTorch with lvit's dropout masks).
 set -euo pipefail
 data=${1:?usage: bench/gpu_accuracy.sh DATA_DIR [seeds] [frameworks]}
 seeds=${2:-0,1}
@@ -37,7 +38,8 @@ for s in ${seeds//,/ }; do
     python3 bench/torch_train.py --preset vit-cifar --device cuda --precision "$precision" \
       --compile --epochs "$epochs" --batch-size 512 --eval-batch-size 500 --lr 1e-3 \
       --min-lr 1e-5 --warmup-epochs 3 --weight-decay 0.05 --label-smoothing 0.1 --clip-grad 1.0 \
-      --seed "$s" --data-dir "$data" "${extra[@]}" > "$out/torch-$precision-$s.jsonl"
+      --seed "$s" --data-dir "$data" "${extra[@]}" ${TORCH_ARGS:-} \
+      > "$out/torch-$precision-$s.jsonl"
     runs+=("torch-$precision:$out/torch-$precision-$s.jsonl")
   fi
 done

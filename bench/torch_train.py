@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import lvit_philox  # noqa: E402
 import lvit_torch as lt  # noqa: E402
 from torch_bench import add_model_args, config_from_args, make_optimizer, setup_precision  # noqa: E402
 
@@ -89,6 +90,33 @@ def lr_at(step, total, warmup, base, min_lr):
 
 
 @torch.no_grad()
+def use_lvit_dropout(model, cfg, seed, dev):
+    """Replaces the model's dropout modules by lvit_philox.LvitDropout in lvit's call order (the
+    position dropout, then per block the attention's projection, the MLP's GELU and fc2
+    dropouts: offsets 0, 1, 2, ... of each step) with lvit's dropout seed (run seed + 1).
+    Returns the new modules, which share one offset counter."""
+    if cfg.drop_path > 0:
+        raise SystemExit("error: --lvit-dropout: drop_path > 0 is not supported (lvit draws its "
+                         "stochastic-depth masks from the same generator, in its own order)")
+    counter = torch.zeros((), dtype=torch.int64, device=dev)
+    sites = []
+
+    def replace(parent, name):
+        old = getattr(parent, name)
+        if not isinstance(old, torch.nn.Dropout):
+            raise SystemExit(f"error: --lvit-dropout: {name} is not a dropout module")
+        new = lvit_philox.LvitDropout(old.p, seed + 1, counter, len(sites))
+        setattr(parent, name, new)
+        sites.append(new)
+
+    replace(model, "pos_drop")
+    for block in model.blocks:
+        replace(block.attn, "proj_drop")
+        replace(block.mlp, "drop1")
+        replace(block.mlp, "drop2")
+    return sites
+
+
 @torch.no_grad()
 def evaluate(model, images, labels, aug, autocast, batch, limit=None):
     model.eval()
@@ -135,6 +163,9 @@ def main(argv=None):
     ap.add_argument("--log-interval", type=int, default=0, help="step log to stderr every N steps")
     ap.add_argument("--out", default=None, help="also append the JSON lines to this file")
     ap.add_argument("--save", default=None, help="write the final weights (safetensors)")
+    ap.add_argument("--lvit-dropout", action="store_true",
+                    help="draw the dropout masks from lvit's Philox streams (bench/lvit_philox.py:"
+                         " seed + 1, one offset per call in lvit's order) instead of PyTorch's")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -155,6 +186,7 @@ def main(argv=None):
     gen.manual_seed(args.seed)
 
     model = lt.LViT(cfg).to(dev).train()
+    lvit_sites = use_lvit_dropout(model, cfg, args.seed, dev) if args.lvit_dropout else None
     opt = make_optimizer(model, args.lr, args.weight_decay, args.device, betas=(0.9, args.beta2))
     fwd = torch.compile(model) if args.compile else model
 
@@ -195,6 +227,8 @@ def main(argv=None):
             if args.clip_grad > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
             opt.step()
+            if lvit_sites is not None:  # lvit's generator: the next step's calls, next offsets
+                lvit_sites[0].counter.add_(len(lvit_sites))
             loss_sum += loss.detach()
             n_steps += 1
             step += 1
