@@ -5,6 +5,7 @@
 // on the same weights and images:
 //   lvit-loss-probe --checkpoint RUN/model.safetensors --data-dir DIR --device cuda --precision
 //   bf16 python3 bench/loss_probe.py --checkpoint RUN/model.safetensors --data-dir DIR
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <string>
