@@ -43,6 +43,43 @@ Tensor bf16_linear(const std::vector<Tensor>& v) {
   return round_bf16(ops::linear(round_bf16(v[0]), round_bf16(v[1]), round_bf16(v[2])));
 }
 
+// A parameter's gradient on both devices.
+struct GradPair {
+  std::string name;
+  Tensor cpu, gpu;
+};
+
+// One training-mode step of a model of `c` on both devices, from the same weights (`seed`) and
+// batch (B images from seed + 1, labels i * label_stride mod classes): the CPU in f32, the GPU
+// under bf16 autocast (dropout draws the same masks on both). Checks that the GPU's loss is f32
+// and within 1% of the CPU's (a few bf16 roundings of 2^-8 per layer), back-propagates both and
+// returns every parameter's two gradients.
+std::vector<GradPair> bf16_step_grads(const ViTConfig& c, int64_t B, uint64_t seed,
+                                      int64_t label_stride) {
+  ViT cpu_model(c, seed), gpu_model(c, seed);
+  gpu_model.to(Device::cuda(0));
+  Tensor images = randn({B, c.in_chans, c.image_size, c.image_size}, seed + 1);
+  std::vector<int64_t> y(static_cast<size_t>(B));
+  for (int64_t i = 0; i < B; ++i) y[static_cast<size_t>(i)] = (i * label_stride) % c.num_classes;
+  Tensor labels = Tensor::from_vector(y, {B});
+  Tensor loss_cpu = ops::cross_entropy(cpu_model.forward(images), labels, 0.1);
+  Tensor loss_gpu;
+  {
+    ops::AutocastGuard autocast(DType::bf16);
+    loss_gpu = ops::cross_entropy(gpu_model.forward(to_gpu(images)), to_gpu(labels), 0.1);
+  }
+  CHECK(loss_gpu.dtype() == DType::f32);
+  CHECK(std::abs(loss_gpu.item() - loss_cpu.item()) < 0.01 * std::abs(loss_cpu.item()));
+  loss_cpu.backward();
+  loss_gpu.backward();
+  auto cp = cpu_model.named_parameters(), gp = gpu_model.named_parameters();
+  REQUIRE(cp.size() == gp.size());
+  std::vector<GradPair> grads;
+  for (size_t i = 0; i < cp.size(); ++i)
+    grads.push_back({cp[i].first, cp[i].second.grad(), gp[i].second.grad()});
+  return grads;
+}
+
 }  // namespace
 
 TEST_CASE("bf16 linear with f32 parameters") {
@@ -154,34 +191,15 @@ TEST_CASE("a ViT step under bf16 autocast tracks the f32 CPU step") {
       ViTConfig c = preset_config(preset);
       c.depth = 2;
       c.dropout = dropout;
-      ViT cpu_model(c, 11), gpu_model(c, 11);
-      gpu_model.to(Device::cuda(0));
-      Tensor images = randn({8, c.in_chans, c.image_size, c.image_size}, 12);
-      std::vector<int64_t> y(8);
-      for (int i = 0; i < 8; ++i) y[i] = (i * 13) % c.num_classes;
-      Tensor labels = Tensor::from_vector(y, {8});
-      Tensor loss_cpu = ops::cross_entropy(cpu_model.forward(images), labels, 0.1);
-      Tensor loss_gpu;
-      {
-        ops::AutocastGuard autocast(DType::bf16);
-        loss_gpu = ops::cross_entropy(gpu_model.forward(to_gpu(images)), to_gpu(labels), 0.1);
-      }
-      CHECK(loss_gpu.dtype() == DType::f32);
       INFO(preset);
-      // A few bf16 roundings per layer, each 2^-8 relative: the loss agrees to ~1%.
-      CHECK(std::abs(loss_gpu.item() - loss_cpu.item()) < 0.01 * std::abs(loss_cpu.item()));
-      loss_cpu.backward();
-      loss_gpu.backward();
       // Every parameter gradient points the same way: cosine similarity near 1 (bf16 noise of
       // relative size 2^-8 per element costs ~1e-4 of cosine).
-      auto gp = gpu_model.named_parameters();
-      auto cp = cpu_model.named_parameters();
-      for (size_t i = 0; i < cp.size(); ++i) {
+      for (const GradPair& g : bf16_step_grads(c, 8, 11, 13)) {
         // The last block's stage logits: an exactly zero gradient, computed as rounding noise
         // (see test_cuda_train.cpp).
-        if (cp[i].first == fmt::format("blocks.{}.attn.ripple_logits", c.depth - 1)) continue;
-        std::vector<double> a = cp[i].second.grad().to_vector<double>();
-        std::vector<double> b = gp[i].second.grad().to_vector<double>();
+        if (g.name == fmt::format("blocks.{}.attn.ripple_logits", c.depth - 1)) continue;
+        std::vector<double> a = g.cpu.to_vector<double>();
+        std::vector<double> b = g.gpu.to_vector<double>();
         double ab = 0, aa = 0, bb = 0;
         for (size_t k = 0; k < a.size(); ++k) {
           ab += a[k] * b[k];
@@ -189,8 +207,8 @@ TEST_CASE("a ViT step under bf16 autocast tracks the f32 CPU step") {
           bb += b[k] * b[k];
         }
         if (aa < 1e-20) continue;  // e.g. the softmax key bias: exactly zero in theory
-        INFO(cp[i].first);
-        CHECK(gp[i].second.grad().dtype() == DType::f32);
+        INFO(g.name);
+        CHECK(g.gpu.dtype() == DType::f32);
         CHECK(ab / std::sqrt(aa * bb) > 0.99);
       }
     }
@@ -370,34 +388,17 @@ TEST_CASE("at vit-cifar width, bf16 gradients with dropout are as close to the C
       ViTConfig c = preset_config("vit-cifar");
       c.depth = 2;
       c.dropout = dropout;
-      ViT cpu_model(c, 5), gpu_model(c, 5);
-      gpu_model.to(Device::cuda(0));
-      Tensor images = randn({B, c.in_chans, c.image_size, c.image_size}, 6);
-      std::vector<int64_t> y(B);
-      for (int i = 0; i < B; ++i) y[i] = (i * 37) % c.num_classes;
-      Tensor labels = Tensor::from_vector(y, {B});
-      Tensor loss_cpu = ops::cross_entropy(cpu_model.forward(images), labels, 0.1);
-      Tensor loss_gpu;
-      {
-        ops::AutocastGuard autocast(DType::bf16);
-        loss_gpu = ops::cross_entropy(gpu_model.forward(to_gpu(images)), to_gpu(labels), 0.1);
-      }
-      CHECK(std::abs(loss_gpu.item() - loss_cpu.item()) < 0.01 * std::abs(loss_cpu.item()));
-      loss_cpu.backward();
-      loss_gpu.backward();
-      auto gp = gpu_model.named_parameters();
-      auto cp = cpu_model.named_parameters();
       errors.emplace_back();
-      for (size_t i = 0; i < cp.size(); ++i) {
-        std::vector<double> a = cp[i].second.grad().to_vector<double>();
-        std::vector<double> b = gp[i].second.grad().to_vector<double>();
+      for (const GradPair& g : bf16_step_grads(c, B, 5, 37)) {
+        std::vector<double> a = g.cpu.to_vector<double>();
+        std::vector<double> b = g.gpu.to_vector<double>();
         double d2 = 0, a2 = 0;
         for (size_t k = 0; k < a.size(); ++k) {
           d2 += (a[k] - b[k]) * (a[k] - b[k]);
           a2 += a[k] * a[k];
         }
         REQUIRE(a2 > 0);
-        errors.back().push_back({cp[i].first, std::sqrt(d2 / a2)});
+        errors.back().push_back({g.name, std::sqrt(d2 / a2)});
       }
     }
     double worst_without = 0;
