@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import lvit_torch as lt  # noqa: E402
-from torch_train import CIFAR100_MEAN, CIFAR100_STD  # noqa: E402
+from torch_train import CIFAR100_MEAN, CIFAR100_STD, load_cifar100  # noqa: E402
 
 
 def main():
@@ -44,15 +44,17 @@ def main():
     model.load_state_dict(load_file(a.checkpoint), strict=True)
     n = a.batches * a.batch_size
     path = os.path.join(a.data_dir, "train.bin")
-    raw = np.fromfile(path, dtype=np.uint8)
-    if raw.size % 3074 or raw.size // 3074 < n:
-        sys.exit(f"error: {path}: not {n} or more CIFAR-100 records of 3074 bytes")
-    raw = raw.reshape(-1, 3074)[:n]
-    x = torch.tensor(raw[:, 2:], dtype=torch.float32, device=a.device).view(n, 3, 32, 32) / 255
+    try:
+        images, labels = load_cifar100(path)
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    if images.shape[0] < n:
+        sys.exit(f"error: {path}: {images.shape[0]} CIFAR-100 records, fewer than {n}")
+    x = images[:n].to(device=a.device, dtype=torch.float32) / 255
     mean = torch.tensor(CIFAR100_MEAN, device=a.device).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR100_STD, device=a.device).view(1, 3, 1, 1)
     x = (x - mean) / std
-    y = torch.tensor(raw[:, 1].astype(np.int64), device=a.device)
+    y = labels[:n].to(a.device)
     bf16 = a.precision == "bf16" and a.device.startswith("cuda")
 
     def mean_loss():
