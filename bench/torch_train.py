@@ -166,6 +166,9 @@ def main(argv=None):
     ap.add_argument("--lvit-dropout", action="store_true",
                     help="draw the dropout masks from lvit's Philox streams (bench/lvit_philox.py:"
                          " seed + 1, one offset per call in lvit's order) instead of PyTorch's")
+    ap.add_argument("--dropout-seed", type=int, default=None,
+                    help="reseed PyTorch's generator after the model is built: same weights and "
+                         "data order as --seed, other dropout masks (PyTorch's dropout only)")
     args = ap.parse_args(argv)
 
     if args.threads:
@@ -187,6 +190,11 @@ def main(argv=None):
 
     model = lt.LViT(cfg).to(dev).train()
     lvit_sites = use_lvit_dropout(model, cfg, args.seed, dev) if args.lvit_dropout else None
+    if args.dropout_seed is not None:
+        if args.lvit_dropout:
+            raise SystemExit("error: --dropout-seed reseeds PyTorch's dropout; it does not apply "
+                             "with --lvit-dropout")
+        torch.manual_seed(args.dropout_seed)  # the data order and augmentation draw from `gen`
     opt = make_optimizer(model, args.lr, args.weight_decay, args.device, betas=(0.9, args.beta2))
     fwd = torch.compile(model) if args.compile else model
 
