@@ -57,6 +57,9 @@ int main(int argc, char** argv) {
     app::DataFlags df;
     app::add_data_flags(cli, df);
     cli.add_option("--seed", o.seed, "Seed for initialisation, data order, augmentation, dropout");
+    cli.add_option("--dropout-seed", o.dropout_seed,
+                   "Dropout/drop-path masks' seed (-1: --seed + 1); other values keep --seed's "
+                   "weights and batches");
     cli.add_option("--max-steps-per-epoch", o.max_steps_per_epoch,
                    "Cap steps per epoch (smoke runs)");
     cli.add_option("--eval-limit", o.eval_limit, "Evaluate on the first N test images only");

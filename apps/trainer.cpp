@@ -45,6 +45,7 @@ nlohmann::json TrainOptions::to_json() const {
           {"crop_padding", crop_padding},
           {"hflip", hflip},
           {"seed", std::to_string(seed)},
+          {"dropout_seed", dropout_seed},
           {"randaugment_n", randaugment_n},
           {"randaugment_m", randaugment_m},
           {"trivial_augment", trivial_augment},
@@ -92,6 +93,7 @@ TrainOptions TrainOptions::from_json(const nlohmann::json& j) {
   get("recipe", o.recipe);
   get("max_steps_per_epoch", o.max_steps_per_epoch);
   get("eval_limit", o.eval_limit);
+  get("dropout_seed", o.dropout_seed);
   if (j.contains("seed")) o.seed = std::stoull(j.at("seed").get<std::string>());
   return o;
 }
@@ -127,6 +129,8 @@ void TrainOptions::validate() const {
   LVIT_USER_CHECK(ema_decay >= 0 && ema_decay < 1, "--ema-decay {} not in [0, 1)", ema_decay);
   LVIT_USER_CHECK(recipe.empty() || recipe == "seed" || recipe == "strong",
                   "--recipe: '{}' is not seed or strong", recipe);
+  LVIT_USER_CHECK(dropout_seed >= -1, "--dropout-seed {} must be non-negative (-1: --seed + 1)",
+                  dropout_seed);
   LVIT_USER_CHECK(workers >= 0, "--workers {} must be non-negative", workers);
   LVIT_USER_CHECK(log_every >= 0, "--log-every {} must be non-negative", log_every);
   LVIT_USER_CHECK(log_format == "text" || log_format == "jsonl",
@@ -286,6 +290,8 @@ Trainer::Trainer(std::unique_ptr<ViT> model, const TrainOptions& opt,
     ema_->load_state_dict(state, "the model");
     ema_->eval();
   }
+  if (opt_.dropout_seed >= 0)
+    model_->dropout_generator().set_state(static_cast<uint64_t>(opt_.dropout_seed), 0);
   progress_.options = opt_.to_json();
   progress_.dropout_seed = model_->dropout_generator().seed();
 }

@@ -28,6 +28,9 @@ struct TrainOptions {
   int crop_padding = 4;
   bool hflip = true;
   uint64_t seed = 0;
+  // The dropout and drop-path masks' Philox key; -1: seed + 1, the model's own. Another value
+  // keeps the initial weights, data order and augmentation of `seed` and draws other masks.
+  int64_t dropout_seed = -1;
   // Strong augmentation and regularisation, all off by default (data/randaugment.h,
   // data/augment.h random_erase, data/mix.h). With mixup or CutMix on, the loss is
   // cross_entropy_soft on the mixed, label-smoothed targets.

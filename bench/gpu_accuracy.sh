@@ -6,7 +6,8 @@
 #   bench/gpu_accuracy.sh DATA_DIR [seeds] [frameworks]   e.g. bench/gpu_accuracy.sh data 0,1,2
 # DATA_DIR holds train.bin and test.bin of cifar-100-binary. frameworks: lvit,torch (default).
 # BUILD (build-gpu), OUT (runs/accuracy), EPOCHS (30) and PRECISION (bf16) override the defaults;
-# DROPOUT (unset: the preset's 0.1) sets --dropout in both frameworks; TORCH_ARGS adds flags to
+# DROPOUT (unset: the preset's 0.1) sets --dropout in both frameworks; DROPOUT_SEED sets
+# --dropout-seed in both (other masks on the seed's weights and batches); TORCH_ARGS adds flags to
 # torch_train.py (e.g. TORCH_ARGS=--lvit-dropout: PyTorch with lvit's dropout masks).
 set -euo pipefail
 data=${1:?usage: bench/gpu_accuracy.sh DATA_DIR [seeds] [frameworks]}
@@ -17,7 +18,8 @@ out=${OUT:-runs/accuracy}
 epochs=${EPOCHS:-30}
 precision=${PRECISION:-bf16}
 extra=()
-[ -n "${DROPOUT:-}" ] && extra=(--dropout "$DROPOUT")
+[ -n "${DROPOUT:-}" ] && extra+=(--dropout "$DROPOUT")
+[ -n "${DROPOUT_SEED:-}" ] && extra+=(--dropout-seed "$DROPOUT_SEED")
 workers=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))  # loader threads; two cores left for the step
 for f in train.bin test.bin; do
   [ -f "$data/$f" ] || { echo "error: $data/$f: missing (cifar-100-binary)" >&2; exit 1; }

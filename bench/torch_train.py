@@ -90,11 +90,12 @@ def lr_at(step, total, warmup, base, min_lr):
 
 
 @torch.no_grad()
-def use_lvit_dropout(model, cfg, seed, dev):
+def use_lvit_dropout(model, cfg, key, dev):
     """Replaces the model's dropout modules by lvit_philox.LvitDropout in lvit's call order (the
     position dropout, then per block the attention's projection, the MLP's GELU and fc2
-    dropouts: offsets 0, 1, 2, ... of each step) with lvit's dropout seed (run seed + 1).
-    Returns the new modules, which share one offset counter."""
+    dropouts: offsets 0, 1, 2, ... of each step) with Philox key `key` (lvit's dropout seed: run
+    seed + 1, or lvit-train's --dropout-seed). Returns the new modules, which share one offset
+    counter."""
     if cfg.drop_path > 0:
         raise SystemExit("error: --lvit-dropout: drop_path > 0 is not supported (lvit draws its "
                          "stochastic-depth masks from the same generator, in its own order)")
@@ -105,7 +106,7 @@ def use_lvit_dropout(model, cfg, seed, dev):
         old = getattr(parent, name)
         if not isinstance(old, torch.nn.Dropout):
             raise SystemExit(f"error: --lvit-dropout: {name} is not a dropout module")
-        new = lvit_philox.LvitDropout(old.p, seed + 1, counter, len(sites))
+        new = lvit_philox.LvitDropout(old.p, key, counter, len(sites))
         setattr(parent, name, new)
         sites.append(new)
 
@@ -167,9 +168,12 @@ def main(argv=None):
                     help="draw the dropout masks from lvit's Philox streams (bench/lvit_philox.py:"
                          " seed + 1, one offset per call in lvit's order) instead of PyTorch's")
     ap.add_argument("--dropout-seed", type=int, default=None,
-                    help="reseed PyTorch's generator after the model is built: same weights and "
-                         "data order as --seed, other dropout masks (PyTorch's dropout only)")
+                    help="other dropout masks on --seed's weights and data order: PyTorch's "
+                         "generator reseeded after the model is built, or with --lvit-dropout "
+                         "the Philox key (lvit-train's --dropout-seed; default seed + 1)")
     args = ap.parse_args(argv)
+    if args.dropout_seed is not None and args.dropout_seed < 0:
+        raise SystemExit(f"error: --dropout-seed {args.dropout_seed} must be non-negative")
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -189,11 +193,11 @@ def main(argv=None):
     gen.manual_seed(args.seed)
 
     model = lt.LViT(cfg).to(dev).train()
-    lvit_sites = use_lvit_dropout(model, cfg, args.seed, dev) if args.lvit_dropout else None
-    if args.dropout_seed is not None:
-        if args.lvit_dropout:
-            raise SystemExit("error: --dropout-seed reseeds PyTorch's dropout; it does not apply "
-                             "with --lvit-dropout")
+    lvit_sites = None
+    if args.lvit_dropout:
+        key = args.seed + 1 if args.dropout_seed is None else args.dropout_seed
+        lvit_sites = use_lvit_dropout(model, cfg, key, dev)
+    elif args.dropout_seed is not None:
         torch.manual_seed(args.dropout_seed)  # the data order and augmentation draw from `gen`
     opt = make_optimizer(model, args.lr, args.weight_decay, args.device, betas=(0.9, args.beta2))
     fwd = torch.compile(model) if args.compile else model

@@ -127,6 +127,54 @@ TEST_CASE("resume with the strong augmentations and EMA on == an uninterrupted r
   fs::remove_all(dir);
 }
 
+// --dropout-seed changes the dropout and drop-path masks and nothing else: the same initial
+// weights and batches (with dropout off, the very same steps); -1 and seed + 1 are the default;
+// a resumed run keeps its masks' seed.
+TEST_CASE("--dropout-seed draws other masks on the same weights and batches") {
+  data::ImageDataset ds = synthetic_dataset();
+  auto losses = [&](const ViTConfig& c, int64_t dropout_seed) {
+    app::TrainOptions o = tiny_options();
+    o.seed = 5;
+    o.dropout_seed = dropout_seed;
+    app::Trainer t(c, o, ds, nullptr);
+    std::vector<double> v;
+    for (int i = 0; i < 3; ++i) v.push_back(t.step());
+    return v;
+  };
+  {
+    app::TrainOptions o = tiny_options();
+    o.seed = 5;
+    app::Trainer by_default(tiny_config(), o, ds, nullptr);
+    o.dropout_seed = 77;
+    app::Trainer other(tiny_config(), o, ds, nullptr);
+    CHECK(by_default.model().dropout_generator().seed() == 6);
+    CHECK(other.model().dropout_generator().seed() == 77);
+    check_same_weights(by_default.model(), other.model());
+  }
+  const std::vector<double> base = losses(tiny_config(), -1);
+  CHECK(losses(tiny_config(), 6) == base);
+  const std::vector<double> other = losses(tiny_config(), 77);
+  for (size_t i = 0; i < base.size(); ++i) CHECK(other[i] != base[i]);
+  ViTConfig no_dropout = tiny_config();
+  no_dropout.dropout = 0;
+  no_dropout.drop_path = 0;
+  CHECK(losses(no_dropout, 77) == losses(no_dropout, -1));
+
+  app::TrainOptions o = tiny_options();
+  o.dropout_seed = 77;
+  fs::path dir = temp_dir("dropout_seed");
+  {
+    app::Trainer first(tiny_config(), o, ds, nullptr);
+    first.step();
+    first.save_checkpoint(dir.string());
+  }
+  auto resumed = app::Trainer::resume(dir.string(), tiny_options(), ds, nullptr);
+  CHECK(resumed->model().dropout_generator().seed() == 77);
+  fs::remove_all(dir);
+  o.dropout_seed = -2;
+  CHECK_THROWS_AS(o.validate(), UserError);
+}
+
 TEST_CASE("EMA with decay d after one step: d * w0 + (1 - d) * w1") {
   data::ImageDataset ds = synthetic_dataset();
   app::TrainOptions o = tiny_options();
