@@ -28,21 +28,22 @@ mkdir -p "$out"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 runs=()
 for s in ${seeds//,/ }; do
+  tag=$s${DROPOUT_SEED:+-ds$DROPOUT_SEED}  # run names: seed-dropoutseed when DROPOUT_SEED is set
   if [[ ,$frameworks, == *,lvit,* ]]; then
     "$build/lvit-train" --dataset cifar100 --data-dir "$data" --preset vit-cifar --epochs "$epochs" \
       --batch-size 512 --eval-batch-size 500 --lr 1e-3 --min-lr 1e-5 --weight-decay 0.05 \
       --warmup-epochs 3 --label-smoothing 0.1 --clip-grad 1.0 --precision "$precision" \
-      --device cuda --workers "$workers" --seed "$s" --out "$out/lvit-$precision-$s" \
-      --log-format jsonl --no-progress "${extra[@]}" > "$out/lvit-$precision-$s.log"
-    runs+=("lvit-$precision:$out/lvit-$precision-$s/metrics.jsonl")
+      --device cuda --workers "$workers" --seed "$s" --out "$out/lvit-$precision-$tag" \
+      --log-format jsonl --no-progress "${extra[@]}" > "$out/lvit-$precision-$tag.log"
+    runs+=("lvit-$precision:$out/lvit-$precision-$tag/metrics.jsonl")
   fi
   if [[ ,$frameworks, == *,torch,* ]]; then
     python3 bench/torch_train.py --preset vit-cifar --device cuda --precision "$precision" \
       --compile --epochs "$epochs" --batch-size 512 --eval-batch-size 500 --lr 1e-3 \
       --min-lr 1e-5 --warmup-epochs 3 --weight-decay 0.05 --label-smoothing 0.1 --clip-grad 1.0 \
       --seed "$s" --data-dir "$data" "${extra[@]}" ${TORCH_ARGS:-} \
-      > "$out/torch-$precision-$s.jsonl"
-    runs+=("torch-$precision:$out/torch-$precision-$s.jsonl")
+      > "$out/torch-$precision-$tag.jsonl"
+    runs+=("torch-$precision:$out/torch-$precision-$tag.jsonl")
   fi
 done
 python3 bench/accuracy_table.py "${runs[@]}"
