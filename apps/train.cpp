@@ -125,6 +125,12 @@ int main(int argc, char** argv) {
           static_cast<long long>(train.size), static_cast<long long>(test.size),
           static_cast<long long>(trainer->steps_per_epoch()), num_threads(),
           app::device_description(parse_device(o.device)).c_str());
+    const uint64_t run_seed = trainer->options().seed;
+    if (o.log_format == "text" && trainer->model().dropout_generator().seed() != run_seed + 1)
+      std::fprintf(stderr,
+                   "lvit-train: dropout masks from seed %llu (--seed %llu's weights and data)\n",
+                   static_cast<unsigned long long>(trainer->model().dropout_generator().seed()),
+                   static_cast<unsigned long long>(run_seed));
     if (o.log_format == "text" && !trainer->data_path().empty())
       std::fprintf(stderr, "lvit-train: data path: %s\n", trainer->data_path().c_str());
     if (o.log_format == "text" && app::gemm_tuning_on())

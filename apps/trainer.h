@@ -111,6 +111,7 @@ class Trainer {
   ViT& model() { return *model_; }
   ViT* ema_model() { return ema_.get(); }  // null unless --ema-decay > 0
   const TrainProgress& progress() const { return progress_; }
+  const TrainOptions& options() const { return opt_; }  // the run's (a resume's saved ones)
   int64_t steps_per_epoch() const;
   // How training batches reach a GPU model, for the log: e.g. "uint8 batches, crop/flip/normalise
   // on the GPU" ("" on the CPU).
