@@ -6,7 +6,6 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -63,23 +62,6 @@ app::TrainOptions one_epoch_jsonl_options() {
   o.epochs = 1;
   o.log_format = "jsonl";
   return o;
-}
-
-// Every parameter's values, in order.
-std::vector<std::vector<float>> parameter_values(const ViT& model) {
-  std::vector<std::vector<float>> values;
-  for (auto& [name, p] : model.named_parameters()) values.push_back(p.to_vector<float>());
-  return values;
-}
-
-// Two runs' parameters equal bit for bit.
-void check_same_bits(const std::vector<std::vector<float>>& a,
-                     const std::vector<std::vector<float>>& b) {
-  REQUIRE(a.size() == b.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    REQUIRE(a[i].size() == b[i].size());
-    CHECK(std::memcmp(a[i].data(), b[i].data(), a[i].size() * sizeof(float)) == 0);
-  }
 }
 
 }  // namespace
@@ -153,12 +135,12 @@ TEST_CASE("the trainer with CUDA graphs reproduces the eager trainer bit for bit
         app::Trainer t(c, og, ds, nullptr);
         std::vector<double> losses;
         for (int s = 0; s < 7; ++s) losses.push_back(t.step());
-        return std::make_pair(losses, parameter_values(t.model()));
+        return std::make_pair(losses, test::parameter_values(t.model()));
       };
       auto [eager_loss, eager_params] = run(false);
       auto [graph_loss, graph_params] = run(true);
       for (size_t s = 0; s < eager_loss.size(); ++s) CHECK(graph_loss[s] == eager_loss[s]);
-      check_same_bits(eager_params, graph_params);
+      test::check_same_bits(eager_params, graph_params);
     }
   }
 }
@@ -186,7 +168,7 @@ TEST_CASE("run() with CUDA graphs and evaluations between epochs reproduces the 
     std::vector<std::string> lines;
     std::ifstream f(dir.str("steps.jsonl"));
     for (std::string line; std::getline(f, line);) lines.push_back(line);
-    return std::make_tuple(lines, parameter_values(t.model()),
+    return std::make_tuple(lines, test::parameter_values(t.model()),
                            t.model().dropout_generator().offset());
   };
   const auto [eager_steps, eager_params, eager_offset] = run(false);
@@ -194,7 +176,7 @@ TEST_CASE("run() with CUDA graphs and evaluations between epochs reproduces the 
   REQUIRE(eager_steps.size() == 3 * 4);  // 64 images, batch 16, 3 epochs, a line per step
   CHECK(graph_steps == eager_steps);
   CHECK(graph_offset == eager_offset);
-  check_same_bits(eager_params, graph_params);
+  test::check_same_bits(eager_params, graph_params);
 }
 
 // run() keeps the epoch's loss and top-1 sums on the device (no per-step sync): its train_loss

@@ -2,7 +2,6 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -52,17 +51,8 @@ fs::path temp_dir(const std::string& name) {
   return p;
 }
 
-std::vector<std::vector<float>> snapshot(ViT& m) {
-  std::vector<std::vector<float>> v;
-  for (auto& [n, p] : m.named_parameters()) v.push_back(p.to_vector<float>());
-  return v;
-}
-
-void check_same_weights(ViT& x, ViT& y) {
-  auto a = snapshot(x), b = snapshot(y);
-  REQUIRE(a.size() == b.size());
-  for (size_t i = 0; i < a.size(); ++i)
-    CHECK(std::memcmp(a[i].data(), b[i].data(), a[i].size() * 4) == 0);
+void check_same_weights(const ViT& x, const ViT& y) {
+  test::check_same_bits(test::parameter_values(x), test::parameter_values(y));
 }
 
 // 4 straight steps vs 2 steps + save + resume (with tiny_options() as the overrides: the saved
@@ -111,8 +101,9 @@ TEST_CASE("resume with the strong augmentations and EMA on == an uninterrupted r
   check_same_weights(*straight->ema_model(), *resumed->ema_model());
   // The EMA differs from the weights and from the initial weights (it moved, by less).
   app::Trainer fresh(tiny_config(), o, ds, nullptr);
-  auto w = snapshot(straight->model()), e = snapshot(*straight->ema_model()),
-       w0 = snapshot(fresh.model());
+  auto w = test::parameter_values(straight->model()),
+       e = test::parameter_values(*straight->ema_model()),
+       w0 = test::parameter_values(fresh.model());
   double dist_e = 0, dist_w = 0;
   for (size_t i = 0; i < w.size(); ++i)
     for (size_t k = 0; k < w[i].size(); ++k) {
@@ -180,9 +171,9 @@ TEST_CASE("EMA with decay d after one step: d * w0 + (1 - d) * w1") {
   app::TrainOptions o = tiny_options();
   o.ema_decay = 0.75;
   app::Trainer t(tiny_config(), o, ds, nullptr);
-  auto w0 = snapshot(t.model());
+  auto w0 = test::parameter_values(t.model());
   t.step();
-  auto w1 = snapshot(t.model()), e = snapshot(*t.ema_model());
+  auto w1 = test::parameter_values(t.model()), e = test::parameter_values(*t.ema_model());
   for (size_t i = 0; i < w0.size(); ++i)
     for (size_t k = 0; k < w0[i].size(); ++k)
       CHECK(e[i][k] == doctest::Approx(0.75 * w0[i][k] + 0.25 * w1[i][k]).epsilon(1e-5));
@@ -252,7 +243,7 @@ TEST_CASE("checkpoint: model round trip keeps config and weights; loads by timm 
   CHECK(f.at("pos_embed").shape() == Shape{1, 17, 32});
   auto loaded = load_model(path);
   CHECK(loaded->config().to_json() == m.config().to_json());
-  auto a = snapshot(m), b = snapshot(*loaded);
+  auto a = test::parameter_values(m), b = test::parameter_values(*loaded);
   for (size_t i = 0; i < a.size(); ++i) CHECK(a[i] == b[i]);
   fs::remove_all(dir);
 }

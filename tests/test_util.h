@@ -1,18 +1,22 @@
 // Helpers shared by the test suites: where the shared data lives, scratch folders, the message
-// of an expected error, a guard for the thread count, and a small synthetic image dataset.
+// of an expected error, a guard for the thread count, a small synthetic image dataset, and a
+// model's parameters compared bit for bit.
 #pragma once
 #include <doctest/doctest.h>
 
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/thread_pool.h"
 #include "data/cifar.h"
+#include "models/vit.h"
 
 namespace lvit::test {
 
@@ -78,6 +82,23 @@ inline data::ImageDataset synthetic_dataset(int64_t size, uint64_t seed) {
   for (int64_t i = 0; i < ds.size; ++i) ds.labels.push_back(static_cast<int32_t>(i % 10));
   for (int k = 0; k < 10; ++k) ds.class_names.push_back(std::to_string(k));
   return ds;
+}
+
+// Every parameter's values, in order.
+inline std::vector<std::vector<float>> parameter_values(const ViT& model) {
+  std::vector<std::vector<float>> values;
+  for (auto& [name, p] : model.named_parameters()) values.push_back(p.to_vector<float>());
+  return values;
+}
+
+// Two models' (or runs') parameters equal bit for bit.
+inline void check_same_bits(const std::vector<std::vector<float>>& a,
+                            const std::vector<std::vector<float>>& b) {
+  REQUIRE(a.size() == b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    REQUIRE(a[i].size() == b[i].size());
+    CHECK(std::memcmp(a[i].data(), b[i].data(), a[i].size() * sizeof(float)) == 0);
+  }
 }
 
 }  // namespace lvit::test
